@@ -174,7 +174,8 @@ def iter_blocks(
                 try:
                     x = f.read(block, dtype="float32", always_2d=True)
                 except Exception as e:
-                    raise AudioError(f"{info.path}: read error at {pos / info.sample_rate:.1f} s ({_one_line(e)})")
+                    at = pos / info.sample_rate
+                    raise AudioError(f"{info.path}: read error at {at:.1f} s ({_one_line(e)})") from None
                 if x.shape[0] == 0:
                     break
                 if not np.isfinite(x).all():

@@ -48,5 +48,6 @@ def user_errors():
         err_console.print("[red]interrupted[/] (nothing half-written was left behind)", markup=True)
         sys.exit(130)
     except OSError as e:
-        err_console.print(f"[red]error:[/] {escape(str(e.strerror or e))}{escape(f': {e.filename}') if e.filename else ''}", markup=True)
+        where = f": {e.filename}" if e.filename else ""
+        err_console.print(f"[red]error:[/] {escape(str(e.strerror or e) + where)}", markup=True)
         sys.exit(1)

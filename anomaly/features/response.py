@@ -54,7 +54,8 @@ class MicResponse:
                 except (ValueError, IndexError):
                     if lineno == 1 or not freqs and not gains and not row[0].strip()[:1].isdigit():
                         continue  # header line
-                    raise DataError(f"{path}:{lineno}: expected 'frequency_hz,gain_db', got {','.join(row)!r}")
+                    got = ",".join(row)
+                    raise DataError(f"{path}:{lineno}: expected 'frequency_hz,gain_db', got {got!r}") from None
                 freqs.append(f)
                 gains.append(g)
         return cls(tuple(freqs), tuple(gains))
