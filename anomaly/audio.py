@@ -18,7 +18,7 @@ import soundfile as sf
 from scipy import signal
 
 from anomaly.errors import AudioError, HumwatchWarning
-from anomaly.features import FeatureParams, PatchStream, patch_starts
+from anomaly.features import FeatureParams, FrameStream, PatchStream, patch_starts
 
 AUDIO_SUFFIXES = (".wav", ".flac")
 CLIP_LEVEL = 0.999  # |sample| at or above this share of full scale counts as clipped
@@ -239,6 +239,14 @@ def file_patches(path: str | Path, params: FeatureParams, offsets: np.ndarray | 
         starts.append(s)
         parts.append(p)
     return np.concatenate(starts), np.concatenate(parts)
+
+
+def file_log_mel(path: str | Path, params: FeatureParams, offsets: np.ndarray | None = None,
+                 channel: str | int = "mean") -> np.ndarray:
+    """Log-mel frames ``[frames, n_mels]`` of a whole file, computed block-wise."""
+    stream = FrameStream(params, offsets)
+    parts = [stream.push(b) for b in iter_blocks(path, params.sample_rate, channel, min_samples=params.min_samples)]
+    return np.concatenate(parts)
 
 
 def find_audio(paths: list[str | Path] | tuple[str | Path, ...]) -> list[Path]:

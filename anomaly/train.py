@@ -1,0 +1,204 @@
+"""Training the autoencoder on normal audio only.
+
+Data: one log-mel frame sequence ``[frames, n_mels]`` per recording. Training draws random 96-frame crops from the
+training part of every recording (the time-shift augmentation), validation uses fixed non-overlapping patches of a
+held-out part, and early stopping keeps the weights of the best validation epoch.
+
+Augmentation (each switchable in :class:`TrainConfig`; applied to the network input only, the target stays clean, so
+masks and noise make it a denoising autoencoder):
+  * time shift: random crop offsets instead of a fixed patch grid;
+  * gain: a random level change of ±``gain_db`` (an additive constant on the log-mel);
+  * noise: Gaussian noise of ``noise_std`` on the normalised input;
+  * SpecAugment-style masks: one time mask of up to ``time_mask`` frames and one frequency mask of up to
+    ``freq_mask`` mel bins, set to the normalised mean (0).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from anomaly.errors import DataError
+from anomaly.model import ArchConfig, ConvAutoencoder
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training hyper-parameters (defaults are what ``humwatch train`` uses)."""
+
+    epochs: int = 40
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-5
+    samples_per_epoch: int = 2048
+    val_fraction: float = 0.15
+    patience: int = 8
+    seed: int = 0
+    threads: int = 2
+    time_shift: bool = True
+    gain_db: float = 3.0
+    noise_std: float = 0.05
+    spec_masks: bool = True
+    time_mask: int = 8
+    freq_mask: int = 6
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def without_augmentation(self) -> TrainConfig:
+        return TrainConfig(**{**self.to_dict(), "time_shift": False, "gain_db": 0.0, "noise_std": 0.0,
+                              "spec_masks": False})
+
+
+@dataclass
+class Split:
+    """Training frame sequences and validation patches."""
+
+    train: list[np.ndarray]
+    val: np.ndarray  # [n, T, M]
+    how: str
+
+
+def split_recordings(recordings: Sequence[np.ndarray], patch_frames: int, val_fraction: float,
+                     seed: int) -> Split:
+    """Hold out whole recordings when there are enough, else the tail of each recording.
+
+    Raises:
+        DataError: when there is too little audio for one training and one validation patch.
+    """
+    recs = [r for r in recordings if r.shape[0] >= patch_frames]
+    if not recs:
+        raise DataError(f"no recording holds one whole patch ({patch_frames} frames)")
+    rng = np.random.default_rng(seed)
+    n_val = int(round(len(recs) * val_fraction))
+    if len(recs) >= 5 and n_val >= 1:
+        order = rng.permutation(len(recs))
+        val_idx = set(order[:n_val].tolist())
+        train = [r for i, r in enumerate(recs) if i not in val_idx]
+        val_recs = [r for i, r in enumerate(recs) if i in val_idx]
+        how = f"{len(val_recs)} of {len(recs)} recordings held out"
+    else:
+        train, val_recs = [], []
+        for r in recs:
+            cut = int(r.shape[0] * (1 - val_fraction))
+            if cut >= patch_frames and r.shape[0] - cut >= patch_frames:
+                train.append(r[:cut])
+                val_recs.append(r[cut:])
+            else:
+                train.append(r)
+        how = f"last {val_fraction:.0%} of each recording held out"
+        if not val_recs:
+            raise DataError(f"too little normal audio to hold out a validation part: need at least "
+                            f"{2 * patch_frames / (1 - val_fraction) * 0.01:.1f} s per recording")
+    val = np.concatenate([_grid(r, patch_frames) for r in val_recs])
+    return Split(train, val, how)
+
+
+def _grid(frames: np.ndarray, patch_frames: int) -> np.ndarray:
+    n = frames.shape[0] // patch_frames
+    return frames[: n * patch_frames].reshape(n, patch_frames, frames.shape[1])
+
+
+class _Sampler:
+    """Draws augmented training batches from frame sequences (all state from one seeded Generator)."""
+
+    def __init__(self, train: list[np.ndarray], patch_frames: int, cfg: TrainConfig, rng: np.random.Generator):
+        self.train, self.T, self.cfg, self.rng = train, patch_frames, cfg, rng
+        lengths = np.array([r.shape[0] - patch_frames + 1 for r in train], float)
+        if cfg.time_shift:
+            self.p = lengths / lengths.sum()
+        else:
+            self.grid = np.concatenate([_grid(r, patch_frames) for r in train])
+
+    def batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        cfg, rng, T = self.cfg, self.rng, self.T
+        if cfg.time_shift:
+            which = rng.choice(len(self.train), size=n, p=self.p)
+            x = np.stack([self.train[i][o: o + T] for i, o in
+                          ((i, rng.integers(0, self.train[i].shape[0] - T + 1)) for i in which)])
+        else:
+            x = self.grid[rng.integers(0, len(self.grid), size=n)]
+        target = x.copy()
+        x = x.copy()
+        if cfg.gain_db > 0:
+            x += (rng.uniform(-cfg.gain_db, cfg.gain_db, size=(n, 1, 1)) * math.log(10) / 20).astype(np.float32)
+            target = x.copy()  # a level change is not an anomaly to reconstruct away: input and target move together
+        if cfg.noise_std > 0:
+            x += rng.normal(0, cfg.noise_std, size=x.shape).astype(np.float32)
+        if cfg.spec_masks:
+            for k in range(n):
+                t0, tw = rng.integers(0, T), rng.integers(0, cfg.time_mask + 1)
+                f0, fw = rng.integers(0, x.shape[2]), rng.integers(0, cfg.freq_mask + 1)
+                x[k, t0: t0 + tw, :] = 0.0
+                x[k, :, f0: f0 + fw] = 0.0
+        return x, target
+
+
+def train_autoencoder(
+    split: Split,
+    arch: ArchConfig,
+    cfg: TrainConfig,
+    on_epoch: Callable[[int, float, float], None] | None = None,
+) -> tuple[ConvAutoencoder, dict]:
+    """Train on normalised frames; return the best model (by validation loss) and the training history.
+
+    Args:
+        split: normalised training frame sequences and validation patches.
+        on_epoch: called as ``on_epoch(epoch, train_loss, val_loss)``.
+    """
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, cfg.threads))
+    try:
+        model = ConvAutoencoder(arch)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        steps = max(1, cfg.samples_per_epoch // cfg.batch_size)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps * cfg.epochs,
+                                                    pct_start=0.15)
+        sampler = _Sampler(split.train, arch.patch_frames, cfg, rng)
+        val = torch.from_numpy(split.val).unsqueeze(1)
+        loss_fn = nn.MSELoss()
+        best, best_state, best_epoch, bad = math.inf, None, 0, 0
+        history = {"train_loss": [], "val_loss": []}
+        t0 = time.time()
+        for epoch in range(1, cfg.epochs + 1):
+            model.train()
+            tot = 0.0
+            for _ in range(steps):
+                x, y = sampler.batch(cfg.batch_size)
+                x, y = torch.from_numpy(x).unsqueeze(1), torch.from_numpy(y).unsqueeze(1)
+                opt.zero_grad(set_to_none=True)
+                loss = loss_fn(model(x), y)
+                loss.backward()
+                opt.step()
+                sched.step()
+                tot += loss.item()
+            model.eval()
+            with torch.no_grad():
+                v = float(np.mean([loss_fn(model(b), b).item() for b in val.split(256)]))
+            tl = tot / steps
+            history["train_loss"].append(tl)
+            history["val_loss"].append(v)
+            if on_epoch:
+                on_epoch(epoch, tl, v)
+            if v < best - 1e-6:
+                best, best_state, best_epoch, bad = v, copy.deepcopy(model.state_dict()), epoch, 0
+            else:
+                bad += 1
+                if bad >= cfg.patience:
+                    break
+        model.load_state_dict(best_state)
+        model.eval()
+        history.update(best_epoch=best_epoch, best_val_loss=best, epochs_run=epoch,
+                       train_seconds=round(time.time() - t0, 2))
+        return model, history
+    finally:
+        torch.set_num_threads(prev_threads)
