@@ -60,14 +60,15 @@ def info(files: Annotated[list[Path], typer.Argument(help="WAV/FLAC files or dir
         t = Table("file", "rate", "ch", "seconds", "patches", "level dBFS", "clipped", "loudest mel band")
         for f in find_audio(files):
             i = audio_info(f)
-            stats, stream, n, energy, sumsq = ReadStats(), PatchStream(DEFAULT_PARAMS), 0, 0.0, 0.0
+            stats, stream, n, energy, sumsq, count = ReadStats(), PatchStream(DEFAULT_PARAMS), 0, 0.0, 0.0, 0
             for block in iter_blocks(f, min_samples=DEFAULT_PARAMS.min_samples, stats=stats):
                 sumsq += float(np.square(block, dtype=np.float64).sum())
+                count += block.size
                 p = stream.push(block)
                 n += len(p)
                 if len(p):
                     energy = energy + np.exp(p).sum(axis=(0, 1))
-            rms = np.sqrt(sumsq / max(1, stats.samples / i.channels))
+            rms = np.sqrt(sumsq / max(1, count))
             from anomaly.features import mel_centers
 
             band = f"{mel_centers(DEFAULT_PARAMS)[int(np.argmax(energy))]:.0f} Hz" if n else "-"
@@ -266,3 +267,17 @@ def evaluate(
             m["reduce"] = reduce
             atomic.write_text(json_out, json.dumps(m, indent=2) + "\n")
             console.print(f"wrote {json_out}")
+
+
+@app.command(rich_help_panel="Start here")
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where the demo writes audio, model and figures.")] =
+    Path("demo-out"),
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs (early stopping may end sooner).")] = 12,
+    seed: Annotated[int, typer.Option(help="Seed for simulation and training.")] = 7,
+) -> None:
+    """Run the whole story on simulated audio: simulate a pump site → train → evaluate → score a developing fault."""
+    with user_errors():
+        from anomaly.demo import DemoConfig, run_demo
+
+        run_demo(DemoConfig(out=out, epochs=epochs, seed=seed), say=console.print)

@@ -12,8 +12,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from anomaly.errors import HumwatchError, HumwatchWarning
 
+# Not a terminal (pipes, CI logs): rich would wrap at 80 columns, splitting one-line errors and table cells.
 console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+if not console.is_terminal:
+    console = Console(highlight=False, width=160)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def progress(transient: bool = False) -> Progress:

@@ -105,7 +105,8 @@ class Evaluation:
             ma, mp = auc_pauc(y[idx], self.scores[idx], self.max_fpr)
             machines[m] = {"auc": _nan_to_none(ma), "pauc": _nan_to_none(mp), "n_normal": int((y[idx] == 0).sum()),
                            "n_anomaly": int((y[idx] == 1).sum())}
-        return {"auc": _nan_to_none(auc), "pauc": _nan_to_none(pa), "max_fpr": self.max_fpr, "n_files": len(self.files), "machines": machines}
+        return {"auc": _nan_to_none(auc), "pauc": _nan_to_none(pa), "max_fpr": self.max_fpr,
+                "n_files": len(self.files), "machines": machines}
 
 
 def evaluate(score_file: Callable[[Path], float], test_dir: str | Path, max_fpr: float = 0.1,

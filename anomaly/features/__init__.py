@@ -16,6 +16,6 @@ from anomaly.features.stream import FrameStream, PatchStream
 from anomaly.features.transforms import LogMel, Patches
 
 __all__ = [
-    "DEFAULT_PARAMS", "FeatureParams", "FrameStream", "LogMel", "MicResponse", "PatchStream", "Patches", "hann_window", "log_mel",
-    "mel_centers", "mel_filterbank", "num_frames", "num_patches", "patch_starts", "patches",
+    "DEFAULT_PARAMS", "FeatureParams", "FrameStream", "LogMel", "MicResponse", "PatchStream", "Patches",
+    "hann_window", "log_mel", "mel_centers", "mel_filterbank", "num_frames", "num_patches", "patch_starts", "patches",
 ]

@@ -114,7 +114,12 @@ def log_mel_torch(
         spec = spec.square().sum(-1)
         if params.power == 1.0:
             spec = spec.sqrt_()
-        outs.append(torch.log(spec @ mel_fb + params.log_offset))
+        rows = spec.shape[-2]
+        if rows < _CHUNK_FRAMES:
+            # BLAS picks other kernels (other rounding) for few rows; a fixed row count keeps streamed frames
+            # bit-identical to whole-signal frames.
+            spec = torch.nn.functional.pad(spec, (0, 0, 0, _CHUNK_FRAMES - rows))
+        outs.append(torch.log(spec @ mel_fb + params.log_offset)[..., :rows, :])
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=-2)
     if offsets is not None:
         out = out + offsets

@@ -34,6 +34,10 @@ class FeatureParams:
     patch_hop: int = 96
 
     def __post_init__(self) -> None:
+        # Canonical types, so that FeatureParams(f_min=125) and the default hash alike.
+        for f in dataclasses.fields(self):
+            cast = {"int": int, "float": float, "str": str}[f.type]
+            object.__setattr__(self, f.name, cast(getattr(self, f.name)))
         checks = [
             (self.sample_rate > 0, "sample_rate must be > 0"),
             (0 < self.window_length <= self.n_fft, "window_length must be in 1..n_fft"),

@@ -21,6 +21,14 @@ from anomaly.features import functional as F
 from anomaly.features.params import FeatureParams
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class MicResponse:
     """A microphone's magnitude response: gains in dB at increasing frequencies in Hz."""
@@ -45,20 +53,26 @@ class MicResponse:
         if not path.is_file():
             raise DataError(f"response curve file not found: {path}")
         freqs, gains = [], []
+        first_row = True  # the first row that is not a comment may be a header
         with path.open(newline="") as fh:
             for lineno, row in enumerate(csv.reader(fh), start=1):
                 if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
                     continue
                 try:
                     f, g = float(row[0]), float(row[1])
+                    first_row = False
                 except (ValueError, IndexError):
-                    if lineno == 1 or not freqs and not gains and not row[0].strip()[:1].isdigit():
+                    if first_row and not _is_number(row[0]):
+                        first_row = False
                         continue  # header line
                     got = ",".join(row)
                     raise DataError(f"{path}:{lineno}: expected 'frequency_hz,gain_db', got {got!r}") from None
                 freqs.append(f)
                 gains.append(g)
-        return cls(tuple(freqs), tuple(gains))
+        try:
+            return cls(tuple(freqs), tuple(gains))
+        except DataError as e:
+            raise DataError(f"{path}: {e}") from None
 
     def band_gains_db(self, params: FeatureParams) -> np.ndarray:
         """Triangle-weighted mean gain of each mel band, dB. Shape ``[n_mels]``."""
