@@ -23,7 +23,7 @@ class ArchConfig:
         patch_frames, n_mels: input patch size; each must be divisible by ``2 ** len(widths)``.
     """
 
-    widths: tuple[int, ...] = (16, 32, 32, 64)
+    widths: tuple[int, ...] = (8, 16, 32, 32)
     bottleneck: int = 32
     patch_frames: int = 96
     n_mels: int = 64

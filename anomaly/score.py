@@ -113,7 +113,7 @@ class Detector:
         with atomic_dir(directory) as tmp:
             meta = self._meta()
             files = self._save_weights(tmp)
-            meta["files"] = {f: _sha256(tmp / f) for f in files}
+            meta["files"] = {f: file_sha256(tmp / f) for f in files}
             meta.update(extra or {})
             (tmp / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
         return Path(directory)
@@ -380,7 +380,7 @@ def _tree_depths(Z, left, right, feat, thr, nsamp) -> np.ndarray:
     return depth + _avg_path_length(nsamp[node])
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -398,7 +398,7 @@ def model_hash(directory: str | Path) -> str:
     meta = read_meta(d)
     h = hashlib.sha256((d / "model.json").read_bytes())
     for f in sorted(meta.get("files", {})):
-        h.update(_sha256(d / f).encode())
+        h.update(file_sha256(d / f).encode())
     return h.hexdigest()[:16]
 
 
@@ -444,7 +444,7 @@ def load_detector(directory: str | Path, params: FeatureParams | None = DEFAULT_
     for f, digest in meta.get("files", {}).items():
         if not (d / f).is_file():
             raise ModelError(f"{d}: missing weights file {f}")
-        if _sha256(d / f) != digest:
+        if file_sha256(d / f) != digest:
             raise ModelError(f"{d / f}: checksum mismatch (file corrupt or modified)")
     try:
         det = (AutoencoderDetector if meta["detector"] == "ae" else EmbeddingDetector)._from_meta(meta, d, model_params)
@@ -497,11 +497,15 @@ def score_file(det: Detector, path: str | Path, offsets: np.ndarray | None = Non
 
 
 def fingerprint_files(paths: Sequence[str | Path]) -> dict:
-    """Identity of a training set: count, total bytes and a sha256 over the names and contents of the files."""
+    """Identity of a training set: count, total bytes, a sha256 over the names and contents, and each file's sha256."""
     h = hashlib.sha256()
     total = 0
+    digests = []
     for p in sorted(Path(x) for x in paths):
+        d = file_sha256(p)
+        digests.append(d)
         h.update(p.name.encode())
-        h.update(_sha256(p).encode())
+        h.update(d.encode())
         total += p.stat().st_size
-    return {"n_files": len(paths), "bytes": total, "sha256": h.hexdigest()}
+    # Per-file digests let a site calibration refuse audio the model was trained on (its scores would be optimistic).
+    return {"n_files": len(paths), "bytes": total, "sha256": h.hexdigest(), "file_sha256": sorted(set(digests))}

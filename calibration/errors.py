@@ -1,0 +1,23 @@
+"""Exceptions of the calibration package (all are HumwatchError, so the CLI prints one line)."""
+
+from anomaly.errors import HumwatchError
+
+
+class SiteError(HumwatchError, ValueError):
+    """A bad site name, a missing or malformed site, or a site not ready for the requested step."""
+
+
+class SiteLockedError(HumwatchError):
+    """Another calibration or recalibration of the same site is running."""
+
+    exit_code = 75  # EX_TEMPFAIL: try again later
+
+
+class CalibrationError(HumwatchError, ValueError):
+    """Audio or settings that cannot give a trustworthy calibration."""
+
+
+class ShiftRefused(HumwatchError):
+    """A recalibration was refused because the new baseline looks like a developing fault."""
+
+    exit_code = 4

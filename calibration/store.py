@@ -1,0 +1,250 @@
+"""The site store: one folder per installation.
+
+Layout (root ``./sites`` unless ``--sites-dir`` or ``HUMWATCH_SITES`` says otherwise)::
+
+    sites/<name>/site.toml                   settings: machine, model path + hash, microphone, k, alarm rule, interval
+    sites/<name>/calibrations/<id>.json      one per calibration, versioned, never overwritten
+    sites/<name>/current                     the id of the calibration in force
+    sites/<name>/baseline/<id>/...           optional retained calibration audio
+    sites/<name>/.lock                       held while a calibration or recalibration runs
+
+Every write is atomic (temp file + rename); calibration files are created with O_EXCL so nothing is overwritten.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from anomaly.atomic import write_text
+from calibration.errors import SiteError, SiteLockedError
+
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+ENV_VAR = "HUMWATCH_SITES"
+SITE_FORMAT = 1
+
+
+def validate_name(name: str) -> str:
+    """Return ``name`` if it is a valid site name, else raise SiteError saying why."""
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise SiteError(f"invalid site name {name!r}: use 1-64 characters a-z, 0-9, '-' or '_', starting with a "
+                        "letter or digit (no paths)")
+    return name
+
+
+def default_root() -> Path:
+    return Path(os.environ.get(ENV_VAR) or "sites")
+
+
+@dataclass
+class SiteConfig:
+    """What ``site.toml`` holds."""
+
+    name: str
+    model_path: str
+    model_hash: str
+    machine: str = ""
+    microphone: str = ""
+    response_curve: str = ""
+    k: float = 4.0
+    alarm_m: int = 3
+    alarm_n: int = 5
+    recalibration_days: int = 30
+    source: str = ""  # where `recalibrate --due` takes audio from: a directory, or "mic" / "mic:<device>"
+    created_utc: str = ""
+    format_version: int = SITE_FORMAT
+    notes: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        validate_name(self.name)
+        if not 3.0 <= float(self.k) <= 5.0:
+            raise SiteError(f"k must be between 3 and 5 (the threshold is mean + k sigma), got {self.k}")
+        if not (1 <= int(self.alarm_m) <= int(self.alarm_n) <= 60):
+            raise SiteError(f"alarm rule needs 1 <= m <= n <= 60, got {self.alarm_m} of {self.alarm_n}")
+        if int(self.recalibration_days) < 1:
+            raise SiteError(f"recalibration interval must be >= 1 day, got {self.recalibration_days}")
+
+    @property
+    def alarm_rule(self) -> str:
+        return f"{self.alarm_m} of the last {self.alarm_n} patches over the threshold"
+
+    def to_toml(self) -> str:
+        d = asdict(self)
+        extra = d.pop("extra")
+        lines = ["# humwatch site settings (edit with care; `humwatch site show` checks them)"]
+        lines += [f"{k} = {_toml_value(v)}" for k, v in d.items()]
+        if extra:
+            lines.append("\n[extra]")
+            lines += [f"{k} = {_toml_value(v)}" for k, v in extra.items()]
+        return "\n".join(lines) + "\n"
+
+    @classmethod
+    def from_toml(cls, text: str, where: str) -> SiteConfig:
+        try:
+            d = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise SiteError(f"{where}: malformed TOML ({e})") from None
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise SiteError(f"{where}: unknown settings {unknown}")
+        try:
+            return cls(**d)
+        except TypeError as e:
+            raise SiteError(f"{where}: incomplete site settings ({e})") from None
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)  # a JSON string is a valid TOML basic string
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def utc_id(t: datetime | None = None) -> str:
+    """A calibration id: the UTC time, sortable and safe in file names (``20261125T093000.123456Z``)."""
+    return (t or utc_now()).strftime("%Y%m%dT%H%M%S.%fZ")
+
+
+class Site:
+    """One site folder."""
+
+    def __init__(self, root: Path, name: str):
+        self.name = validate_name(name)
+        self.dir = Path(root) / name
+
+    @property
+    def toml_path(self) -> Path:
+        return self.dir / "site.toml"
+
+    @property
+    def calibrations_dir(self) -> Path:
+        return self.dir / "calibrations"
+
+    def exists(self) -> bool:
+        return self.toml_path.is_file()
+
+    def config(self) -> SiteConfig:
+        if not self.exists():
+            raise SiteError(f"no site {self.name!r} in {self.dir.parent} (create it with `humwatch site create "
+                            f"{self.name} --model DIR`)")
+        return SiteConfig.from_toml(self.toml_path.read_text(), str(self.toml_path))
+
+    def save_config(self, cfg: SiteConfig) -> None:
+        write_text(self.toml_path, cfg.to_toml())
+
+    def model_dir(self) -> Path:
+        """The site's model directory (relative paths are relative to the site folder)."""
+        p = Path(self.config().model_path)
+        return p if p.is_absolute() else (self.dir / p).resolve()
+
+    # -- calibrations -----------------------------------------------------------------------------------------
+    def calibration_ids(self) -> list[str]:
+        if not self.calibrations_dir.is_dir():
+            return []
+        return sorted(p.stem for p in self.calibrations_dir.glob("*.json"))
+
+    def add_calibration(self, record: dict, make_current: bool = True) -> str:
+        """Store a new calibration record (never overwriting one) and optionally make it current."""
+        self.calibrations_dir.mkdir(parents=True, exist_ok=True)
+        while True:
+            cid = utc_id()
+            path = self.calibrations_dir / f"{cid}.json"
+            record = {**record, "id": cid}
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text(json.dumps(record, indent=2) + "\n")
+            try:
+                os.link(tmp, path)  # fails if the id exists: calibrations are never overwritten
+            except FileExistsError:
+                tmp.unlink()
+                continue
+            tmp.unlink()
+            break
+        if make_current:
+            write_text(self.dir / "current", cid + "\n")
+        return cid
+
+    def current_id(self) -> str | None:
+        p = self.dir / "current"
+        if not p.is_file():
+            return None
+        cid = p.read_text().strip()
+        return cid or None
+
+    def calibration(self, cid: str | None = None) -> dict:
+        """A calibration record (the current one by default). Raises SiteError when there is none."""
+        cid = cid or self.current_id()
+        if cid is None:
+            raise SiteError(f"site {self.name!r} is not calibrated yet (run `humwatch calibrate --site {self.name} "
+                            "--from AUDIO`)")
+        path = self.calibrations_dir / f"{cid}.json"
+        if not path.is_file():
+            raise SiteError(f"site {self.name!r}: calibration {cid} is missing from {self.calibrations_dir}")
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise SiteError(f"{path}: corrupt calibration record ({e})") from None
+
+    def history(self) -> list[dict]:
+        return [self.calibration(c) for c in self.calibration_ids()]
+
+    # -- locking ----------------------------------------------------------------------------------------------
+    @contextmanager
+    def lock(self, what: str = "calibration") -> Iterator[None]:
+        """Hold the site's lock; a second holder gets SiteLockedError at once (no waiting)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+                raise SiteLockedError(f"site {self.name!r} is busy: {holder}; try again when it has finished") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{what} by pid {os.getpid()} since {utc_now():%Y-%m-%d %H:%M:%SZ}".encode(), 0)
+            yield
+        finally:
+            os.close(fd)
+
+
+class SiteStore:
+    """All sites under one root."""
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root is not None else default_root()
+
+    def site(self, name: str) -> Site:
+        return Site(self.root, name)
+
+    def names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if NAME_RE.fullmatch(p.name) and (p / "site.toml").is_file())
+
+    def create(self, cfg: SiteConfig, exist_ok: bool = False) -> Site:
+        site = self.site(cfg.name)
+        if site.exists() and not exist_ok:
+            raise SiteError(f"site {cfg.name!r} already exists in {self.root}")
+        cfg.created_utc = cfg.created_utc or utc_now().strftime("%Y-%m-%dT%H:%M:%SZ")
+        site.dir.mkdir(parents=True, exist_ok=True)
+        site.save_config(cfg)
+        return site
