@@ -110,7 +110,7 @@ def train(
     epochs: Annotated[int, typer.Option(min=1, help="Maximum epochs (early stopping may end sooner).")] = 40,
     seed: Annotated[int, typer.Option(help="Same seed and data, same model.")] = 0,
     widths: Annotated[str, typer.Option(help="Encoder conv widths, 3-4 comma-separated.")] = "8,16,32,32",
-    bottleneck: Annotated[int, typer.Option(help="Latent size (16-64).")] = 32,
+    bottleneck: Annotated[int, typer.Option(help="Latent size (8-128; 16-64 recommended).")] = 32,
     augment: Annotated[bool, typer.Option(help="Time shift, gain, noise and SpecAugment masks.")] = True,
     samples_per_epoch: Annotated[int, typer.Option(min=64, help="Random crops drawn per epoch.")] = 2048,
     threads: Annotated[int, typer.Option(min=1, help="CPU threads for training.")] = 2,

@@ -1,6 +1,7 @@
 """Evaluation on labelled test recordings: AUC and pAUC per machine.
 
-Labels come from file names (``normal_*`` → 0, ``anomaly_*`` → 1, as in the DCASE and MIMII layouts). The machine
+Labels come from file names (``normal_*`` → 0, ``anomaly_*`` → 1, as in the DCASE and MIMII layouts; also a
+``_normal_`` / ``_anomaly_`` word inside the name, as DCASE 2021 and later name files). The machine
 of a file is its parent directory, or the grandparent when the parent is called ``test``
 (``<set>/<machine>/test/anomaly_0001.flac`` → ``<machine>``). Files below a directory named ``train`` are
 never test data and are skipped, so the root of a ``<set>/<machine>/{train,test}`` tree can be passed as it is.
@@ -32,16 +33,22 @@ class LabelledFile:
 
 
 def label_of(path: Path) -> int | None:
-    """0 for ``normal_*``, 1 for ``anomaly_*``, None otherwise."""
-    head = path.name.split("_", 1)[0].lower()
-    return LABELS.get(head) if "_" in path.name else None
+    """0 for ``normal_*``, 1 for ``anomaly_*``; also the DCASE 2021+ style where the label is one ``_``-separated
+    word inside the name (``section_00_source_test_anomaly_0001.wav``); None otherwise."""
+    words = path.stem.lower().split("_")
+    if len(words) < 2:
+        return None
+    if words[0] in LABELS:
+        return LABELS[words[0]]
+    found = {LABELS[w] for w in words if w in LABELS}
+    return found.pop() if len(found) == 1 else None
 
 
 def machine_of(path: Path, root: Path) -> str:
     parent = path.parent
-    if parent.name.lower() == "test" and parent != root:
+    if parent.name.lower() == "test":
         parent = parent.parent
-    return parent.name if parent != root.parent else root.name
+    return parent.name or str(parent.resolve().name)
 
 
 def find_labelled(test_dir: str | Path) -> list[LabelledFile]:

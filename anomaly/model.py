@@ -19,7 +19,7 @@ class ArchConfig:
 
     Attributes:
         widths: output channels of the encoder convs (3-4 layers); the decoder mirrors them.
-        bottleneck: size of the latent vector (16-64).
+        bottleneck: size of the latent vector (8-128 accepted; 16-64 recommended).
         patch_frames, n_mels: input patch size; each must be divisible by ``2 ** len(widths)``.
     """
 

@@ -34,13 +34,17 @@ DETECTORS = ("ae", "ocsvm", "iforest")
 EMBEDDINGS = ("stats", "ae")
 
 
-def _as_recordings(X, patch_frames: int) -> list[np.ndarray]:
+def _as_recordings(X, params: FeatureParams) -> list[np.ndarray]:
     """Patches ``[n, T, M]`` or a list of ``[frames, M]`` recordings → list of float32 recordings."""
     if isinstance(X, np.ndarray) and X.ndim == 3:
-        return [np.ascontiguousarray(p, np.float32) for p in X]
-    recs = [np.ascontiguousarray(r, np.float32) for r in X]
+        recs = [np.ascontiguousarray(p, np.float32) for p in X]
+    else:
+        recs = [np.ascontiguousarray(r, np.float32) for r in X]
     if not recs or any(r.ndim != 2 for r in recs):
         raise DataError("expected patches [n, frames, mels] or a list of [frames, mels] recordings")
+    bad = {r.shape[1] for r in recs} - {params.n_mels}
+    if bad:
+        raise DataError(f"expected {params.n_mels} mel bands per frame, got {sorted(bad)}")
     return recs
 
 
@@ -139,7 +143,7 @@ class AutoencoderDetector(Detector):
             on_epoch: progress callback ``(epoch, train_loss, val_loss)``.
         """
         cfg = self.train_config
-        recs = _as_recordings(X, self.params.patch_frames)
+        recs = _as_recordings(X, self.params)
         allf = np.concatenate(recs)
         if not np.isfinite(allf).all():
             raise DataError("training features contain NaN or Inf")
@@ -165,10 +169,10 @@ class AutoencoderDetector(Detector):
         return torch.cat(out) if out else torch.zeros(0, self.params.patch_frames, self.params.n_mels)
 
     def _score_normalised(self, Xn: np.ndarray) -> np.ndarray:
-        return self._errors(Xn).mean(dim=(1, 2)).numpy().astype(float)
+        return self._errors(Xn).mean(dim=1).double().mean(dim=1).numpy()
 
     def _score(self, X: np.ndarray) -> np.ndarray:
-        return self._errors(self._normalise(X)).mean(dim=(1, 2)).numpy().astype(float)
+        return self._errors(self._normalise(X)).mean(dim=1).double().mean(dim=1).numpy()
 
     def band_errors(self, X) -> np.ndarray:
         """Mean squared error per mel band ``[n, n_mels]`` (which band deviated)."""
@@ -180,8 +184,8 @@ class AutoencoderDetector(Detector):
         """``(score_samples [n], band_errors [n, n_mels])`` from one forward pass."""
         self._check_fitted()
         X = _check_patches(X, self.params.n_mels, self.params.patch_frames)
-        bands = self._errors(self._normalise(X)).mean(dim=1).numpy().astype(float)
-        return bands.mean(1), bands
+        bands = self._errors(self._normalise(X)).mean(dim=1).double()
+        return bands.mean(dim=1).numpy(), bands.numpy()
 
     @torch.no_grad()
     def reconstruct(self, X) -> np.ndarray:
@@ -259,7 +263,7 @@ class EmbeddingDetector(Detector):
         return self.ae.embed(X) if self.embedding == "ae" else summary_stats(X)
 
     def fit(self, X, val_fraction: float = 0.15) -> EmbeddingDetector:
-        recs = _as_recordings(X, self.params.patch_frames)
+        recs = _as_recordings(X, self.params)
         P = np.concatenate([r[: r.shape[0] // self.params.patch_frames * self.params.patch_frames]
                             .reshape(-1, self.params.patch_frames, self.params.n_mels) for r in recs])
         P = _check_patches(P, self.params.n_mels, self.params.patch_frames)
@@ -415,6 +419,12 @@ def read_meta(directory: str | Path) -> dict:
         raise ModelError(f"{d / 'model.json'}: corrupt JSON ({_one_line(e)})") from None
     if not isinstance(meta, dict) or "format_version" not in meta or "detector" not in meta:
         raise ModelError(f"{d / 'model.json'}: not a humwatch model description")
+    if not isinstance(meta["format_version"], int) or isinstance(meta["format_version"], bool):
+        raise ModelError(f"{d / 'model.json'}: format_version must be an integer, got {meta['format_version']!r}")
+    if not isinstance(meta.get("files", {}), dict):
+        raise ModelError(f"{d / 'model.json'}: 'files' must map file names to sha256 digests")
+    if not isinstance(meta.get("threshold"), (int, float)):
+        raise ModelError(f"{d / 'model.json'}: missing or non-numeric 'threshold'")
     if meta["format_version"] > FORMAT_VERSION:
         raise ModelError(f"{d}: model format {meta['format_version']} is newer than this humwatch understands "
                          f"({FORMAT_VERSION}); upgrade humwatch")

@@ -95,8 +95,10 @@ def split_recordings(recordings: Sequence[np.ndarray], patch_frames: int, val_fr
                 train.append(r)
         how = f"last {val_fraction:.0%} of each recording held out"
         if not val_recs:
+            need = math.ceil(max(patch_frames / val_fraction, patch_frames / (1 - val_fraction))) + 1
             raise DataError(f"too little normal audio to hold out a validation part: need at least "
-                            f"{2 * patch_frames / (1 - val_fraction) * 0.01:.1f} s per recording")
+                            f"{need * 0.01:.2f} s ({need} frames at a 10 ms hop) per recording, or 5 or more "
+                            "recordings")
     val = np.concatenate([_grid(r, patch_frames) for r in val_recs])
     return Split(train, val, how)
 

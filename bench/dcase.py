@@ -79,11 +79,23 @@ def timed_scores(score, paths) -> tuple[list, float]:
     return out, time.perf_counter() - t0
 
 
+def epoch_logger(who: str, epochs: int, every: int):
+    t0 = time.perf_counter()
+
+    def on_epoch(epoch: int, train_loss: float, val_loss: float) -> None:
+        if epoch % every == 0 or epoch in (1, epochs):
+            log(f"    {who}: epoch {epoch}/{epochs} train loss {train_loss:.4g} val loss {val_loss:.4g} "
+                f"({time.perf_counter() - t0:.0f} s)")
+
+    return on_epoch
+
+
 def run_ours(train_files, test_paths, labels, epochs: int, seed: int, threads: int) -> dict:
     cfg = TrainConfig(epochs=epochs, seed=seed, threads=threads)
     t0 = time.perf_counter()
     recs = [file_log_mel(f, DEFAULT_PARAMS) for f in train_files]
-    det = fit_detector("ae", recs, DEFAULT_PARAMS, train_config=cfg)
+    det = fit_detector("ae", recs, DEFAULT_PARAMS, train_config=cfg,
+                       on_epoch=epoch_logger("ours", epochs, max(1, epochs // 8)))
     train_s = time.perf_counter() - t0
     h = det.history_
     log(f"    ours: trained in {train_s:.1f} s ({h['epochs_run']} of {epochs} epochs run, best epoch "
@@ -106,7 +118,8 @@ def run_ours(train_files, test_paths, labels, epochs: int, seed: int, threads: i
 
 def run_baseline(train_files, test_paths, labels, epochs: int, seed: int, threads: int) -> dict:
     t0 = time.perf_counter()
-    b = DcaseBaseline(threads=threads).fit(train_files, epochs=epochs, seed=seed)
+    b = DcaseBaseline(threads=threads).fit(train_files, epochs=epochs, seed=seed,
+                                           on_epoch=epoch_logger("baseline", epochs, max(1, epochs // 10)))
     train_s = time.perf_counter() - t0
     h = b.history_
     log(f"    baseline: trained in {train_s:.1f} s ({epochs} epochs, {h['n_train_vectors']} train / "

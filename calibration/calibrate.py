@@ -1,0 +1,454 @@
+"""Calibrating a site: score its normal audio, set the threshold, check it, and write a certificate.
+
+The site's audio is cut into one-minute chunks that alternate between two roles: two of every three chunks set the
+threshold, the third is held out to check it (observed exceedances and alarm-rule hits, fault injection). The
+model itself is never fitted on site audio, and files it was trained on are refused (their scores would be
+optimistically low).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from anomaly.audio import ReadStats, audio_info, find_audio, iter_blocks
+from anomaly.features import FeatureParams, MicResponse, PatchStream, patch_starts
+from anomaly.score import AutoencoderDetector, Detector, file_sha256, load_detector, model_hash, score_file
+from calibration.errors import CalibrationError, SiteError
+from calibration.store import Site, utc_now
+from calibration.threshold import rule_onsets, threshold_report
+
+CALIBRATION_FORMAT = 1
+CHUNK_PATCHES = 64  # ~1 min chunks for the threshold/check interleave
+INJECT_SEVERITIES = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
+INJECT_SECONDS = 30.0
+DETECTED_SHARE = 0.5  # a severity counts as detected when at least half its patches exceed the threshold
+SCORE_SAMPLE = 5000  # baseline scores kept in the record, for recalibration's shift test
+
+
+@dataclass
+class Baseline:
+    """Per-patch results over all calibration audio, in recording order."""
+
+    scores: np.ndarray
+    bands: np.ndarray | None
+    levels: np.ndarray  # mean log-mel of each patch (a loudness proxy, natural-log units)
+    file_idx: np.ndarray
+    starts: np.ndarray
+    files: list[Path]
+    minutes: float
+    clipped_share: float
+    check_audio: list[np.ndarray] = field(default_factory=list)  # raw 16 kHz audio of held-out chunks (capped)
+
+    def split(self) -> tuple[np.ndarray, np.ndarray]:
+        """Boolean masks (threshold part, check part) from the 2-of-3 chunk interleave."""
+        chunk = np.arange(self.scores.size) // CHUNK_PATCHES
+        check = chunk % 3 == 2
+        return ~check, check
+
+
+def site_detector(site: Site, params: FeatureParams | None = None) -> tuple[Detector, np.ndarray | None, str]:
+    """Load the site's model (checking it is the one the site was created with) and its mic-response offsets."""
+    cfg = site.config()
+    mdir = site.model_dir()
+    det = load_detector(mdir, params or FeatureParams())
+    mh = model_hash(mdir)
+    if cfg.model_hash and mh != cfg.model_hash:
+        raise SiteError(f"site {site.name!r}: the model at {mdir} changed since the site was set up (hash {mh}, "
+                        f"site.toml says {cfg.model_hash}); run `humwatch site set-model {site.name} --model DIR`")
+    offsets = None
+    if cfg.response_curve:
+        rc = Path(cfg.response_curve)
+        rc = rc if rc.is_absolute() else site.dir / rc
+        offsets = MicResponse.from_csv(rc).mel_offsets(det.params)
+    return det, offsets, mh
+
+
+def collect_baseline(det: Detector, files: Sequence[Path], offsets: np.ndarray | None = None,
+                     keep_check_seconds: float = 5 * 60.0,
+                     on_progress: Callable[[float, str], None] | None = None) -> Baseline:
+    """Score every patch of the calibration files, keeping up to ``keep_check_seconds`` of held-out raw audio.
+
+    Files are streamed block by block; only a short tail of audio is carried between blocks.
+    """
+    p = det.params
+    hop = p.patch_hop_samples
+    cap = int(keep_check_seconds * p.sample_rate)
+    scores, bands, levels, fidx, starts = [], [], [], [], []
+    read_stats = ReadStats()
+    total_s = sum(audio_info(f).duration_s for f in files)
+    done_s = 0.0
+    runs: list[list[np.ndarray]] = []
+    kept, global_patch = 0, 0
+    for i, f in enumerate(files):
+        stream = PatchStream(p, offsets)
+        tail, tail_start, last_kept = np.zeros(0, np.float32), 0, None
+        for block in iter_blocks(f, p.sample_rate, min_samples=p.min_samples, stats=read_stats):
+            buf = np.concatenate([tail, block])
+            before = stream.patches_emitted
+            X = stream.push(block)
+            if len(X):
+                if isinstance(det, AutoencoderDetector):
+                    sc, b = det.score_with_bands(X)
+                    bands.append(b)
+                else:
+                    sc = det.score_samples(X)
+                scores.append(sc)
+                levels.append(X.mean(axis=(1, 2)))
+                starts.append(patch_starts(stream.patches_emitted, p)[before:])
+                fidx.append(np.full(len(X), i))
+            for j in range(before, stream.patches_emitted):
+                if ((global_patch + j) // CHUNK_PATCHES) % 3 != 2 or kept >= cap or p.patch_hop != p.patch_frames:
+                    continue
+                a = j * hop - tail_start
+                seg = buf[a: a + hop]
+                if a < 0 or seg.size < hop:
+                    continue
+                if last_kept != j - 1:
+                    runs.append([])  # patches tile the audio, so consecutive held-out patches are contiguous
+                runs[-1].append(seg.copy())
+                kept += hop
+                last_kept = j
+            keep = min(buf.size, 2 * p.min_samples)
+            tail_start += buf.size - keep
+            tail = buf[buf.size - keep:]
+            done_s += block.size / p.sample_rate
+            if on_progress:
+                on_progress(min(1.0, done_s / max(total_s, 1e-9)), f.name)
+        global_patch += stream.patches_emitted
+    if not scores:
+        raise CalibrationError("the calibration audio gave no patches")
+    return Baseline(
+        scores=np.concatenate(scores), bands=np.concatenate(bands) if bands else None,
+        levels=np.concatenate(levels), file_idx=np.concatenate(fidx), starts=np.concatenate(starts),
+        files=list(files), minutes=total_s / 60.0, clipped_share=read_stats.clipped_share,
+        check_audio=[np.concatenate(r) for r in runs if r],
+    )
+
+
+# -- representativeness findings ------------------------------------------------------------------------------------
+@dataclass
+class Finding:
+    level: str  # "ok" | "warning" | "problem"
+    what: str
+
+    def to_dict(self) -> dict:
+        return {"level": self.level, "what": self.what}
+
+
+def _db(x_ln: float) -> float:
+    """Natural-log magnitude difference → dB."""
+    return 20.0 * x_ln / np.log(10.0)
+
+
+def findings(b: Baseline, det: Detector) -> list[Finding]:
+    """Plain-language checks of how representative the calibration audio is."""
+    out: list[Finding] = []
+    if b.clipped_share >= 1e-3:
+        out.append(Finding("problem", f"{b.clipped_share:.2%} of samples are clipped: lower the input gain and record "
+                                      "again (clipping hides the high-frequency detail faults show up in)"))
+    elif b.clipped_share > 0:
+        out.append(Finding("warning", f"{b.clipped_share:.3%} of samples are clipped (a few loud events)"))
+    med = float(np.median(b.levels))
+    quiet = b.levels < med - np.log(10.0)  # 20 dB below the typical patch
+    if quiet.mean() > 0.01:
+        out.append(Finding("warning", f"{quiet.mean():.1%} of the recording is 20 dB or more below its typical level "
+                                      "(silence or dropouts: was the machine stopped or the microphone cut?)"))
+    per_min = [b.levels[i: i + 62].mean() for i in range(0, b.levels.size, 62)]
+    if len(per_min) >= 4:
+        t = np.arange(len(per_min))
+        slope = float(np.polyfit(t, per_min, 1)[0])
+        drift_db = _db(slope * (len(per_min) - 1))
+        if abs(drift_db) >= 3.0:
+            out.append(Finding("warning", f"the level drifts by {drift_db:+.1f} dB from start to end of the recording "
+                                          "(machine warming up, load changing, or something moved?)"))
+    half = b.scores.size // 2
+    if half >= 50:
+        ks = stats.ks_2samp(b.scores[:half], b.scores[half:])
+        shift = (np.median(b.scores[half:]) - np.median(b.scores[:half])) / (b.scores.std() + 1e-12)
+        if ks.pvalue < 1e-3 and abs(shift) > 0.5:
+            out.append(Finding("warning", f"the second half sounds different from the first (score median shifted by "
+                                          f"{shift:+.1f} σ, KS p = {ks.pvalue:.1e}): the machine may have changed "
+                                          "operating state; make sure every normal state is in the recording"))
+        else:
+            out.append(Finding("ok", f"first and second half agree (score median shift {shift:+.2f} σ)"))
+    spread_db = _db(float(np.std(per_min))) if len(per_min) >= 4 else None
+    if isinstance(det, AutoencoderDetector):
+        train_level = float(det.mean_.mean())
+        gap_db = _db(med - train_level)
+        if gap_db < -6.0 and spread_db is not None and spread_db < 1.0:
+            out.append(Finding("warning", f"the recording is one steady state {abs(gap_db):.0f} dB quieter than the "
+                                          "model's training audio: was it recorded at night or at idle? Include "
+                                          "every normal operating state (loads, shifts) or expect false alarms"))
+    if spread_db is not None and spread_db < 0.3 and b.minutes >= 20:
+        out.append(Finding("warning", f"the level hardly varies (±{spread_db:.2f} dB per minute): the recording "
+                                      "looks like a single operating state; if the machine has others (start-up, "
+                                      "load changes, day shift), record them too"))
+    if b.minutes < 60:
+        out.append(Finding("ok", f"{b.minutes:.0f} min recorded; 60 min is recommended"))
+    return out
+
+
+# -- validation: injected simulator faults and known fault recordings -----------------------------------------------
+def inject_faults(det: Detector, b: Baseline, threshold: float, m: int, n: int, machine: str = "pump",
+                  severities: Sequence[float] = INJECT_SEVERITIES, seed: int = 0,
+                  offsets: np.ndarray | None = None) -> dict:
+    """Mix simulator faults into held-out site audio at several severities and measure detection."""
+    from anomaly.features import log_mel, patches
+    from anomaly.simulate import FAULTS, MACHINES, fault_signal
+
+    p = det.params
+    if not b.check_audio:
+        raise CalibrationError("no held-out audio kept for fault injection (record at least 3 min)")
+    pieces = []
+    need = int(INJECT_SECONDS * p.sample_rate)
+    for run in b.check_audio:
+        for a in range(0, run.size - need + 1, need):
+            pieces.append(run[a: a + need])
+    if not pieces:
+        pieces = [max(b.check_audio, key=len)]
+    machine = machine if machine in MACHINES else "pump"
+    results = {}
+    for fi, fault in enumerate(f for f in FAULTS if f != "none"):
+        rows = []
+        for si, sev in enumerate(severities):
+            base = pieces[(fi * len(severities) + si) % len(pieces)]
+            rms = float(np.sqrt(np.mean(np.square(base, dtype=np.float64)))) or 1e-4
+            # The simulator's fault levels are relative to a healthy machine at -20 dBFS RMS (0.1).
+            add = fault_signal(fault, sev, base.size / p.sample_rate, seed=seed + 17 * fi + si, machine=machine)
+            mixed = np.clip(base + add[: base.size] * (rms / 0.1), -1.0, 1.0)
+            X = patches(log_mel(mixed, p, offsets), p)
+            sc = det.score_samples(X)
+            over = sc > threshold
+            rows.append({"severity": sev, "patches": int(sc.size), "detection_rate": float(over.mean()),
+                         "rule_fired": bool(rule_onsets(over, m, n) > 0)})
+        detected = [r["severity"] for r in rows if r["detection_rate"] >= DETECTED_SHARE]
+        results[fault] = {"by_severity": rows, "lowest_severity_detected": min(detected) if detected else None}
+    return results
+
+
+def validate_with(det: Detector, directory: Path, threshold: float, m: int, n: int,
+                  offsets: np.ndarray | None = None) -> dict:
+    """Detection on known fault recordings; a file's fault is its name up to the first digit-only part, or its folder
+    (``anomaly_cavitation_03.flac`` → ``anomaly_cavitation``; ``bearing/rec1.wav`` → ``bearing``)."""
+
+    files = find_audio([directory])
+    groups: dict[str, list[dict]] = {}
+    for f in files:
+        _, sc, _ = score_file(det, f, offsets)
+        over = sc > threshold
+        parts = [x for x in f.stem.split("_") if not x.isdigit()]
+        name = "_".join(parts) if f.parent == Path(directory) else f.parent.name
+        groups.setdefault(name or f.stem, []).append(
+            {"file": str(f), "patches": int(sc.size), "detection_rate": float(over.mean()),
+             "rule_fired": bool(rule_onsets(over, m, n) > 0)})
+    return {g: {"files": rows, "detection_rate": float(np.mean([r["detection_rate"] for r in rows])),
+                "files_alarmed": int(sum(r["rule_fired"] for r in rows))} for g, rows in groups.items()}
+
+
+# -- the calibration record -----------------------------------------------------------------------------------------
+@dataclass
+class CalibrationRequest:
+    """What the technician asked for."""
+
+    files: list[Path]
+    min_minutes: float = 30.0
+    force: bool = False
+    inject: bool = False
+    validate_dir: Path | None = None
+    keep_audio: bool = False
+    seed: int = 0
+
+
+SHIFT_P = 1e-3  # significance for the recalibration safeguards
+SHIFT_EFFECT = 0.6  # probability that a new baseline patch scores above an old one, beyond which a shift matters
+
+
+def _check_minutes(req: CalibrationRequest) -> float:
+    minutes = sum(audio_info(f).duration_s for f in req.files) / 60.0
+    if minutes < req.min_minutes and not req.force:
+        raise CalibrationError(
+            f"only {minutes:.1f} min of audio; calibration needs at least {req.min_minutes:g} min (60 recommended) so "
+            "that the threshold's tail is estimated from enough patches: record longer (or pass --force for a test)")
+    return minutes
+
+
+def _check_not_training_audio(det: Detector, files: Sequence[Path]) -> None:
+    trained = set(getattr(det, "meta_", {}).get("training_data", {}).get("file_sha256", []))
+    if not trained:
+        return
+    used = [f for f in files if file_sha256(f) in trained]
+    if used:
+        names = ", ".join(str(f) for f in used[:3]) + (f" and {len(used) - 3} more" if len(used) > 3 else "")
+        raise CalibrationError(f"{names}: used to train the site's model, so its scores are optimistically low; "
+                               "calibrate on other normal audio from the site")
+
+
+def build_record(site: Site, req: CalibrationRequest, kind: str = "calibration",
+                 on_progress: Callable[[float, str], None] | None = None,
+                 say: Callable[[str], None] | None = None) -> tuple[dict, Baseline]:
+    """Score the audio, set the threshold and assemble the certificate (not stored yet)."""
+    say = say or (lambda _msg: None)
+    cfg = site.config()
+    if not req.files:
+        raise CalibrationError("no calibration audio given")
+    _check_minutes(req)
+    det, offsets, mh = site_detector(site)
+    _check_not_training_audio(det, req.files)
+    b = collect_baseline(det, req.files, offsets, on_progress=on_progress)
+    thr_mask, check_mask = b.split()
+    if check_mask.sum() == 0:  # under 3 min: no held-out chunk; only with --force
+        check_mask = np.zeros_like(thr_mask)
+        check_mask[1::3] = True
+        thr_mask = ~check_mask
+    rep = threshold_report(b.scores[thr_mask], cfg.k, cfg.alarm_m, cfg.alarm_n, det.params.patch_seconds,
+                           seed=req.seed)
+    check = b.scores[check_mask]
+    over = check > rep.threshold
+    check_days = check.size * det.params.patch_seconds / 86400.0
+    onsets = rule_onsets(over, cfg.alarm_m, cfg.alarm_n)
+    record = {
+        "format_version": CALIBRATION_FORMAT,
+        "kind": kind,
+        "status": "adopted",
+        "created_utc": utc_now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "site": site.name,
+        "model": {"path": str(site.model_dir()), "hash": mh, "detector": det.kind,
+                  "feature_params_hash": det.params.hash(), "feature_params": det.params.to_dict()},
+        "audio": {"files": [str(f) for f in req.files], "minutes": round(b.minutes, 3),
+                  "patches": int(b.scores.size), "threshold_patches": int(thr_mask.sum()),
+                  "check_patches": int(check_mask.sum()), "clipped_share": b.clipped_share,
+                  "forced": bool(req.force and b.minutes < req.min_minutes)},
+        "threshold": rep.to_dict(),
+        "check": {"patches": int(check.size), "observed_exceedance": float(over.mean()) if check.size else None,
+                  "predicted_exceedance": rep.exceedance, "observed_alarms": onsets,
+                  "observed_alarms_per_day": onsets / check_days if check_days else None},
+        "findings": [f.to_dict() for f in findings(b, det)],
+        "baseline": {
+            "score_sample": _sample(b.scores[thr_mask], SCORE_SAMPLE, req.seed),
+            "band_error_mean": b.bands.mean(0).round(6).tolist() if b.bands is not None else None,
+            "level_median": float(np.median(b.levels)),
+            "score_quantiles": {q: float(np.quantile(b.scores, float(q))) for q in ("0.5", "0.9", "0.99", "0.999")},
+        },
+        "validation": {},
+    }
+    if req.inject:
+        say("injecting simulator faults into held-out audio")
+        record["validation"]["injected"] = inject_faults(det, b, rep.threshold, cfg.alarm_m, cfg.alarm_n,
+                                                         machine=cfg.machine, seed=req.seed, offsets=offsets)
+    if req.validate_dir is not None:
+        say(f"scoring known fault recordings in {req.validate_dir}")
+        record["validation"]["known_faults"] = validate_with(det, req.validate_dir, rep.threshold, cfg.alarm_m,
+                                                             cfg.alarm_n, offsets)
+    return record, b
+
+
+def _sample(x: np.ndarray, k: int, seed: int) -> list[float]:
+    if x.size > k:
+        x = np.sort(np.random.default_rng(seed).choice(x, size=k, replace=False))
+    return [round(float(v), 6) for v in x]
+
+
+def _retain_audio(site: Site, cid: str, files: Sequence[Path]) -> None:
+    import shutil
+
+    dest = site.dir / "baseline" / cid
+    dest.mkdir(parents=True, exist_ok=True)
+    for i, f in enumerate(files):
+        shutil.copy2(f, dest / f"{i:03d}_{f.name}")
+
+
+def calibrate(site: Site, req: CalibrationRequest, on_progress=None, say=None) -> dict:
+    """Calibrate a site and make the new calibration current (under the site lock)."""
+    with site.lock("calibration"):
+        record, _ = build_record(site, req, "calibration", on_progress, say)
+        record["previous"] = site.current_id()
+        cid = site.add_calibration(record)
+        if req.keep_audio:
+            _retain_audio(site, cid, req.files)
+        record["id"] = cid
+        return record
+
+
+def shift_test(current: dict, new_scores: np.ndarray) -> dict:
+    """Compare a new baseline with the calibration in force.
+
+    Two one-sided checks, each at p < 0.001:
+      * exceedance: more new patches above the current threshold than the certificate's upper exceedance bound
+        allows (binomial test);
+      * shift: new scores stochastically larger than the current baseline's (Mann-Whitney U), with a probability of
+        superiority above 0.6 so that a harmless, tiny shift in a long recording does not count.
+    """
+    thr = current["threshold"]["threshold"]
+    p_hi = max(current["threshold"]["exceedance_ci"][1], 1.0 / max(current["threshold"]["n_patches"], 1))
+    k = int((new_scores > thr).sum())
+    n = int(new_scores.size)
+    p_exc = float(stats.binom.sf(k - 1, n, p_hi)) if k > 0 else 1.0
+    old = np.asarray(current["baseline"]["score_sample"], float)
+    mw = stats.mannwhitneyu(new_scores, old, alternative="greater")
+    sup = float(mw.statistic / (new_scores.size * old.size))
+    reasons = []
+    if p_exc < SHIFT_P:
+        reasons.append(f"{k} of {n} new patches ({k / n:.2%}) exceed the current threshold, where the certificate "
+                       f"predicts at most {p_hi:.3%} (binomial p = {p_exc:.1e})")
+    if mw.pvalue < SHIFT_P and sup > SHIFT_EFFECT:
+        reasons.append(f"the new scores are higher than the current baseline's (a new patch outscores an old one "
+                       f"{sup:.0%} of the time; Mann-Whitney p = {mw.pvalue:.1e})")
+    return {"exceed_count": k, "patches": n, "predicted_max_exceedance": p_hi, "exceedance_p": p_exc,
+            "mannwhitney_p": float(mw.pvalue), "superiority": sup, "shifted": bool(reasons), "reasons": reasons}
+
+
+def recalibrate(site: Site, req: CalibrationRequest, accept_shift: bool = False, on_progress=None, say=None) -> dict:
+    """Recalibrate; refuse (and store the refused candidate) when the new baseline looks like a developing fault.
+
+    Raises:
+        ShiftRefused: the safeguard fired and ``accept_shift`` is False.
+    """
+    from calibration.errors import ShiftRefused
+
+    with site.lock("recalibration"):
+        current = site.calibration()
+        record, b = build_record(site, req, "recalibration", on_progress, say)
+        st = shift_test(current, b.scores)
+        record["shift_test"] = st
+        record["previous"] = current["id"]
+        if st["shifted"] and not accept_shift:
+            record["status"] = "refused"
+            cid = site.add_calibration(record, make_current=False)
+            raise ShiftRefused(
+                f"recalibration of {site.name!r} refused, the current threshold stays in force: "
+                + "; ".join(st["reasons"]) + ". This is what a developing fault looks like: inspect the machine. "
+                f"If the change is known to be healthy (overhaul, new operating point), rerun with --accept-shift "
+                f"(candidate kept as {cid})")
+        if st["shifted"]:
+            record["status"] = "adopted-with-shift"
+        cid = site.add_calibration(record)
+        if req.keep_audio:
+            _retain_audio(site, cid, req.files)
+        record["id"] = cid
+        return record
+
+
+def due_sites(store, now=None) -> list[tuple[str, float | None]]:
+    """Sites whose current calibration is older than their interval, with its age in days (None: never)."""
+    from datetime import datetime
+
+    now = now or utc_now()
+    out = []
+    for name in store.names():
+        site = store.site(name)
+        cfg = site.config()
+        cid = site.current_id()
+        if cid is None:
+            out.append((name, None))
+            continue
+        made = datetime.strptime(site.calibration(cid)["created_utc"], "%Y-%m-%dT%H:%M:%SZ").replace(
+            tzinfo=now.tzinfo)
+        age = (now - made).total_seconds() / 86400.0
+        if age >= cfg.recalibration_days:
+            out.append((name, age))
+    return out
