@@ -11,11 +11,12 @@ import typer
 
 from anomaly import __version__
 from anomaly.cli import app as anomaly_app
+from calibration.cli import app as calibration_app
 
 app = typer.Typer(
     name="humwatch",
     help="Listen to industrial machines and flag abnormal sound.\n\n"
-    "Start with `humwatch demo`, or: simulate → train → evaluate. Every command has --help.",
+    "Start with `humwatch demo`, or: simulate → train → site create → calibrate. Every command has --help.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -38,6 +39,7 @@ def _root(
 
 
 app.add_typer(anomaly_app)
+app.add_typer(calibration_app)
 
 
 def main() -> None:

@@ -11,11 +11,11 @@
   patches per day (86 400 / 0.96 = 90 000).
 * Neighbouring patches are correlated in practice (a passing forklift, an intermittent impact lasts several
   patches), so exceedances come in clusters and the independence formula can be far too optimistic. The scores are
-  therefore also replayed in recording order at a lower level ``x`` (the 99th percentile, where there are enough
-  exceedances to count): the share ``c`` of exceedances that start an alarm there, times the tail estimate at the
-  threshold, gives a cluster-aware rate ``p · c`` per patch. Since ``c`` shrinks as the level rises, taking it at a
-  lower level is conservative. The certificate states the larger of the two estimates, and the held-out check
-  (observed exceedances and alarms on audio not used for the threshold) is stored beside it.
+  therefore also replayed in recording order at the 95th percentile, where there are enough exceedances to count,
+  and declustered into runs (exceedances less than ``n`` patches apart belong to one cluster). That gives the
+  extremal index ``θ`` (clusters per exceedance) and the share ``q`` of clusters that would raise an alarm on their
+  own; the cluster-aware rate is ``p · θ · q`` per patch. The certificate states the larger of the two estimates, and
+  the held-out check (observed exceedances and alarms on audio not used for the threshold) is stored beside it.
 """
 
 from __future__ import annotations
@@ -100,8 +100,9 @@ class ThresholdReport:
     exceedance_method: str
     false_alarms_per_day: float
     false_alarms_per_day_ci: tuple[float, float]
-    onset_share: float  # share of exceedances that start an alarm, replayed at onset_share_level
-    onset_share_level: float
+    extremal_index: float  # clusters per exceedance at cluster_level (1 = no clustering)
+    alarm_cluster_share: float  # share of those clusters that raise an alarm on their own
+    cluster_level: float
     alarm_m: int
     alarm_n: int
     tail: dict | None
@@ -148,31 +149,37 @@ def threshold_report(scores: np.ndarray, k: float, m: int, n: int, patch_seconds
         boots.append(pb if np.isfinite(pb) else float(np.mean(b > tb)))
     lo, hi = (float(x) for x in np.quantile(boots, [0.05, 0.95]))
     lo, hi = min(lo, p), max(hi, p)
-    c, level = onset_share(s, m, n)
+    theta, q, level = cluster_stats(s, m, n)
+    c = theta * q
     fa = max(alarms_per_day(p, m, n, patch_seconds), p * c * patches_per_day(patch_seconds))
-    fa_ci = tuple(max(alarms_per_day(q, m, n, patch_seconds), q * c * patches_per_day(patch_seconds)) for q in (lo, hi))
+    fa_ci = tuple(max(alarms_per_day(x, m, n, patch_seconds), x * c * patches_per_day(patch_seconds)) for x in (lo, hi))
     return ThresholdReport(
         k=float(k), threshold=thr, mean=mean, std=std, n_patches=int(s.size),
         robust_threshold=med + k * MAD_TO_SIGMA * mad, quantile_999=float(np.quantile(s, 0.999)),
         max_score=float(s.max()), exceedance=p, exceedance_ci=(lo, hi), exceedance_method=method,
-        false_alarms_per_day=fa, false_alarms_per_day_ci=fa_ci, onset_share=c, onset_share_level=level,
+        false_alarms_per_day=fa, false_alarms_per_day_ci=fa_ci, extremal_index=theta, alarm_cluster_share=q,
+        cluster_level=level,
         alarm_m=m, alarm_n=n, tail=asdict(tail) if tail else None,
     )
 
 
-def onset_share(scores: np.ndarray, m: int, n: int, quantile: float = 0.99,
-                min_exceed: int = 20) -> tuple[float, float]:
-    """Share of exceedances that start an m-of-n alarm, replaying ``scores`` in order at their ``quantile`` level.
+def cluster_stats(scores: np.ndarray, m: int, n: int, quantile: float = 0.95) -> tuple[float, float, float]:
+    """Runs declustering of the exceedances of ``scores`` (in recording order) over their ``quantile``.
 
     Returns:
-        ``(share, level)``; the level is lowered until at least ``min_exceed`` patches exceed it.
+        ``(theta, q, level)``: clusters per exceedance, share of clusters holding ``m`` exceedances within some
+        ``n`` consecutive patches, and the level used.
     """
     s = np.asarray(scores, float)
-    q = quantile
-    level = float(np.quantile(s, q))
-    while (s > level).sum() < min_exceed and q > 0.5:
-        q -= 0.01
-        level = float(np.quantile(s, q))
-    over = s > level
-    k = int(over.sum())
-    return (rule_onsets(over, m, n) / k if k else 0.0), level
+    level = float(np.quantile(s, quantile))
+    idx = np.nonzero(s > level)[0]
+    if idx.size == 0:
+        return 1.0, 0.0, level
+    breaks = np.nonzero(np.diff(idx) >= n)[0]
+    clusters = np.split(idx, breaks + 1)
+    alarming = 0
+    for c in clusters:
+        over = np.zeros(c[-1] - c[0] + 1, bool)
+        over[c - c[0]] = True
+        alarming += rule_onsets(over, m, n) > 0
+    return len(clusters) / idx.size, alarming / len(clusters), level

@@ -1,0 +1,312 @@
+"""``humwatch`` commands of the calibration package: site, calibrate, recalibrate, schedule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from anomaly.cli_util import console, err_console, progress, user_errors
+
+app = typer.Typer(no_args_is_help=True)
+site_app = typer.Typer(no_args_is_help=True, help="Create and inspect sites (one per installation).")
+app.add_typer(site_app, name="site", rich_help_panel="Sites")
+
+SitesDir = Annotated[Path | None, typer.Option("--sites-dir", envvar="HUMWATCH_SITES",
+                                               help="Site store root [default: ./sites].")]
+
+
+def _store(sites_dir):
+    from calibration.store import SiteStore
+
+    return SiteStore(sites_dir)
+
+
+def _parse_rule(rule: str) -> tuple[int, int]:
+    from calibration.errors import SiteError
+
+    try:
+        m, n = (int(x) for x in rule.lower().replace(" of ", "/").split("/"))
+    except ValueError:
+        raise SiteError(f"--alarm must look like 3/5 (alarm when 3 of the last 5 patches exceed), got {rule!r}") \
+            from None
+    return m, n
+
+
+@site_app.command("create")
+def site_create(
+    name: Annotated[str, typer.Argument(help="Site name: a-z, 0-9, '-', '_' (e.g. pump-3).")],
+    model: Annotated[Path, typer.Option("--model", "-m", help="Model directory from `humwatch train`.")],
+    k: Annotated[float, typer.Option(help="Threshold = mean + k·σ of the baseline scores (3-5).")] = 4.0,
+    alarm: Annotated[str, typer.Option(help="Alarm rule m/n: alarm when m of the last n patches exceed.")] = "3/5",
+    machine: Annotated[str, typer.Option(help="What is monitored (free text; pump/compressor/fan/motor also "
+                                         "picks the simulator machine for --inject-faults).")] = "",
+    microphone: Annotated[str, typer.Option(help="Microphone make/model and mounting (free text).")] = "",
+    response: Annotated[Path | None, typer.Option(help="Microphone response CSV (frequency_hz,gain_db).")] = None,
+    interval_days: Annotated[int, typer.Option(min=1, help="Recalibrate every N days.")] = 30,
+    source: Annotated[str, typer.Option(help="Audio source for scheduled recalibration: a directory, or 'mic' "
+                                        "or 'mic:DEVICE'.")] = "",
+    sites_dir: SitesDir = None,
+) -> None:
+    """Create a site that uses a trained model. Next: `humwatch calibrate --site NAME --from AUDIO`."""
+    with user_errors():
+        from anomaly.features import MicResponse
+        from anomaly.score import load_detector, model_hash
+        from calibration.store import SiteConfig, validate_name
+
+        validate_name(name)
+        load_detector(model)  # fail now, not at calibration time
+        if response is not None:
+            MicResponse.from_csv(response)
+        m, n = _parse_rule(alarm)
+        store = _store(sites_dir)
+        cfg = SiteConfig(name=name, model_path=str(model.resolve()), model_hash=model_hash(model), machine=machine,
+                         microphone=microphone, response_curve=str(response.resolve()) if response else "", k=k,
+                         alarm_m=m, alarm_n=n, recalibration_days=interval_days, source=source)
+        site = store.create(cfg)
+        console.print(f"created site {name} in {site.dir}  (threshold mean + {k:g}σ; alarm: {cfg.alarm_rule})")
+        console.print(f"next: humwatch calibrate --site {name} --from <30-60 min of normal audio>")
+
+
+@site_app.command("set-model")
+def site_set_model(
+    name: Annotated[str, typer.Argument(help="Site name.")],
+    model: Annotated[Path, typer.Option("--model", "-m", help="The new model directory.")],
+    sites_dir: SitesDir = None,
+) -> None:
+    """Point a site at another (e.g. retrained) model. The site must then be calibrated again."""
+    with user_errors():
+        from anomaly.atomic import write_text
+        from anomaly.score import load_detector, model_hash
+
+        site = _store(sites_dir).site(name)
+        cfg = site.config()
+        load_detector(model)
+        with site.lock("model change"):
+            cfg.model_path, cfg.model_hash = str(model.resolve()), model_hash(model)
+            site.save_config(cfg)
+            if site.current_id():
+                write_text(site.dir / "current", "")  # the old threshold belongs to the old model
+        console.print(f"site {name} now uses {model}; calibrate it again before monitoring")
+
+
+@site_app.command("list")
+def site_list(sites_dir: SitesDir = None) -> None:
+    """All sites with their calibration state."""
+    with user_errors():
+        from rich.table import Table
+
+        store = _store(sites_dir)
+        names = store.names()
+        if not names:
+            console.print(f"no sites in {store.root} (create one with `humwatch site create NAME --model DIR`)")
+            return
+        t = Table("site", "machine", "threshold", "calibrated (UTC)", "calibrations", "due in")
+        from calibration.calibrate import due_sites
+
+        due = dict(due_sites(store))
+        for name in names:
+            site = store.site(name)
+            cfg = site.config()
+            cur = site.calibration() if site.current_id() else None
+            t.add_row(name, cfg.machine or "-", f"{cur['threshold']['threshold']:.4g}" if cur else "-",
+                      cur["created_utc"] if cur else "not calibrated", str(len(site.calibration_ids())),
+                      "now" if name in due else _due_in(cur, cfg.recalibration_days))
+        console.print(t)
+
+
+def _due_in(cur, days) -> str:
+    from datetime import datetime
+
+    from calibration.store import utc_now
+
+    if cur is None:
+        return "now"
+    made = datetime.strptime(cur["created_utc"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=utc_now().tzinfo)
+    left = days - (utc_now() - made).total_seconds() / 86400
+    return f"{left:.0f} d"
+
+
+@site_app.command("show")
+def site_show(name: Annotated[str, typer.Argument(help="Site name.")], sites_dir: SitesDir = None) -> None:
+    """Settings and the current calibration certificate of a site."""
+    with user_errors():
+        from calibration.certificate import print_certificate
+
+        site = _store(sites_dir).site(name)
+        console.print(site.toml_path.read_text() if site.exists() else site.config())
+        if site.current_id():
+            print_certificate(site.calibration(), console)
+        else:
+            console.print(f"[yellow]not calibrated[/]: humwatch calibrate --site {name} --from AUDIO")
+
+
+@site_app.command("history")
+def site_history(name: Annotated[str, typer.Argument(help="Site name.")], sites_dir: SitesDir = None) -> None:
+    """Every calibration of a site: threshold over time, adopted or refused."""
+    with user_errors():
+        from rich.table import Table
+
+        site = _store(sites_dir).site(name)
+        site.config()
+        cur = site.current_id()
+        t = Table("id", "kind", "status", "minutes", "threshold", "false alarms/day", "current")
+        for rec in site.history():
+            th = rec["threshold"]
+            t.add_row(rec["id"], rec["kind"], rec["status"], f"{rec['audio']['minutes']:.0f}",
+                      f"{th['threshold']:.4g}", f"{th['false_alarms_per_day']:.2g}", "*" if rec["id"] == cur else "")
+        console.print(t if t.row_count else f"site {name} has no calibrations yet")
+
+
+def _sources(from_: list[Path] | None, mic: bool, device: str | None, minutes: float, site, say) -> list[Path]:
+    from anomaly.audio import find_audio
+    from calibration.errors import CalibrationError
+    from calibration.sources import record_mic
+    from calibration.store import utc_id
+
+    if bool(from_) == bool(mic):
+        raise CalibrationError("give the audio with --from FILES/DIRS or record it with --mic (one of the two)")
+    if from_:
+        return find_audio(from_)
+    dev = int(device) if device is not None and device.isdigit() else device
+    path = site.dir / "baseline" / f"mic-{utc_id()}.flac"
+    say(f"recording {minutes:g} min from {'the default sound card' if dev is None else f'device {dev}'} "
+        f"into {path}")
+    with progress() as bar:
+        task = bar.add_task("recording", total=100, info="")
+
+        def meter(frac, level, overflowed):
+            warn = " OVERFLOW" if overflowed else ""
+            bar.update(task, completed=round(100 * frac), info=f"level {level:6.1f} dBFS{warn}")
+
+        record_mic(path, minutes, dev, on_block=meter)
+    return [path]
+
+
+def _run(kind: str, site_name, from_, mic, device, minutes, min_minutes, force, inject, validate_dir, keep_audio,
+         accept_shift, sites_dir):
+    from calibration.calibrate import CalibrationRequest, calibrate, recalibrate
+    from calibration.certificate import print_certificate
+
+    site = _store(sites_dir).site(site_name)
+    site.config()
+    files = _sources(from_, mic, device, minutes, site, console.print)
+    req = CalibrationRequest(files=files, min_minutes=min_minutes, force=force, inject=inject,
+                             validate_dir=validate_dir, keep_audio=keep_audio)
+    with progress() as bar:
+        task = bar.add_task("scoring", total=100, info="")
+        cb = dict(on_progress=lambda f, name: bar.update(task, completed=round(100 * f), info=name),
+                  say=lambda msg: bar.console.print(msg))
+        rec = calibrate(site, req, **cb) if kind == "calibrate" else recalibrate(site, req, accept_shift, **cb)
+    print_certificate(rec, console)
+    console.print(f"stored as {site.calibrations_dir / (rec['id'] + '.json')} (current)")
+
+
+@app.command(rich_help_panel="Sites")
+def calibrate(
+    site: Annotated[str, typer.Option("--site", "-s", help="Site name.")],
+    from_: Annotated[list[Path] | None, typer.Option("--from", help="Normal audio of this site: files or "
+                                                     "directories (repeatable).")] = None,
+    mic: Annotated[bool, typer.Option("--mic", help="Record from a sound card now.")] = False,
+    device: Annotated[str | None, typer.Option(help="Sound card index or name for --mic.")] = None,
+    minutes: Annotated[float, typer.Option(help="How long to record with --mic.")] = 45.0,
+    min_minutes: Annotated[float, typer.Option(help="Refuse less audio than this.")] = 30.0,
+    force: Annotated[bool, typer.Option(help="Accept less than --min-minutes (tests, demos).")] = False,
+    inject_faults: Annotated[bool, typer.Option(help="Mix simulator faults into held-out audio and report "
+                                                "detection per fault and severity.")] = False,
+    validate_with: Annotated[Path | None, typer.Option(help="Directory of known fault recordings to check "
+                                                       "detection on.")] = None,
+    keep_audio: Annotated[bool, typer.Option(help="Keep a copy of the calibration audio in the site.")] = False,
+    sites_dir: SitesDir = None,
+) -> None:
+    """Calibrate a site on 30-60 min of its normal audio and print the certificate.
+
+    The threshold is mean + k·σ of the site's scores; the certificate states the expected false alarms per day
+    under the site's alarm rule, and plain-language findings about the recording.
+    """
+    with user_errors():
+        _run("calibrate", site, from_, mic, device, minutes, min_minutes, force, inject_faults, validate_with,
+             keep_audio, False, sites_dir)
+
+
+@app.command(rich_help_panel="Sites")
+def recalibrate(
+    site: Annotated[str | None, typer.Option("--site", "-s", help="Site name.")] = None,
+    due: Annotated[bool, typer.Option(help="Every site whose calibration is older than its interval (audio from "
+                                      "each site's configured source).")] = False,
+    from_: Annotated[list[Path] | None, typer.Option("--from", help="Recent normal audio: files or directories.")]
+    = None,
+    mic: Annotated[bool, typer.Option("--mic", help="Record from a sound card now.")] = False,
+    device: Annotated[str | None, typer.Option(help="Sound card index or name for --mic.")] = None,
+    minutes: Annotated[float, typer.Option(help="How long to record with --mic.")] = 45.0,
+    min_minutes: Annotated[float, typer.Option(help="Refuse less audio than this.")] = 30.0,
+    force: Annotated[bool, typer.Option(help="Accept less than --min-minutes (tests, demos).")] = False,
+    accept_shift: Annotated[bool, typer.Option(help="Adopt the new baseline even if it looks like a developing "
+                                               "fault (only after inspecting the machine).")] = False,
+    sites_dir: SitesDir = None,
+) -> None:
+    """Recalibrate; refuses a new baseline that looks like a developing fault (exit code 4).
+
+    The new recording is compared with the calibration in force: if it exceeds the current threshold more often
+    than the certificate predicts, or its scores shifted upward significantly, the current threshold stays.
+    """
+    with user_errors():
+        from calibration.calibrate import due_sites
+        from calibration.errors import SiteError
+
+        if due == bool(site):
+            raise SiteError("give --site NAME or --due (one of the two)")
+        if site:
+            _run("recalibrate", site, from_, mic, device, minutes, min_minutes, force, False, None, False,
+                 accept_shift, sites_dir)
+            return
+        store = _store(sites_dir)
+        failures = 0
+        for name, age in due_sites(store):
+            cfg = store.site(name).config()
+            console.print(f"[bold]{name}[/]: " + ("never calibrated" if age is None else f"{age:.0f} days old"))
+            if age is None or not cfg.source:
+                console.print("  skipped: " + ("calibrate it first" if age is None else
+                                               "no audio source in site.toml (set source = a directory or 'mic')"))
+                continue
+            is_mic = cfg.source.startswith("mic")
+            dev = cfg.source.split(":", 1)[1] if is_mic and ":" in cfg.source else None
+            try:
+                _run("recalibrate", name, None if is_mic else [Path(cfg.source)], is_mic, dev, minutes, min_minutes,
+                     force, False, None, False, accept_shift, sites_dir)
+            except Exception as e:  # one site's failure must not stop the others
+                from anomaly.errors import HumwatchError
+
+                if not isinstance(e, HumwatchError):
+                    raise
+                failures += 1
+                err_console.print(f"[red]error:[/] {name}: {e}", markup=True)
+        if failures:
+            raise typer.Exit(4)
+
+
+@app.command(rich_help_panel="Sites")
+def schedule(
+    site: Annotated[str, typer.Option("--site", "-s", help="Site name.")],
+    emit: Annotated[str, typer.Option(help="cron | systemd")] = "cron",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write the files into.")] = Path("."),
+    sites_dir: SitesDir = None,
+) -> None:
+    """Write a monthly recalibration job (cron line, or systemd service + timer). Nothing is installed."""
+    with user_errors():
+        from calibration import schedule as sched
+        from calibration.errors import SiteError
+
+        if emit not in ("cron", "systemd"):
+            raise SiteError(f"--emit must be cron or systemd, got {emit!r}")
+        store = _store(sites_dir)
+        s = store.site(site)
+        paths = sched.emit(s, store.root, emit, out)
+        for p in paths:
+            console.print(f"wrote {p}")
+        if emit == "cron":
+            console.print(f"install (after reading it): crontab -l | cat - {paths[0]} | crontab -")
+        else:
+            console.print(f"install (after reading them): cp {' '.join(map(str, paths))} /etc/systemd/system/ && "
+                          f"systemctl enable --now {paths[1].name}")
