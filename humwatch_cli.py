@@ -1,16 +1,18 @@
-"""The ``humwatch`` console script: one Typer app per package, joined here.
+"""The ``humwatch`` console script: one Typer app per package, joined here, plus ``demo``, which spans them all.
 
 Only typer and rich are imported at start-up; every command imports what it needs, so ``--help`` is instant.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from anomaly import __version__
 from anomaly.cli import app as anomaly_app
+from anomaly.cli_util import console, user_errors
 from calibration.cli import app as calibration_app
 
 app = typer.Typer(
@@ -40,6 +42,22 @@ def _root(
 
 app.add_typer(anomaly_app)
 app.add_typer(calibration_app)
+
+
+@app.command(rich_help_panel="Start here")
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where the demo writes audio, model, site and firmware.")]
+    = Path("demo-out"),
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs (early stopping may end sooner).")] = 12,
+    seed: Annotated[int, typer.Option(help="Seed for simulation and training.")] = 7,
+    export: Annotated[bool, typer.Option(help="Export the firmware model at the end.")] = True,
+) -> None:
+    """Run the whole story on simulated audio: simulate a pump site → train → calibrate → evaluate → score a
+    developing fault → export firmware."""
+    with user_errors():
+        from firmware_export.demo import DemoConfig, run_demo
+
+        run_demo(DemoConfig(out=out, epochs=epochs, seed=seed, export=export), say=console.print)
 
 
 def main() -> None:

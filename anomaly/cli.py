@@ -268,16 +268,3 @@ def evaluate(
             atomic.write_text(json_out, json.dumps(m, indent=2) + "\n")
             console.print(f"wrote {json_out}")
 
-
-@app.command(rich_help_panel="Start here")
-def demo(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Where the demo writes audio, model and figures.")] =
-    Path("demo-out"),
-    epochs: Annotated[int, typer.Option(min=1, help="Training epochs (early stopping may end sooner).")] = 12,
-    seed: Annotated[int, typer.Option(help="Seed for simulation and training.")] = 7,
-) -> None:
-    """Run the whole story on simulated audio: simulate a pump site → train → evaluate → score a developing fault."""
-    with user_errors():
-        from anomaly.demo import DemoConfig, run_demo
-
-        run_demo(DemoConfig(out=out, epochs=epochs, seed=seed), say=console.print)

@@ -310,3 +310,4 @@ def schedule(
         else:
             console.print(f"install (after reading them): cp {' '.join(map(str, paths))} /etc/systemd/system/ && "
                           f"systemctl enable --now {paths[1].name}")
+
