@@ -61,7 +61,11 @@ def site_create(
             MicResponse.from_csv(response)
         m, n = _parse_rule(alarm)
         store = _store(sites_dir)
-        cfg = SiteConfig(name=name, model_path=str(model.resolve()), model_hash=model_hash(model), machine=machine,
+        model_path = model.resolve()
+        site_dir = store.site(name).dir.resolve()
+        if model_path.is_relative_to(site_dir):  # a model kept inside the site folder moves with it
+            model_path = model_path.relative_to(site_dir)
+        cfg = SiteConfig(name=name, model_path=str(model_path), model_hash=model_hash(model), machine=machine,
                          microphone=microphone, response_curve=str(response.resolve()) if response else "", k=k,
                          alarm_m=m, alarm_n=n, recalibration_days=interval_days, source=source)
         site = store.create(cfg)
