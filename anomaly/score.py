@@ -480,9 +480,6 @@ def fit_detector(kind: str, recordings: Sequence[np.ndarray], params: FeaturePar
     return EmbeddingDetector(kind, embedding, params, ae=ae, seed=cfg.seed).fit(list(recordings))
 
 
-__all__ = ["AutoencoderDetector", "Detector", "EmbeddingDetector", "Split", "fit_detector", "load_detector",
-           "model_hash", "read_meta", "summary_stats"]
-
 
 def score_file(det: Detector, path: str | Path, offsets: np.ndarray | None = None, bands: bool = False,
                block_seconds: float = 60.0):
@@ -519,3 +516,7 @@ def fingerprint_files(paths: Sequence[str | Path]) -> dict:
         total += p.stat().st_size
     # Per-file digests let a site calibration refuse audio the model was trained on (its scores would be optimistic).
     return {"n_files": len(paths), "bytes": total, "sha256": h.hexdigest(), "file_sha256": sorted(set(digests))}
+
+
+__all__ = ["AutoencoderDetector", "Detector", "EmbeddingDetector", "Split", "file_sha256", "fingerprint_files",
+           "fit_detector", "load_detector", "model_hash", "read_meta", "score_file", "summary_stats"]
