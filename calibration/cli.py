@@ -315,3 +315,87 @@ def schedule(
             console.print(f"install (after reading them): cp {' '.join(map(str, paths))} /etc/systemd/system/ && "
                           f"systemctl enable --now {paths[1].name}")
 
+
+
+_SPARK = " ▁▂▃▄▅▆▇█"
+
+
+def _view(state):
+    from rich.table import Table
+
+    vals = list(state.recent)
+    top = max([state.threshold * 1.5] + vals)
+    spark = "".join(_SPARK[min(8, int(8 * v / top))] for v in vals) if vals else ""
+    t = Table.grid(padding=(0, 2))
+    t.add_row("source", state.source)
+    t.add_row("patches", f"{state.patches} ({state.audio_seconds / 60:.1f} min of audio)")
+    t.add_row("recent scores", spark)
+    t.add_row("threshold", f"{state.threshold:.4g}   rule {state.rule}")
+    t.add_row("state", "[bold red]ALARM[/]" if state.in_alarm else "[green]normal[/]")
+    t.add_row("alarms", str(state.alarms) + (f"  (last at {state.last_alarm['t_utc']})" if state.last_alarm else ""))
+    return t
+
+
+@app.command(rich_help_panel="Sites")
+def monitor(
+    site: Annotated[str, typer.Option("--site", "-s", help="Site name (must be calibrated).")],
+    from_: Annotated[list[Path] | None, typer.Option("--from", help="Audio files or directories to score, in "
+                                                     "order (repeatable).")] = None,
+    mic: Annotated[bool, typer.Option("--mic", help="Listen to a sound card until interrupted (Ctrl-C).")] = False,
+    device: Annotated[str | None, typer.Option(help="Sound card index or name for --mic.")] = None,
+    minutes: Annotated[float | None, typer.Option(help="Stop --mic after this long.")] = None,
+    realtime: Annotated[bool, typer.Option(help="Replay files at real-time speed (default: as fast as possible).")]
+    = False,
+    on_alarm: Annotated[str | None, typer.Option(help="Command to run on each alarm; gets the alarm JSON on stdin.")]
+    = None,
+    retention_days: Annotated[float, typer.Option(min=1, help="Keep raw scores this long.")] = 56,
+    start_time: Annotated[str | None, typer.Option(help="UTC time of the first file's first sample "
+                                                   "(ISO 8601); default: each file's mtime minus its duration.")]
+    = None,
+    sites_dir: SitesDir = None,
+) -> None:
+    """Score every 0.96 s patch against the site's calibration, raise alarms, log every raw score.
+
+    Scores go to sites/NAME/scores.sqlite (read them with `humwatch report`), alarms to sites/NAME/alarms.jsonl.
+    """
+    with user_errors():
+        from datetime import datetime
+
+        from rich.live import Live
+
+        from anomaly.audio import find_audio
+        from calibration.errors import CalibrationError
+        from calibration.monitor import Monitor, MonitorConfig, mic_blocks
+        from calibration.store import utc_now
+
+        if bool(from_) == bool(mic):
+            raise CalibrationError("give the audio with --from FILES/DIRS or listen with --mic (one of the two)")
+        start = None
+        if start_time:
+            try:
+                start = datetime.fromisoformat(start_time.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                raise CalibrationError(f"--start-time must be ISO 8601 like 2026-11-25T08:00:00Z, got "
+                                       f"{start_time!r}") from None
+        cfg = MonitorConfig(realtime=realtime, on_alarm=on_alarm, retention_days=retention_days, start_utc=start)
+        s = _store(sites_dir).site(site)
+        files = find_audio(from_) if from_ else None
+        live = Live(console=err_console, refresh_per_second=4, transient=False) if err_console.is_terminal else None
+        update = (lambda st: live.update(_view(st))) if live else None
+        with Monitor(s, cfg, on_update=update) as mon:
+            try:
+                if live:
+                    live.start()
+                if files is not None:
+                    state = mon.process_files(files)
+                else:
+                    dev = int(device) if device is not None and device.isdigit() else device
+                    mon.state.source = f"microphone {dev if dev is not None else '(default)'}"
+                    mon.process_blocks(mic_blocks(dev, minutes), utc_now().timestamp(), None)
+                    state = mon.state
+            finally:
+                if live:
+                    live.stop()
+        console.print(f"{state.patches} patches ({state.audio_seconds / 60:.1f} min) scored, {state.alarms} alarm(s)"
+                      + (f", {len(state.skipped)} file(s) skipped" if state.skipped else "")
+                      + f"; scores in {s.dir / 'scores.sqlite'}, alarms in {s.dir / 'alarms.jsonl'}")

@@ -1,0 +1,223 @@
+"""Live monitoring: score every patch against the site's current calibration, apply the alarm rule, log everything.
+
+Every raw score goes to the site's score log (:mod:`calibration.scorelog`); alarms also go to
+``sites/<name>/alarms.jsonl`` (one JSON object per line, flushed and fsynced) and, with ``on_alarm``, to a command
+that receives the alarm JSON on its standard input.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import time
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from anomaly.audio import audio_info, iter_blocks
+from anomaly.errors import AudioError, HumwatchWarning
+from anomaly.features import PatchStream, mel_centers
+from anomaly.score import AutoencoderDetector
+from calibration.calibrate import site_detector
+from calibration.scorelog import DEFAULT_RETENTION_DAYS, ScoreLog
+from calibration.store import Site
+
+
+class MonitorWarning(HumwatchWarning):
+    """A skipped file or a failed --on-alarm command; monitoring goes on."""
+
+
+@dataclass
+class MonitorConfig:
+    realtime: bool = False
+    on_alarm: str | None = None
+    retention_days: float = DEFAULT_RETENTION_DAYS
+    start_utc: float | None = None  # time of the first file's first sample; default: file mtime − duration
+
+
+@dataclass
+class MonitorState:
+    """What the live view shows."""
+
+    threshold: float
+    rule: str
+    recent: deque = field(default_factory=lambda: deque(maxlen=60))
+    patches: int = 0
+    alarms: int = 0
+    in_alarm: bool = False
+    last_alarm: dict | None = None
+    source: str = ""
+    skipped: list[str] = field(default_factory=list)
+    audio_seconds: float = 0.0
+
+
+class AlarmRule:
+    """m of the last n patches over the threshold; reports the patch at which an alarm starts."""
+
+    def __init__(self, m: int, n: int):
+        self.m, self.n = m, n
+        self.window: deque[bool] = deque(maxlen=n)
+        self.active = False
+
+    def push(self, over: bool) -> bool:
+        self.window.append(bool(over))
+        now = sum(self.window) >= self.m
+        onset = now and not self.active
+        self.active = now
+        return onset
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+
+
+class Monitor:
+    """Scores a stream of sources for one site. Use as a context manager (closes the log)."""
+
+    def __init__(self, site: Site, cfg: MonitorConfig, on_update: Callable[[MonitorState], None] | None = None):
+        self.site, self.cfg, self.on_update = site, cfg, on_update
+        sc = site.config()
+        self.calibration = site.calibration()  # raises SiteError when uncalibrated
+        self.det, self.offsets, self.model_hash = site_detector(site)
+        if self.calibration["model"]["hash"] != self.model_hash:
+            from calibration.errors import SiteError
+
+            made_with = self.calibration["model"]["hash"]
+            raise SiteError(f"site {site.name!r}: the current calibration was made with model {made_with}, the site "
+                            f"now uses {self.model_hash}; calibrate again")
+        th = self.calibration["threshold"]
+        self.threshold = float(th["threshold"])
+        self.rule = AlarmRule(sc.alarm_m, sc.alarm_n)
+        self.state = MonitorState(self.threshold, f"{sc.alarm_m} of {sc.alarm_n}")
+        base = self.calibration.get("baseline", {}).get("band_error_mean")
+        self.band_baseline = np.asarray(base, float) if base else None
+        self.centers = mel_centers(self.det.params)
+        self.log = ScoreLog(site.dir / "scores.sqlite")
+        self.log.prune(cfg.retention_days)
+        self.alarms_path = site.dir / "alarms.jsonl"
+        self.run = None
+
+    def __enter__(self) -> Monitor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.log.close()
+
+    def _start(self, source: str) -> None:
+        if self.run is None:
+            sc = self.site.config()
+            self.run = self.log.start_run(self.calibration["id"], self.model_hash, self.threshold, sc.alarm_m,
+                                          sc.alarm_n, source)
+
+    def _top_bands(self, bands: np.ndarray) -> list[dict]:
+        ref = self.band_baseline if self.band_baseline is not None else np.ones_like(bands)
+        ratio = bands / np.maximum(ref, 1e-9)
+        top = np.argsort(ratio)[::-1][:3]
+        return [{"band": int(i), "center_hz": round(float(self.centers[i])), "error_ratio": round(float(ratio[i]), 2)}
+                for i in top]
+
+    def _raise_alarm(self, t: float, score: float, bands: np.ndarray | None, file: str | None, offset: float) -> None:
+        info = {"t_utc": _iso(t), "site": self.site.name, "score": round(score, 6), "threshold": self.threshold,
+                "rule": f"{self.rule.m} of the last {self.rule.n} patches over the threshold",
+                "calibration": self.calibration["id"], "model_hash": self.model_hash, "file": file,
+                "offset_s": round(offset, 2), "top_bands": self._top_bands(bands) if bands is not None else []}
+        self.log.alarm(self.run, t, score, info)
+        with open(self.alarms_path, "a") as fh:
+            fh.write(json.dumps(info) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.state.alarms += 1
+        self.state.last_alarm = info
+        if self.cfg.on_alarm:
+            try:
+                r = subprocess.run(shlex.split(self.cfg.on_alarm), input=json.dumps(info), text=True, timeout=30,
+                                   capture_output=True)
+                if r.returncode:
+                    warnings.warn(MonitorWarning(f"--on-alarm exited with {r.returncode}: "
+                                                 f"{(r.stderr or '').strip()[:200]}"), stacklevel=2)
+            except (OSError, subprocess.TimeoutExpired) as e:
+                warnings.warn(MonitorWarning(f"--on-alarm failed: {e}"), stacklevel=2)
+
+    def process_blocks(self, blocks: Iterable[np.ndarray], t0: float, file: str | None) -> None:
+        """Score a stream of 16 kHz blocks whose first sample is at ``t0`` (UTC seconds)."""
+        p = self.det.params
+        stream = PatchStream(p, self.offsets)
+        self._start(file or "microphone")
+        wall0 = time.monotonic()
+        n_samples = 0
+        for block in blocks:
+            n_samples += block.size
+            before = stream.patches_emitted
+            X = stream.push(block)
+            if len(X):
+                if isinstance(self.det, AutoencoderDetector):
+                    sc, bands = self.det.score_with_bands(X)
+                else:
+                    sc, bands = self.det.score_samples(X), None
+                offs = np.arange(before, stream.patches_emitted) * p.patch_hop_samples / p.sample_rate
+                ts = t0 + offs
+                self.log.append(self.run, ts, sc, bands, file, offs)
+                for i, s in enumerate(sc):
+                    over = s > self.threshold
+                    self.state.recent.append(float(s))
+                    self.state.patches += 1
+                    if self.rule.push(over):
+                        self._raise_alarm(float(ts[i]), float(s), None if bands is None else bands[i], file,
+                                          float(offs[i]))
+                    self.state.in_alarm = self.rule.active
+            self.state.audio_seconds += block.size / p.sample_rate
+            if self.on_update:
+                self.on_update(self.state)
+            if self.cfg.realtime:
+                ahead = n_samples / p.sample_rate - (time.monotonic() - wall0)
+                if ahead > 0:
+                    time.sleep(ahead)
+        self.log.maybe_commit(force=True)
+
+    def process_files(self, files: list[Path]) -> MonitorState:
+        """Score files in order; an unreadable file is skipped with a warning."""
+        p = self.det.params
+        next_t = self.cfg.start_utc
+        for f in files:
+            self.state.source = str(f)
+            try:
+                info = audio_info(f)
+                t0 = next_t if next_t is not None else f.stat().st_mtime - info.duration_s
+                block_s = 1.0 if self.cfg.realtime else 30.0
+                self.process_blocks(iter_blocks(f, p.sample_rate, block_seconds=block_s, min_samples=p.min_samples),
+                                    t0, str(f))
+                if next_t is not None:
+                    next_t = t0 + info.duration_s
+            except AudioError as e:
+                self.state.skipped.append(str(f))
+                warnings.warn(MonitorWarning(f"skipped: {e}"), stacklevel=2)
+        return self.state
+
+
+def mic_blocks(device: int | str | None, minutes: float | None, sample_rate: int = 16000) -> Iterator[np.ndarray]:
+    """Blocks of 0.1 s from a sound card, until ``minutes`` (None: until interrupted)."""
+    from calibration.errors import CalibrationError
+
+    try:
+        import sounddevice as sd
+    except OSError:
+        raise CalibrationError("microphone input needs the PortAudio library (apt-get install libportaudio2)") \
+            from None
+    total = None if minutes is None else int(minutes * 60 * sample_rate)
+    done = 0
+    try:
+        with sd.InputStream(samplerate=sample_rate, channels=1, dtype="float32", device=device,
+                            blocksize=sample_rate // 10) as stream:
+            while total is None or done < total:
+                data, _ = stream.read(sample_rate // 10)
+                done += len(data)
+                yield data[:, 0].copy()
+    except sd.PortAudioError as e:
+        raise CalibrationError(f"sound card {device if device is not None else '(default)'}: {e}") from None
