@@ -1,0 +1,162 @@
+"""Monitoring: alarm rule, score log, alarms, skipped files, crash safety (SIGKILL)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from anomaly.audio import find_audio
+from anomaly.features import DEFAULT_PARAMS, log_mel
+from anomaly.score import fingerprint_files, fit_detector, model_hash
+from anomaly.simulate import SimConfig, simulate, write_audio
+from anomaly.train import TrainConfig
+from calibration.calibrate import CalibrationRequest, calibrate
+from calibration.errors import SiteError
+from calibration.monitor import AlarmRule, Monitor, MonitorConfig, MonitorWarning
+from calibration.scorelog import ScoreLog, read_alarms, read_scores
+from calibration.store import SiteConfig, SiteStore
+
+ROOT = Path(__file__).resolve().parents[1]
+HUMWATCH = Path(sys.executable).parent / "humwatch"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    d = tmp_path_factory.mktemp("mon")
+    recs = [log_mel(simulate(SimConfig("pump", "none", 0, "factory", seed=200 + i), 60.0), DEFAULT_PARAMS)
+            for i in range(3)]
+    det = fit_detector("ae", recs, train_config=TrainConfig(threads=1, epochs=2, samples_per_epoch=512))
+    model = det.save(d / "model", extra={"training_data": fingerprint_files([])})
+    store = SiteStore(d / "sites")
+    s = store.create(SiteConfig(name="pump-1", model_path=str(model), model_hash=model_hash(model), machine="pump"))
+    cal = write_audio(d / "cal.flac", SimConfig("pump", "none", 0, "factory", seed=210), 6.0)
+    calibrate(s, CalibrationRequest(files=[cal], force=True))
+    audio = d / "audio"
+    write_audio(audio / "a_normal.flac", SimConfig("pump", "none", 0, "factory", seed=211), 1.0)
+    write_audio(audio / "b_cavitation.flac", SimConfig("pump", "cavitation", 0.8, "factory", seed=212), 0.5)
+    yield s, d
+    torch.set_num_threads(prev)
+
+
+def test_alarm_rule_reports_onsets_once():
+    r = AlarmRule(3, 5)
+    seq = [1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 1, 0, 1, 0, 1]
+    onsets = [i for i, x in enumerate(seq) if r.push(bool(x))]
+    assert onsets == [2, 14]
+
+
+def test_monitor_logs_every_patch_and_alarms_on_the_fault(site, tmp_path):
+    s, d = site
+    files = find_audio([d / "audio"])
+    out = tmp_path / "alarm_stdin.jsonl"
+    hook = f"{sys.executable} -c \"import sys; open({str(out)!r}, 'a').write(sys.stdin.read() + chr(10))\""
+    with Monitor(s, MonitorConfig(start_utc=1.7e9, on_alarm=hook)) as mon:
+        state = mon.process_files(files)
+    df = read_scores(s.dir / "scores.sqlite", since_utc=1.7e9 - 1, bands=True)
+    df = df[df["t_utc"] < 1.7e9 + 1000]
+    assert len(df) == state.patches == 62 + 31
+    assert {"score", "over", "calibration_id", "model_hash", "band_00", "band_63"} <= set(df.columns)
+    fault = df[df["file"].str.endswith("b_cavitation.flac")]
+    normal = df[df["file"].str.endswith("a_normal.flac")]
+    assert fault["over"].mean() > 0.8 and normal["over"].mean() < 0.2
+    assert state.alarms >= 1
+    alarms = [json.loads(x) for x in (s.dir / "alarms.jsonl").read_text().splitlines()]
+    assert any(a["file"].endswith("b_cavitation.flac") for a in alarms)
+    a = alarms[-1]
+    assert a["site"] == "pump-1" and a["threshold"] > 0 and len(a["top_bands"]) == 3
+    hooked = [json.loads(x) for x in out.read_text().splitlines() if x.strip()]
+    assert len(hooked) == state.alarms and hooked[-1]["t_utc"] == a["t_utc"]
+    assert len(read_alarms(s.dir / "scores.sqlite")) >= state.alarms
+    # timestamps follow --start-time across files: the second file starts where the first ended
+    assert fault["t_utc"].min() == pytest.approx(1.7e9 + 60.0, abs=0.01)
+
+
+def test_unreadable_file_mid_directory_is_skipped(site, tmp_path):
+    s, d = site
+    (tmp_path / "b_bad.wav").write_text("not audio")
+    sf.write(tmp_path / "a_good.wav", simulate(SimConfig("pump", seed=5), 5.0), 16000)
+    sf.write(tmp_path / "c_good.wav", simulate(SimConfig("pump", seed=6), 5.0), 16000)
+    with Monitor(s, MonitorConfig(start_utc=1.6e9)) as mon, pytest.warns(MonitorWarning, match="b_bad.wav"):
+        state = mon.process_files(find_audio([tmp_path]))
+    assert state.skipped == [str(tmp_path / "b_bad.wav")] and state.patches == 10
+
+
+def test_uncalibrated_site_is_refused(site):
+    s, d = site
+    store = SiteStore(s.dir.parent)
+    other = store.create(SiteConfig(name="fresh", model_path=str(d / "model"), model_hash=model_hash(d / "model")))
+    with pytest.raises(SiteError, match="not calibrated"):
+        Monitor(other, MonitorConfig())
+
+
+def test_retention_prunes_old_rows(tmp_path):
+    log = ScoreLog(tmp_path / "s.sqlite")
+    run = log.start_run("c", "m", 1.0, 3, 5, "x")
+    now = time.time()
+    log.append(run, np.array([now - 90 * 86400, now - 10]), np.array([0.5, 2.0]), np.zeros((2, 64)), "f",
+               np.array([0.0, 0.96]))
+    assert log.prune(56, now=now) == 1
+    log.close()
+    df = read_scores(tmp_path / "s.sqlite")
+    assert len(df) == 1 and df["over"].iloc[0] == 1
+
+
+def test_bytes_per_row_supports_the_documented_size(tmp_path):
+    log = ScoreLog(tmp_path / "s.sqlite")
+    run = log.start_run("c", "m", 1.0, 3, 5, "x")
+    n = 20000
+    rng = np.random.default_rng(0)
+    log.append(run, 1.7e9 + np.arange(n) * 0.96, rng.random(n), rng.random((n, 64)), "/data/site/rec.flac",
+               np.arange(n) * 0.96)
+    log.close()
+    con = sqlite3.connect(tmp_path / "s.sqlite")
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+    per_row = (tmp_path / "s.sqlite").stat().st_size / n
+    assert per_row < 220  # docs: ~180 bytes a row, ~16 MB a day
+
+
+@pytest.mark.skipif(not HUMWATCH.exists(), reason="humwatch console script not installed")
+def test_sigkill_loses_at_most_the_last_second(site, tmp_path):
+    s, d = site
+    audio = write_audio(tmp_path / "long.flac", SimConfig("pump", seed=300), 0.5)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    cmd = [str(HUMWATCH), "monitor", "--site", "pump-1", "--sites-dir", str(s.dir.parent), "--from", str(audio),
+           "--realtime", "--start-time", "2030-01-01T00:00:00Z"]
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    t0 = 1893456000.0  # 2030-01-01T00:00:00Z
+    deadline = time.time() + 60
+    n_before = 0
+    while time.time() < deadline:  # wait until some rows are committed, then note how many and kill
+        time.sleep(0.5)
+        try:
+            n_before = len(read_scores(s.dir / "scores.sqlite", since_utc=t0))
+        except Exception:
+            n_before = 0
+        if n_before >= 5:
+            break
+    time.sleep(1.5)
+    killed_at = len(read_scores(s.dir / "scores.sqlite", since_utc=t0))
+    p.send_signal(signal.SIGKILL)
+    p.wait(timeout=10)
+    after = read_scores(s.dir / "scores.sqlite", since_utc=t0)
+    # everything committed before the kill is still there, and the log is readable
+    assert len(after) >= killed_at >= n_before >= 5
+    # a restart works on the same log
+    r = subprocess.run(cmd[:-3] + ["--start-time", "2031-01-01T00:00:00Z"], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert len(read_scores(s.dir / "scores.sqlite", since_utc=t0)) >= len(after) + 31
