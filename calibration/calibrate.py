@@ -383,6 +383,7 @@ def _retain_audio(site: Site, cid: str, files: Sequence[Path]) -> None:
 
 def calibrate(site: Site, req: CalibrationRequest, on_progress=None, say=None) -> dict:
     """Calibrate a site and make the new calibration current (under the site lock)."""
+    site.config()  # a missing site fails here, before a lock file is created
     with site.lock("calibration"):
         record, _ = build_record(site, req, "calibration", on_progress, say)
         record["previous"] = site.current_id()
@@ -435,6 +436,7 @@ def recalibrate(site: Site, req: CalibrationRequest, accept_shift: bool = False,
     """
     from calibration.errors import ShiftRefused
 
+    site.config()
     with site.lock("recalibration"):
         current = site.calibration()
         record, b = build_record(site, req, "recalibration", on_progress, say)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from anomaly.cli_util import console, err_console, progress, user_errors
 
@@ -114,7 +115,7 @@ def site_list(sites_dir: SitesDir = None) -> None:
             site = store.site(name)
             cfg = site.config()
             cur = site.calibration() if site.current_id() else None
-            t.add_row(name, cfg.machine or "-", f"{cur['threshold']['threshold']:.4g}" if cur else "-",
+            t.add_row(escape(name), escape(cfg.machine) or "-", f"{cur['threshold']['threshold']:.4g}" if cur else "-",
                       cur["created_utc"] if cur else "not calibrated", str(len(site.calibration_ids())),
                       "now" if name in due else _due_in(cur, cfg.recalibration_days))
         console.print(t)
@@ -139,7 +140,8 @@ def site_show(name: Annotated[str, typer.Argument(help="Site name.")], sites_dir
         from calibration.certificate import print_certificate
 
         site = _store(sites_dir).site(name)
-        console.print(site.toml_path.read_text() if site.exists() else site.config())
+        site.config()
+        console.print(site.toml_path.read_text(), markup=False)
         if site.current_id():
             print_certificate(site.calibration(), console)
         else:
@@ -285,7 +287,7 @@ def recalibrate(
                 if not isinstance(e, HumwatchError):
                     raise
                 failures += 1
-                err_console.print(f"[red]error:[/] {name}: {e}", markup=True)
+                err_console.print(f"[red]error:[/] {escape(name)}: {escape(str(e))}", markup=True)
         if failures:
             raise typer.Exit(4)
 
@@ -399,3 +401,37 @@ def monitor(
         console.print(f"{state.patches} patches ({state.audio_seconds / 60:.1f} min) scored, {state.alarms} alarm(s)"
                       + (f", {len(state.skipped)} file(s) skipped" if state.skipped else "")
                       + f"; scores in {s.dir / 'scores.sqlite'}, alarms in {s.dir / 'alarms.jsonl'}")
+
+
+@app.command(rich_help_panel="Sites")
+def report(
+    site: Annotated[str, typer.Option("--site", "-s", help="Site name.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="report.html, or scores.csv / scores.parquet to export "
+                                      "the score log.")],
+    since: Annotated[str | None, typer.Option(help="Only the last 7d, 12h or 90m, or since an ISO date/time (UTC) "
+                                              "such as 2026-11-20 [default: everything logged].")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", "-f", help="html | csv | parquet [default: from the --out "
+                                            "suffix, else html].")] = None,
+    top: Annotated[int, typer.Option(min=0, max=50, help="How many of the most anomalous patches to show with "
+                                     "their spectrograms.")] = 6,
+    sites_dir: SitesDir = None,
+) -> None:
+    """One self-contained HTML page about a site's monitoring, or its score log as CSV/Parquet.
+
+    The page (no network needed) shows the score timeline with thresholds, calibration changes and alarms, the alarm
+    table, the score histogram and weekly/daily drift against the calibration baseline, the most anomalous patches
+    (spectrogram, reconstruction, error map, which frequency band deviated) and the calibration certificate and
+    history.
+    """
+    with user_errors():
+        from calibration.report import export_log, format_for, parse_since, write_report
+
+        s = _store(sites_dir).site(site)
+        since_utc = parse_since(since)
+        kind = format_for(out, fmt)
+        if kind == "html":
+            path = write_report(s, out, since_utc, top)
+            console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): open it in a web browser")
+        else:
+            path, rows = export_log(s, out, kind, since_utc)
+            console.print(f"wrote {rows} scores to {path}")

@@ -207,9 +207,9 @@ def mic_blocks(device: int | str | None, minutes: float | None, sample_rate: int
 
     try:
         import sounddevice as sd
-    except OSError:
-        raise CalibrationError("microphone input needs the PortAudio library (apt-get install libportaudio2)") \
-            from None
+    except (OSError, ImportError):
+        raise CalibrationError("microphone input needs the sounddevice package and the PortAudio library "
+                               "(apt-get install libportaudio2)") from None
     total = None if minutes is None else int(minutes * 60 * sample_rate)
     done = 0
     try:

@@ -19,7 +19,11 @@ def emit(site: Site, sites_dir: Path, kind: str, out: Path) -> list[Path]:
     """Write the schedule files for ``site`` into ``out`` and return their paths."""
     cfg = site.config()
     cmd = _command(site, sites_dir)
-    if not cfg.source:
+    if cfg.source.startswith("mic"):
+        cmd += ["--mic"] + (["--device", cfg.source.split(":", 1)[1]] if ":" in cfg.source else [])
+    elif cfg.source:
+        cmd += ["--from", cfg.source]
+    else:  # the technician must fill in where recent audio is
         cmd += ["--from", "/path/to/recent/normal/audio"]
     log = (site.dir / "recalibration.log").resolve()
     if kind == "cron":

@@ -25,9 +25,10 @@ def record_mic(path: str | Path, minutes: float, device: int | str | None = None
 
     try:
         import sounddevice as sd
-    except OSError:
-        raise CalibrationError("microphone capture needs the PortAudio library (Debian/Ubuntu: "
-                               "apt-get install libportaudio2), or record elsewhere and use --from FILES") from None
+    except (OSError, ImportError):
+        raise CalibrationError("microphone capture needs the sounddevice package and the PortAudio library "
+                               "(Debian/Ubuntu: apt-get install libportaudio2), or record elsewhere and use --from "
+                               "FILES") from None
     total = int(minutes * 60 * sample_rate)
     block = sample_rate // 10
     path = Path(path)
@@ -53,7 +54,7 @@ def list_devices() -> str:
     """The input devices PortAudio sees (for --device)."""
     try:
         import sounddevice as sd
-    except OSError:
-        raise CalibrationError("listing sound cards needs the PortAudio library (apt-get install libportaudio2)") \
-            from None
+    except (OSError, ImportError):
+        raise CalibrationError("listing sound cards needs sounddevice and the PortAudio library "
+                               "(apt-get install libportaudio2)") from None
     return str(sd.query_devices())

@@ -67,6 +67,10 @@ class SiteConfig:
 
     def __post_init__(self) -> None:
         validate_name(self.name)
+        for name, kind in (("k", (int, float)), ("alarm_m", int), ("alarm_n", int), ("recalibration_days", int)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, kind):
+                raise SiteError(f"{name} must be a number{'' if kind is not int else ' (whole)'}, got {v!r}")
         if not 3.0 <= float(self.k) <= 5.0:
             raise SiteError(f"k must be between 3 and 5 (the threshold is mean + k sigma), got {self.k}")
         if not (1 <= int(self.alarm_m) <= int(self.alarm_n) <= 60):
@@ -85,7 +89,7 @@ class SiteConfig:
         lines += [f"{k} = {_toml_value(v)}" for k, v in d.items()]
         if extra:
             lines.append("\n[extra]")
-            lines += [f"{k} = {_toml_value(v)}" for k, v in extra.items()]
+            lines += [f"{json.dumps(str(k), ensure_ascii=False)} = {_toml_value(v)}" for k, v in extra.items()]
         return "\n".join(lines) + "\n"
 
     @classmethod
@@ -100,8 +104,8 @@ class SiteConfig:
             raise SiteError(f"{where}: unknown settings {unknown}")
         try:
             return cls(**d)
-        except TypeError as e:
-            raise SiteError(f"{where}: incomplete site settings ({e})") from None
+        except (TypeError, ValueError) as e:
+            raise SiteError(f"{where}: bad or incomplete site settings ({e})") from None
 
 
 def _toml_value(v: Any) -> str:
@@ -110,7 +114,7 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, (int, float)):
         return repr(v)
     if isinstance(v, str):
-        return json.dumps(v)  # a JSON string is a valid TOML basic string
+        return json.dumps(v, ensure_ascii=False)  # a JSON string (no \uD83D surrogates) is a TOML basic string
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     raise TypeError(f"cannot write {type(v).__name__} to TOML")

@@ -14,7 +14,8 @@
   therefore also replayed in recording order at the 95th percentile, where there are enough exceedances to count,
   and declustered into runs (exceedances less than ``n`` patches apart belong to one cluster). That gives the
   extremal index ``θ`` (clusters per exceedance) and the share ``q`` of clusters that would raise an alarm on their
-  own; the cluster-aware rate is ``p · θ · q`` per patch. The certificate states the larger of the two estimates, and
+  own, beyond the alarms independent patches would raise by chance at that level; the cluster-aware rate is
+  ``p · θ · q`` per patch. The certificate states the larger of the two estimates, and
   the held-out check (observed exceedances and alarms on audio not used for the threshold) is stored beside it.
 """
 
@@ -37,9 +38,13 @@ def patches_per_day(patch_seconds: float) -> float:
 
 
 def alarm_onset_prob(p: float, m: int, n: int) -> float:
-    """Probability that an alarm starts at a given patch under the m-of-n rule, patches independent."""
+    """Probability that an alarm starts at a given patch under the m-of-n rule, patches independent.
+
+    An alarm starts at patch t when t exceeds, exactly m − 1 of the n − 1 patches before it do, and the patch that
+    just left the window (t − n) did not (else the previous window already held m).
+    """
     p = min(max(float(p), 0.0), 1.0)
-    return p * math.comb(n - 1, m - 1) * p ** (m - 1) * (1 - p) ** (n - m)
+    return p * math.comb(n - 1, m - 1) * p ** (m - 1) * (1 - p) ** (n - m) * (1 - p)
 
 
 def alarms_per_day(p: float, m: int, n: int, patch_seconds: float) -> float:
@@ -128,7 +133,7 @@ def threshold_report(scores: np.ndarray, k: float, m: int, n: int, patch_seconds
     """
     s = np.asarray(scores, float)
     if s.size < 100:
-        raise CalibrationError(f"need at least 100 held-out patches to set a threshold, got {s.size}")
+        raise CalibrationError(f"need at least 100 patches to set a threshold, got {s.size}")
     if not np.isfinite(s).all():
         raise CalibrationError("baseline scores contain NaN or Inf")
     mean, std = float(s.mean()), float(s.std(ddof=1))
@@ -149,12 +154,12 @@ def threshold_report(scores: np.ndarray, k: float, m: int, n: int, patch_seconds
     boots = []
     for _ in range(n_boot):
         b = rng.choice(s, size=s.size, replace=True)
-        tb = b.mean() + k * b.std(ddof=1)
+        # The threshold stays the installed one: the interval is for *its* exceedance.
         try:
-            pb = fit_tail(b, start=tail).sf(tb) if tail is not None else float("nan")
+            pb = fit_tail(b, start=tail).sf(thr) if tail is not None else float("nan")
         except (CalibrationError, ValueError, RuntimeError):
             pb = float("nan")
-        boots.append(pb if np.isfinite(pb) else float(np.mean(b > tb)))
+        boots.append(pb if np.isfinite(pb) else float(np.mean(b > thr)))
     lo, hi = (float(x) for x in np.quantile(boots, [0.05, 0.95]))
     lo, hi = min(lo, p), max(hi, p)
     theta, q, level = cluster_stats(s, m, n)
@@ -175,8 +180,9 @@ def cluster_stats(scores: np.ndarray, m: int, n: int, quantile: float = 0.95) ->
     """Runs declustering of the exceedances of ``scores`` (in recording order) over their ``quantile``.
 
     Returns:
-        ``(theta, q, level)``: clusters per exceedance, share of clusters holding ``m`` exceedances within some
-        ``n`` consecutive patches, and the level used.
+        ``(theta, q, level)``: clusters per exceedance; the share of clusters that hold ``m`` exceedances within
+        some ``n`` consecutive patches *beyond what independent patches would give by chance at that level*
+        (otherwise independent data would count chance coincidences at the low level as clustering); the level.
     """
     s = np.asarray(scores, float)
     level = float(np.quantile(s, quantile))
@@ -190,4 +196,5 @@ def cluster_stats(scores: np.ndarray, m: int, n: int, quantile: float = 0.95) ->
         over = np.zeros(c[-1] - c[0] + 1, bool)
         over[c - c[0]] = True
         alarming += rule_onsets(over, m, n) > 0
-    return len(clusters) / idx.size, alarming / len(clusters), level
+    by_chance = s.size * alarm_onset_prob(idx.size / s.size, m, n)
+    return len(clusters) / idx.size, max(0.0, alarming - by_chance) / len(clusters), level
