@@ -7,9 +7,9 @@ SQLite's write-ahead log makes every committed transaction survive a crash of th
 commits at least once a second, so a SIGKILL loses at most the last second of scores.
 
 Size: one row per 0.96 s patch — time, score, a 64-band error vector as float16 (128 bytes), and small integer
-references to the calibration/model and the source — about 180 bytes with SQLite's overhead, i.e. ~16 MB per
-day and ~0.9 GB for the default retention of 8 weeks (``bench``-free estimate: see ``tests/test_scorelog.py``, which
-measures the bytes per row).
+references to the run (calibration, model, threshold) and the source file — about 200 bytes with SQLite's overhead
+and the time index, i.e. ~18 MB per day and ~1 GB for the default retention of 8 weeks (measured by
+``bench/monitor.py``; ``tests/test_monitor.py`` checks the bytes per row).
 """
 
 from __future__ import annotations
@@ -43,9 +43,10 @@ CREATE TABLE IF NOT EXISTS scores (
     over INTEGER NOT NULL,        -- 1 if score > the run's threshold
     bands BLOB,                   -- per-mel-band errors, float16 little-endian, n_mels values
     run_id INTEGER NOT NULL REFERENCES runs(run_id),
-    file TEXT,                    -- source file (NULL for live microphone input)
+    file_id INTEGER REFERENCES files(file_id),  -- source file (NULL for live microphone input)
     offset_s REAL                 -- patch start within that file
 );
+CREATE TABLE IF NOT EXISTS files (file_id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE);
 CREATE INDEX IF NOT EXISTS scores_t ON scores(t_utc);
 CREATE TABLE IF NOT EXISTS alarms (
     t_utc REAL NOT NULL,
@@ -86,6 +87,15 @@ class ScoreLog:
         self.commit_every = commit_every
         self._last_commit = time.monotonic()
         self.rows = 0
+        self._file_ids: dict[str, int] = {}
+
+    def _file_id(self, file: str | None) -> int | None:
+        if file is None:
+            return None
+        if file not in self._file_ids:
+            self.con.execute("INSERT OR IGNORE INTO files (path) VALUES (?)", (file,))
+            self._file_ids[file] = self.con.execute("SELECT file_id FROM files WHERE path = ?", (file,)).fetchone()[0]
+        return self._file_ids[file]
 
     def start_run(self, calibration_id: str, model_hash: str, threshold: float, m: int, n: int, source: str) -> Run:
         cur = self.con.execute("INSERT INTO runs (started_utc, calibration_id, model_hash, threshold, alarm_m, "
@@ -97,9 +107,10 @@ class ScoreLog:
     def append(self, run: Run, t_utc: np.ndarray, scores: np.ndarray, bands: np.ndarray | None,
                file: str | None, offsets: np.ndarray) -> None:
         rows = []
+        fid = self._file_id(file)
         for i in range(len(scores)):
             b = None if bands is None else np.asarray(bands[i], "<f2").tobytes()
-            rows.append((float(t_utc[i]), float(scores[i]), int(scores[i] > run.threshold), b, run.run_id, file,
+            rows.append((float(t_utc[i]), float(scores[i]), int(scores[i] > run.threshold), b, run.run_id, fid,
                          float(offsets[i])))
         self.con.executemany("INSERT INTO scores VALUES (?,?,?,?,?,?,?)", rows)
         self.rows += len(rows)
@@ -134,8 +145,8 @@ def read_scores(path: str | Path, since_utc: float | None = None, bands: bool = 
 
     con = connect(path, readonly=True)
     try:
-        q = ("SELECT s.t_utc, s.score, s.over, s.bands, s.file, s.offset_s, r.calibration_id, r.model_hash, "
-             "r.threshold FROM scores s JOIN runs r USING (run_id)")
+        q = ("SELECT s.t_utc, s.score, s.over, s.bands, f.path AS file, s.offset_s, r.calibration_id, r.model_hash, "
+             "r.threshold FROM scores s JOIN runs r USING (run_id) LEFT JOIN files f USING (file_id)")
         args: tuple = ()
         if since_utc is not None:
             q += " WHERE s.t_utc >= ?"

@@ -126,7 +126,7 @@ def test_bytes_per_row_supports_the_documented_size(tmp_path):
     con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     con.close()
     per_row = (tmp_path / "s.sqlite").stat().st_size / n
-    assert per_row < 220  # docs: ~180 bytes a row, ~16 MB a day
+    assert per_row < 220  # docs: ~200 bytes a row, ~18 MB a day
 
 
 @pytest.mark.skipif(not HUMWATCH.exists(), reason="humwatch console script not installed")
