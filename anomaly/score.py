@@ -93,8 +93,10 @@ class Detector:
         raise ValueError(f"reduce must be 'mean' or 'max', got {reduce!r}")
 
     def _set_threshold(self, val_scores: np.ndarray) -> None:
-        self.val_scores_ = np.asarray(val_scores, float)
-        self.threshold_ = float(self.val_scores_.mean() + 4 * self.val_scores_.std())
+        v = np.asarray(val_scores, float)
+        self.threshold_ = float(v.mean() + 4 * v.std())
+        self.validation_ = {"n_patches": int(v.size), "score_mean": float(v.mean()), "score_std": float(v.std()),
+                            "score_p99": float(np.percentile(v, 99))}
 
     # -- persistence ------------------------------------------------------------------------------------------
     def _meta(self) -> dict:
@@ -106,9 +108,7 @@ class Detector:
             "feature_params": self.params.to_dict(),
             "feature_params_hash": self.params.hash(),
             "threshold": self.threshold_,
-            "validation": {"n_patches": int(self.val_scores_.size), "score_mean": float(self.val_scores_.mean()),
-                           "score_std": float(self.val_scores_.std()),
-                           "score_p99": float(np.percentile(self.val_scores_, 99))},
+            "validation": self.validation_,
         }
 
     def save(self, directory: str | Path, extra: dict | None = None) -> Path:
@@ -230,6 +230,8 @@ class AutoencoderDetector(Detector):
         except Exception as e:
             raise ModelError(f"{d / 'weights.pt'}: corrupt or incompatible weights ({_one_line(e)})") from None
         det.model_.eval()
+        known = set(TrainConfig.__dataclass_fields__)
+        det.train_config = TrainConfig(**{k: v for k, v in meta.get("training", {}).items() if k in known})
         det.mean_ = np.asarray(meta["normalisation"]["mean"], np.float32)
         det.std_ = np.asarray(meta["normalisation"]["std"], np.float32)
         det.history_ = meta.get("training", {})
@@ -462,7 +464,7 @@ def load_detector(directory: str | Path, params: FeatureParams | None = DEFAULT_
         raise ModelError(f"{d / 'model.json'}: incomplete model description ({_one_line(e)})") from None
     det.threshold_ = float(meta["threshold"])
     v = meta.get("validation", {})
-    det.val_scores_ = np.array([v.get("score_mean", det.threshold_)])
+    det.validation_ = dict(v)  # a loaded model saves again with its own validation figures
     det.meta_ = meta
     return det
 

@@ -137,7 +137,8 @@ def test_decision_predict_clip_score(sim, ae):
     with pytest.raises(ValueError, match="reduce"):
         ae.clip_score(X, reduce="median")
     # the provisional threshold is mean + 4 sigma of the validation scores
-    assert ae.threshold_ == pytest.approx(ae.val_scores_.mean() + 4 * ae.val_scores_.std())
+    v = ae.validation_
+    assert ae.threshold_ == pytest.approx(v["score_mean"] + 4 * v["score_std"])
 
 
 @pytest.mark.parametrize("shape", [(2, 96, 40), (2, 95, 64), (96, 64), (1, 2, 96, 64)])
@@ -554,3 +555,14 @@ def test_fit_on_patch_array(sim):
     det = AutoencoderDetector(train_config=TrainConfig(threads=1, epochs=1, samples_per_epoch=128)).fit(X)
     assert det.history_["split"] == "3 of 20 recordings held out"
     assert det.score_samples(X[:2]).shape == (2,)
+
+
+def test_resaving_a_loaded_model_keeps_its_metadata(ae_dir, tmp_path):
+    det = load_detector(ae_dir)
+    det.save(tmp_path / "again")
+    a = json.loads((ae_dir / "model.json").read_text())
+    b = json.loads((tmp_path / "again" / "model.json").read_text())
+    assert b["validation"] == a["validation"]
+    for key in ("epochs", "samples_per_epoch", "threads", "seed"):
+        assert b["training"][key] == a["training"][key]
+    assert b["threshold"] == a["threshold"] and b["normalisation"] == a["normalisation"]
