@@ -14,6 +14,7 @@ from anomaly import __version__
 from anomaly.cli import app as anomaly_app
 from anomaly.cli_util import console, user_errors
 from calibration.cli import app as calibration_app
+from firmware_export.cli import app as export_app
 
 app = typer.Typer(
     name="humwatch",
@@ -42,6 +43,7 @@ def _root(
 
 app.add_typer(anomaly_app)
 app.add_typer(calibration_app)
+app.add_typer(export_app)
 
 
 @app.command(rich_help_panel="Start here")

@@ -431,7 +431,7 @@ def report(
         kind = format_for(out, fmt)
         if kind == "html":
             path = write_report(s, out, since_utc, top)
-            console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): open it in a web browser")
+            console.print(f"wrote {escape(str(path))} ({path.stat().st_size / 1e6:.1f} MB): open it in a web browser")
         else:
             path, rows = export_log(s, out, kind, since_utc)
-            console.print(f"wrote {rows} scores to {path}")
+            console.print(f"wrote {rows} scores to {escape(str(path))}")

@@ -253,7 +253,7 @@ def _timeline_png(df, alarms, changes: list[tuple[float, str]], refused: list[tu
         ser = timeline_series(df["t_utc"].to_numpy(), df["score"].to_numpy(), df["threshold"].to_numpy())
         x = _days(ser["t"])
         if ser["median"] is not None:
-            ax.plot(x, ser["max"], color="#4a7fb5", lw=0.7, label=f"score (max per {ser['bin_s']:.0f} s bin)")
+            ax.plot(x, ser["max"], color="#4a7fb5", lw=0.7, label=f"score (max per {_dur(ser['bin_s'])} bin)")
             ax.plot(x, ser["median"], color="#1f3b57", lw=0.9, label="score (median per bin)")
         else:
             ax.plot(x, ser["max"], color="#4a7fb5", lw=0.7, label="score per patch")
@@ -464,12 +464,16 @@ def band_groups(top: list[dict]) -> list[dict]:
 
 
 def _resolve_audio(file: str | None, site: Site) -> Path | None:
-    """The patch's source file if it still exists (relative paths: to the working directory, else to the
-    directory holding the site store)."""
+    """The patch's source file if it still exists. The monitor logs paths as it was given them, so a relative path is
+    tried against the working directory, then against each directory above the site (the monitor usually ran from
+    one of them: ``demo-out/audio/...`` from the directory holding ``demo-out/sites/...``)."""
     if not file:
         return None
     p = Path(file)
-    cands = [p] if p.is_absolute() else [Path.cwd() / p, site.dir.parent.parent / p, site.dir.parent / p]
+    if p.is_absolute():
+        cands = [p]
+    else:
+        cands = [Path.cwd() / p] + [a / p for a in site.dir.resolve().parents]
     for c in cands:
         try:
             if c.is_file():
@@ -564,7 +568,7 @@ def _patch_png(x: np.ndarray | None, recon: np.ndarray | None, err: np.ndarray |
             _band_ticks(axb, params, "x")
             axb.legend(fontsize=7, loc="upper left")
         else:
-            axb.text(0.5, 0.5, "no per-band errors logged for this model", ha="center", va="center",
+            axb.text(0.5, 0.5, "no per-band errors: only autoencoder models give them", ha="center", va="center",
                      transform=axb.transAxes)
             axb.set_axis_off()
         return _png(fig)
@@ -697,6 +701,15 @@ def _fmt(x, spec: str = ".4g") -> str:
         return _e(x)
 
 
+def _dur(seconds: float) -> str:
+    """A bin width: 1.4 s, 2 min, 1.5 h."""
+    if seconds < 90:
+        return f"{seconds:.2g} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.2g} min"
+    return f"{seconds / 3600:.2g} h"
+
+
 def _span(seconds: float) -> str:
     if seconds >= 2 * 86400:
         return f"{seconds / 86400:.1f} days"
@@ -743,8 +756,9 @@ def _summary(df, alarms, current: dict) -> str:
         ("period (UTC)", f"{_e(_iso(df['t_utc'].iloc[0], False))} – {_e(_iso(df['t_utc'].iloc[-1], False))}", ""),
         ("patches scored", f"{len(df):,} ({_e(_span(len(df) * 0.96))} of audio in {_e(_span(span))})", ""),
         ("alarms", f"{len(alarms)}", cls),
-        ("patches over the threshold", f"{over:.2%}" + (f" (certificate: {expected:.3%})" if expected else ""),
-         "warn" if expected and over > 3 * expected else ""),
+        ("patches over the threshold", f"{over:.2%}" + (f" (certificate: {expected:.3%})" if expected is not None
+                                                         else ""),
+         "warn" if expected is not None and over > max(3 * expected, 1e-3) else ""),
         ("highest score", f"{worst['score']:.4g} ({ratio:.1f}× threshold) at {_e(_iso(worst['t_utc']))}",
          "bad" if ratio > 1 else ""),
     ]
@@ -915,7 +929,7 @@ def build_report(site: Site, since_utc: float | None = None, top_n: int = 6, now
                     "calibration changes and alarms", "timeline")
     bin_s = (df["t_utc"].iloc[-1] - df["t_utc"].iloc[0]) / MAX_POINTS
     tl_note = (f"<p class='note'>{len(df):,} patches"
-               + (f", drawn as the maximum (and median) per {bin_s:.0f} s bin" if len(df) > MAX_POINTS else "")
+               + (f", drawn as the maximum (and median) per {_dur(bin_s)} bin" if len(df) > MAX_POINTS else "")
                + f"; {len(changes)} calibration change(s) in the period. Gaps are times nothing was monitored.</p>")
     used = [c for c in dict.fromkeys(cids.tolist()) if c in recs]
     base_rec = recs.get(used[-1]) if used else current
