@@ -38,7 +38,7 @@ test-all: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/frontend.py
-	$(BIN)/python bench/calibration.py
+	$(BIN)/python bench/calibration_speed.py
 	$(BIN)/python bench/monitor.py
 	$(BIN)/python bench/dcase.py
 

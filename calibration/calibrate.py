@@ -45,10 +45,25 @@ class Baseline:
     check_audio: list[np.ndarray] = field(default_factory=list)  # raw 16 kHz audio of held-out chunks (capped)
 
     def split(self) -> tuple[np.ndarray, np.ndarray]:
-        """Boolean masks (threshold part, check part) from the 2-of-3 chunk interleave."""
-        chunk = np.arange(self.scores.size) // CHUNK_PATCHES
-        check = chunk % 3 == 2
-        return ~check, check
+        """Boolean masks (threshold part, check part); see :func:`split_masks`."""
+        thr, check, _ = split_masks(self.scores.size)
+        return thr, check
+
+
+def split_masks(n: int, chunk_patches: int = CHUNK_PATCHES) -> tuple[np.ndarray, np.ndarray, str]:
+    """The calibration's hold-out rule over ``n`` patches in recording order.
+
+    Returns:
+        ``(threshold mask, held-out mask, description)``: chunks of ``chunk_patches`` patches, two of every three set
+        the threshold and the third is held out; under three chunks (only with --force), every third patch.
+    """
+    check = (np.arange(n) // chunk_patches) % 3 == 2
+    how = f"chunks of {chunk_patches} patches, 2 of every 3 set the threshold, the 3rd is held out"
+    if check.sum() == 0:
+        check = np.zeros(n, bool)
+        check[1::3] = True
+        how = "every third patch held out (under 3 chunks of audio)"
+    return ~check, check, how
 
 
 def site_detector(site: Site, params: FeatureParams | None = None) -> tuple[Detector, np.ndarray | None, str]:
@@ -319,10 +334,6 @@ def build_record(site: Site, req: CalibrationRequest, kind: str = "calibration",
     _check_not_training_audio(det, req.files)
     b = collect_baseline(det, req.files, offsets, on_progress=on_progress)
     thr_mask, check_mask = b.split()
-    if check_mask.sum() == 0:  # under 3 min: no held-out chunk; only with --force
-        check_mask = np.zeros_like(thr_mask)
-        check_mask[1::3] = True
-        thr_mask = ~check_mask
     rep = threshold_report(b.scores[thr_mask], cfg.k, cfg.alarm_m, cfg.alarm_n, det.params.patch_seconds,
                            seed=req.seed)
     check = b.scores[check_mask]
@@ -337,7 +348,8 @@ def build_record(site: Site, req: CalibrationRequest, kind: str = "calibration",
         "site": site.name,
         "model": {"path": cfg.model_path, "hash": mh, "detector": det.kind,
                   "feature_params_hash": det.params.hash(), "feature_params": det.params.to_dict()},
-        "audio": {"files": [str(f) for f in req.files], "minutes": round(b.minutes, 3),
+        "audio": {"files": [str(Path(f).resolve()) for f in req.files],
+                  "file_sha256": [file_sha256(Path(f)) for f in req.files], "minutes": round(b.minutes, 3),
                   "patches": int(b.scores.size), "threshold_patches": int(thr_mask.sum()),
                   "check_patches": int(check_mask.sum()), "clipped_share": b.clipped_share,
                   "forced": bool(req.force and b.minutes < req.min_minutes)},

@@ -3,7 +3,7 @@
 Uses the shipped example site's model and simulated pump audio (written once into bench/results/cache/).
 Prints a table and writes bench/results/calibration.json.
 
-    python bench/calibration.py [--minutes 60] [--threads 2]
+    python bench/calibration_speed.py [--minutes 60] [--threads 2]
 """
 
 from __future__ import annotations

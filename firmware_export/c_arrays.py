@@ -1,0 +1,226 @@
+"""C sources for firmware: the int8 model as a byte array (``model_data.cc/.h``) and the front end's constants
+(``humwatch_frontend.h``).
+
+``humwatch_frontend.h`` is self-contained C99/C++ (``static const`` arrays, ``#define`` scalars, nothing to link) and
+holds everything the device needs besides the model: every FeatureParams value, the window, the mel filterbank (as
+sparse triangles), microphone-response offsets, per-band normalisation, the model's input/output quantisation, and
+the threshold and alarm rule in the int8 model's score domain. ``frontend_ref/hw_frontend.c`` implements the front
+end from it and is tested against the Python front end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+from anomaly.features import FeatureParams, hann_window, mel_filterbank
+
+MODEL_SYMBOL = "g_humwatch_model_data"
+
+
+def c_float(v: float) -> str:
+    """A float32 literal that parses back to exactly the same float32 (``1e-03f``, ``-4.25f``)."""
+    f = np.float32(v)
+    if not np.isfinite(f):
+        raise ValueError(f"non-finite value {v!r} cannot go into a C header")
+    return np.format_float_scientific(f, unique=True, trim="-") + "f"
+
+
+def _rows(items: Sequence[str], per_line: int, indent: str = "    ") -> str:
+    lines = [indent + ", ".join(items[i:i + per_line]) for i in range(0, len(items), per_line)]
+    return ",\n".join(lines)
+
+
+def float_array(name: str, values, size_macro: str | None = None, per_line: int = 8) -> str:
+    vals = [c_float(v) for v in np.asarray(values, np.float32).ravel()]
+    size = size_macro or str(len(vals))
+    return f"static const float {name}[{size}] HW_UNUSED = {{\n{_rows(vals, per_line)}\n}};\n"
+
+
+def int_array(name: str, ctype: str, values, size_macro: str | None = None, per_line: int = 16) -> str:
+    vals = [str(int(v)) for v in np.asarray(values).ravel()]
+    size = size_macro or str(len(vals))
+    return f"static const {ctype} {name}[{size}] HW_UNUSED = {{\n{_rows(vals, per_line)}\n}};\n"
+
+
+def sparse_mel(params: FeatureParams) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The filterbank as contiguous triangles: (first bin, bin count, offset into weights, weights) per band."""
+    fb = mel_filterbank(params)  # [n_freqs, n_mels]
+    first, count, start, weights = [], [], [], []
+    for m in range(fb.shape[1]):
+        nz = np.nonzero(fb[:, m])[0]
+        if nz.size == 0:  # an empty band (too many mels for the FFT resolution): zero weights, log gives log_offset
+            first.append(0)
+            count.append(0)
+            start.append(len(weights))
+            continue
+        a, b = int(nz[0]), int(nz[-1]) + 1
+        first.append(a)
+        count.append(b - a)
+        start.append(len(weights))
+        weights.extend(fb[a:b, m].tolist())
+    return (np.array(first), np.array(count), np.array(start), np.asarray(weights, np.float32))
+
+
+def _c_string(s: str) -> str:
+    return '"' + str(s).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _resolver_method(op: str) -> str:
+    return "Add" + "".join(w if w[0].isdigit() or w in ("2D", "L2") else w[0] + w[1:].lower() for w in op.split("_"))
+
+
+def model_data_files(model: bytes, ops: Sequence[str], arena_bytes: int | None, arena_recommended: int | None,
+                     banner: str) -> tuple[str, str]:
+    """``(model_data.cc, model_data.h)`` for the int8 model."""
+    n = len(model)
+    ops_comment = "\n".join(f" *     resolver.{_resolver_method(o)}();" for o in ops)
+    arena = ""
+    if arena_bytes:
+        arena = (f"/* Tensor arena measured with the TFLM Python interpreter (reference kernels): {arena_bytes} B.\n"
+                 " * Optimised kernels (CMSIS-NN, ESP-NN) may request scratch buffers on top: start with the\n"
+                 " * recommended size and read MicroInterpreter::arena_used_bytes() on the device. */\n"
+                 f"#define HW_TFLM_ARENA_BYTES_MEASURED {arena_bytes}\n"
+                 f"#define HW_TFLM_ARENA_BYTES {arena_recommended}\n")
+    h = f"""/* model_data.h: {banner}
+ * The full-integer (int8 in, int8 out) TFLite model for TensorFlow Lite Micro.
+ * Operators to register (and nothing else is needed):
+ *     static tflite::MicroMutableOpResolver<{len(ops)}> resolver;
+{ops_comment}
+ */
+#ifndef HUMWATCH_MODEL_DATA_H
+#define HUMWATCH_MODEL_DATA_H
+
+#define HW_MODEL_DATA_LEN {n}
+#define HW_MODEL_OP_COUNT {len(ops)}
+{arena}
+extern const unsigned char {MODEL_SYMBOL}[];
+extern const unsigned int {MODEL_SYMBOL}_len;
+
+#endif  /* HUMWATCH_MODEL_DATA_H */
+"""
+    hexes = [f"0x{b:02x}" for b in model]
+    cc = f"""/* model_data.cc: {banner} */
+#include "model_data.h"
+
+/* 16-byte aligned: TFLM reads the flatbuffer in place. */
+alignas(16) const unsigned char {MODEL_SYMBOL}[] = {{
+{_rows(hexes, 16, "  ")}
+}};
+const unsigned int {MODEL_SYMBOL}_len = {n};
+"""
+    return cc, h
+
+
+def frontend_header(params: FeatureParams, mean: np.ndarray, std: np.ndarray, mic_offsets: np.ndarray | None,
+                    input_quant: tuple[float, int], output_quant: tuple[float, int], decision: dict,
+                    identity: dict, banner: str) -> str:
+    """The text of ``humwatch_frontend.h``.
+
+    Args:
+        decision: ``threshold`` (int8 domain), ``k``, ``alarm_m``, ``alarm_n``, ``site_threshold_float`` (or None),
+            ``threshold_source``.
+        identity: ``model_hash``, ``site``, ``calibration_id``.
+    """
+    p = params
+    n_freqs = p.n_fft // 2 + 1
+    first, count, start, weights = sparse_mel(p)
+    offsets = np.zeros(p.n_mels, np.float32) if mic_offsets is None else np.asarray(mic_offsets, np.float32)
+    mean = np.asarray(mean, np.float32)
+    std = np.asarray(std, np.float32)
+    inv_std = (np.float32(1.0) / std).astype(np.float32)
+    fp_lines = []
+    for f in dataclasses.fields(p):
+        v = getattr(p, f.name)
+        macro = f"HW_{f.name.upper()}"
+        if isinstance(v, str):
+            fp_lines.append(f"#define {macro} {_c_string(v)}")
+        elif isinstance(v, float):
+            fp_lines.append(f"#define {macro} {c_float(v)}")
+        else:
+            fp_lines.append(f"#define {macro} {int(v)}")
+    site_thr = decision.get("site_threshold_float")
+    pow2 = p.n_fft & (p.n_fft - 1) == 0
+    iscale, izp = input_quant
+    oscale, ozp = output_quant
+    return f"""/* humwatch_frontend.h: {banner}
+ *
+ * Everything a device needs besides the model, for one patch of {p.patch_frames} frames x {p.n_mels} mel bands
+ * ({p.patch_seconds:g} s), computed as the Python front end (anomaly.features.log_mel) does:
+ *   1. frame i = samples [i*HW_HOP_LENGTH, i*HW_HOP_LENGTH + HW_WINDOW_LENGTH) of mono float audio at
+ *      HW_SAMPLE_RATE Hz, full scale +-1.0 (int16 PCM / 32768.0f); no centring, no padding;
+ *   2. multiply by hw_window, zero-pad to HW_N_FFT, FFT, |X[k]| for k = 0..HW_N_FREQS-1 (squared if HW_POWER == 2);
+ *   3. mel[m] = sum_j hw_mel_weights[hw_mel_weight_start[m] + j] * |X[hw_mel_first_bin[m] + j]|,
+ *      j = 0..hw_mel_bin_count[m]-1 (the triangles of the HTK-mel filterbank; all other weights are 0);
+ *   4. logmel[m] = logf(mel[m] + HW_LOG_OFFSET) + hw_mic_offsets[m] (microphone-response correction; 0 if none);
+ *   5. x[m] = (logmel[m] - hw_norm_mean[m]) * hw_norm_inv_std[m] (the model's per-band normalisation);
+ *   6. q = clamp(roundf(x / HW_INPUT_SCALE) + HW_INPUT_ZERO_POINT, -128, 127) into the int8 input tensor
+ *      [1][HW_PATCH_FRAMES][HW_N_MELS][1]: row = frame (time), column = mel band, frame-major;
+ *   7. invoke; y = (out_q - HW_OUTPUT_ZERO_POINT) * HW_OUTPUT_SCALE is the reconstruction of x;
+ *   8. score = mean over the HW_PATCH_ELEMENTS elements of (x - y)^2, with the float x of step 5 (not its
+ *      quantised copy), accumulated in float;
+ *   9. a patch is over when score > HW_SCORE_THRESHOLD; raise the alarm when at least HW_ALARM_M of the last
+ *      HW_ALARM_N patches are over.
+ * HW_SCORE_THRESHOLD was derived from this int8 model's own scores on the site's calibration audio with the site's
+ * rule (mean + HW_THRESHOLD_K sigma), so the device compares a score with a threshold of its own domain.
+ * Patches start every HW_PATCH_HOP_SAMPLES samples and need HW_PATCH_SAMPLES samples.
+ * Reference implementation: hw_frontend.c / hw_frontend.h, shipped next to this file (tested against the Python
+ * front end on golden vectors).
+ */
+#ifndef HUMWATCH_FRONTEND_H
+#define HUMWATCH_FRONTEND_H
+
+#if defined(__GNUC__) || defined(__clang__)
+#define HW_UNUSED __attribute__((unused))
+#else
+#define HW_UNUSED
+#endif
+
+/* -- FeatureParams (every field; hash {p.hash()}) -- */
+#define HW_FEATURE_PARAMS_HASH "{p.hash()}"
+{chr(10).join(fp_lines)}
+
+/* -- derived sizes -- */
+#define HW_N_FREQS {n_freqs}
+#define HW_N_FFT_IS_POW2 {1 if pow2 else 0}
+#define HW_PATCH_ELEMENTS {p.patch_frames * p.n_mels}
+#define HW_PATCH_SAMPLES {p.min_samples}
+#define HW_PATCH_HOP_SAMPLES {p.patch_hop_samples}
+#define HW_MEL_WEIGHTS_COUNT {len(weights)}
+
+/* -- model input/output quantisation (int8 tensors [1][{p.patch_frames}][{p.n_mels}][1]) -- */
+#define HW_INPUT_SCALE {c_float(iscale)}
+#define HW_INPUT_ZERO_POINT {int(izp)}
+#define HW_OUTPUT_SCALE {c_float(oscale)}
+#define HW_OUTPUT_ZERO_POINT {int(ozp)}
+
+/* -- decision, in the int8 model's score domain ({decision['threshold_source']}) -- */
+#define HW_SCORE_THRESHOLD {c_float(decision['threshold'])}
+#define HW_THRESHOLD_K {c_float(decision['k'])}
+#define HW_ALARM_M {int(decision['alarm_m'])}
+#define HW_ALARM_N {int(decision['alarm_n'])}
+/* the site's threshold for the float (PyTorch) model, for reference only: do not compare device scores with it */
+#define HW_SITE_THRESHOLD_FLOAT {c_float(site_thr) if site_thr is not None else "(-1.0f) /* none */"}
+
+/* -- identity -- */
+#define HW_MODEL_HASH {_c_string(identity.get('model_hash', ''))}
+#define HW_SITE_NAME {_c_string(identity.get('site') or '')}
+#define HW_CALIBRATION_ID {_c_string(identity.get('calibration_id') or '')}
+
+/* periodic Hann window, HW_WINDOW_LENGTH samples (zero-padded to HW_N_FFT at its end) */
+{float_array("hw_window", hann_window(p), "HW_WINDOW_LENGTH")}
+/* HTK-mel filterbank with unit peaks, as contiguous triangles over the FFT bins */
+{int_array("hw_mel_first_bin", "unsigned short", first, "HW_N_MELS")}
+{int_array("hw_mel_bin_count", "unsigned short", count, "HW_N_MELS")}
+{int_array("hw_mel_weight_start", "unsigned short", start, "HW_N_MELS")}
+{float_array("hw_mel_weights", weights, "HW_MEL_WEIGHTS_COUNT")}
+/* additive log offsets per band undoing the microphone's response (all 0 without a response curve) */
+{float_array("hw_mic_offsets", offsets, "HW_N_MELS")}
+/* per-band normalisation of the model (training-data mean and standard deviation of the log-mel) */
+{float_array("hw_norm_mean", mean, "HW_N_MELS")}
+{float_array("hw_norm_std", std, "HW_N_MELS")}
+{float_array("hw_norm_inv_std", inv_std, "HW_N_MELS")}
+#endif  /* HUMWATCH_FRONTEND_H */
+"""

@@ -1,0 +1,114 @@
+"""``humwatch export``: the firmware export command.
+
+Heavy modules (torch, TensorFlow, onnx2tf, the interpreters) are imported inside the command, so ``humwatch --help``
+stays instant.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from anomaly.cli_util import console, progress, user_errors
+
+app = typer.Typer(no_args_is_help=True)
+
+
+@app.command(rich_help_panel="Firmware")
+def export(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write (replaced as a whole, atomically; "
+                                      "left untouched when a gate fails).")],
+    site: Annotated[str | None, typer.Option("--site", "-s", help="A calibrated site: its model, mic response, "
+                                             "threshold rule and calibration audio.")] = None,
+    model: Annotated[Path | None, typer.Option("--model", "-m", help="A model directory instead of a site (needs "
+                                               "--representative; the threshold is then provisional).")] = None,
+    target: Annotated[str, typer.Option(help="cortex-m7 | esp32-s3 (for the latency estimate).")] = "cortex-m7",
+    max_model_bytes: Annotated[int, typer.Option(help="Size budget of model_int8.tflite (gate).")] = 204_800,
+    representative: Annotated[list[Path] | None, typer.Option(
+        "--representative", "-r", help="Normal audio (files or directories, repeatable) for the int8 calibration; "
+        "with --model also for the threshold and the parity check.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON on stdout (also when a gate "
+                                           "fails) instead of the summary.")] = False,
+    sites_dir: Annotated[Path | None, typer.Option("--sites-dir", envvar="HUMWATCH_SITES",
+                                                   help="Site store root [default: ./sites].")] = None,
+) -> None:
+    """Export a model for microcontrollers: ONNX, TFLite float + int8, C arrays, front-end header, manifest.
+
+    Runs PyTorch, ONNX Runtime, float and int8 TFLite (and TensorFlow Lite Micro) on held-out calibration patches and
+    injected faults, re-derives the threshold on the int8 model's scores, and checks the gates. Exit codes: 0 all
+    gates passed, 3 a gate failed (size, TFLM ops, float parity, int8 correlation, AUC drop; nothing written),
+    1 any other error.
+
+    Example: humwatch export --site pump-3 --out firmware/model --target esp32-s3
+    """
+    with user_errors():
+        import json
+
+        from firmware_export.errors import GateFailed
+        from firmware_export.export import ExportRequest, run_export
+
+        req = ExportRequest(out=out, site=site, model=model, sites_dir=sites_dir, target=target,
+                            max_model_bytes=max_model_bytes, representative=list(representative or []))
+        try:
+            with progress(transient=True) as bar:
+                task = bar.add_task("export", total=100, info="")
+                manifest = run_export(req, on_progress=lambda what, f: bar.update(task, completed=round(100 * f),
+                                                                                   info=what))
+        except GateFailed as e:
+            if json_out and e.manifest is not None:
+                typer.echo(json.dumps(e.manifest, indent=2))
+            elif e.manifest is not None:
+                _summary(e.manifest, out, written=False)
+            raise
+        if json_out:
+            typer.echo(json.dumps(manifest, indent=2))
+        else:
+            _summary(manifest, out, written=True)
+
+
+def _fmt(v, spec: str = ".4f") -> str:
+    return "n/a" if v is None else format(v, spec)
+
+
+def _summary(m: dict, out: Path, written: bool) -> None:
+    from rich.table import Table
+
+    mod, thr, tflm = m["model"], m["threshold"], m["tflm"]
+    s = mod["sizes"]
+    console.print(f"model {m['source']['model_hash']}" + (f", site {m['source']['site']} calibration "
+                                                          f"{m['source']['calibration_id']}" if m["source"]["site"]
+                                                          else " (no site)"))
+    console.print(f"sizes: int8 {s['tflite_int8']:,} B, float {s['tflite_float']:,} B, ONNX {s['onnx']:,} B; "
+                  f"{mod['params']:,} params, {mod['macs_per_patch'] / 1e6:.2f} M MACs/patch; ops "
+                  + ", ".join(mod["tflite_ops"]))
+    if tflm.get("runs"):
+        console.print(f"TFLM: runs, arena {tflm['arena_bytes']:,} B measured "
+                      f"(recommend {tflm['arena_bytes_recommended']:,} B); int8 outputs vs LiteRT max "
+                      f"{tflm['max_lsb_diff_vs_litert']} LSB")
+    else:
+        console.print(f"TFLM: {tflm.get('reason', 'not run')}")
+    t = Table("runtime", "Pearson (normal)", "Pearson (all)", "max rel err", "AUC", "AUC drop")
+    par = m["parity"]["runtimes"]
+    base = par["pytorch"]["auc"]
+    for rt, row in par.items():
+        nrm, alls = row.get("normal", {}), row.get("all", {})
+        t.add_row(rt, _fmt(nrm.get("pearson"), ".6f") if nrm else "-",
+                  _fmt(alls.get("pearson"), ".6f") if alls else "-",
+                  _fmt(nrm.get("max_rel_error"), ".2e") if nrm else "-", _fmt(row["auc"]),
+                  _fmt(None if base is None or row["auc"] is None else base - row["auc"], "+.4f") if rt != "pytorch"
+                  else "-")
+    console.print(t)
+    site_thr = thr.get("site_pytorch")
+    console.print(f"threshold (int8 domain) {thr['int8']:.6g} = mean {thr['int8_mean']:.4g} + {thr['k']:g}σ "
+                  f"{thr['int8_std']:.4g}; float model {thr['pytorch_reproduced']:.6g}"
+                  + (f" (site {site_thr:.6g})" if site_thr is not None else "")
+                  + f"; decisions agree on {thr['decision_agreement']:.1%} of patches; alarm {thr['alarm_rule']}")
+    est = m["latency_estimate"]["targets"][m["target"]]
+    console.print(f"estimated {est['ms_per_patch']:.1f} ms per patch on {m['target']} (an estimate, see manifest)")
+    for g in m["gates"]["checks"]:
+        mark = "[green]pass[/]" if g["passed"] else "[red]FAIL[/]"
+        console.print(f"  {mark} {g['gate']}: {g['detail']}", markup=True)
+    if written:
+        console.print(f"wrote {out}/ in {m['timing_seconds'].get('total', 0):.0f} s (manifest.json lists every file)")

@@ -1,0 +1,461 @@
+"""``humwatch export``: a trained, calibrated model → files a firmware build can consume, with the evidence.
+
+Steps (each reported through ``on_progress(step, fraction)``):
+
+1. load the site's model, mic-response offsets and current calibration (or a bare model dir + ``--representative``);
+2. read the calibration audio and cut it as calibration did (threshold part / held-out part), inject simulator faults
+   into held-out audio;
+3. PyTorch → ONNX (dynamo, opset 18) → onnx2tf SavedModel → TFLite float and full-integer int8;
+4. parity: score the held-out and fault patches in PyTorch, ONNX Runtime, float TFLite and int8 TFLite; run the int8
+   model in TensorFlow Lite Micro and find its arena;
+5. re-derive the threshold on the int8 model's scores of the threshold part with the site's rule (mean + kσ);
+6. gates (size, TFLM ops, float parity, int8 correlation, AUC drop); on failure raise :class:`GateFailed` and write
+   nothing; otherwise write everything into ``--out`` atomically (the old export stays until the new one is whole).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from firmware_export.errors import ExportError, GateFailed
+from firmware_export.targets import DEFAULT_TARGET, TARGETS, TFLM_BUILTIN_OPS, TFLM_OPS_SOURCE, latency_estimate
+
+DEFAULT_MAX_MODEL_BYTES = 204_800
+MIN_PEARSON = 0.98
+MAX_AUC_DROP = 0.02
+MAX_FLOAT_RECON_DIFF = 1e-3
+ARENA_MARGIN = 1.25  # recommended arena = measured x margin, rounded up to 1 KiB (optimised kernels' scratch)
+TFLM_PATCHES = 8  # patches run through the (slow, reference-kernel) TFLM interpreter to compare with LiteRT
+DEFAULT_K, DEFAULT_ALARM_M, DEFAULT_ALARM_N = 4.0, 3, 5  # SiteConfig's defaults, for --model without a site
+
+OUTPUT_FILES = ("model.onnx", "model_float.tflite", "model_int8.tflite", "model_data.cc", "model_data.h",
+                "humwatch_frontend.h", "hw_frontend.h", "hw_frontend.c")
+
+
+@dataclass
+class ExportRequest:
+    out: Path
+    site: str | None = None
+    model: Path | None = None
+    sites_dir: Path | None = None
+    target: str = DEFAULT_TARGET
+    max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES
+    representative: list[Path] = field(default_factory=list)
+    seed: int = 0
+
+
+@dataclass
+class Source:
+    kind: str
+    det: object
+    model_dir: Path
+    model_hash: str
+    offsets: np.ndarray | None
+    files: list[Path]
+    k: float
+    alarm_m: int
+    alarm_n: int
+    reference_threshold: float | None
+    threshold_source: str
+    machine: str
+    chunk_patches: int
+    site: str | None = None
+    calibration_id: str | None = None
+    inputs: dict = field(default_factory=dict)
+
+
+def _check_request(req: ExportRequest) -> None:
+    if bool(req.site) == bool(req.model):
+        raise ExportError("give --site NAME (a calibrated site) or --model DIR (a model directory), one of the two")
+    if req.target not in TARGETS:
+        raise ExportError(f"unknown --target {req.target!r}; choose one of {', '.join(TARGETS)}")
+    if req.max_model_bytes <= 0:
+        raise ExportError(f"--max-model-bytes must be > 0, got {req.max_model_bytes}")
+    out = Path(req.out)
+    if out.exists():
+        if not out.is_dir():
+            raise ExportError(f"--out {out} exists and is not a directory")
+        if any(out.iterdir()) and not (out / "manifest.json").is_file():
+            raise ExportError(f"--out {out} exists and is not a humwatch export (no manifest.json); it would be "
+                              "replaced as a whole: give a new or empty directory")
+        cwd = Path.cwd().resolve()
+        if cwd == out.resolve() or out.resolve() in cwd.parents:
+            raise ExportError(f"--out {out} is (or contains) the current directory, which an export replaces as a "
+                              "whole: give another directory")
+
+
+def _autoencoder(det, where: str):
+    from anomaly.score import AutoencoderDetector
+
+    if not isinstance(det, AutoencoderDetector):
+        raise ExportError(f"{where}: only the conv autoencoder ('ae') exports to firmware, this is a "
+                          f"{det.kind!r} detector")
+    return det
+
+
+def _model_inputs(model_dir: Path) -> dict:
+    from firmware_export.manifest import sha256_file
+
+    d = {"model_json_sha256": sha256_file(model_dir / "model.json")}
+    w = model_dir / "weights.pt"
+    if w.is_file():
+        d["weights_sha256"] = sha256_file(w)
+    return d
+
+
+def _calibration_files(site, record: dict) -> list[Path]:
+    files = record.get("audio", {}).get("files")
+    if not files:
+        raise ExportError(f"site {site.name!r}: calibration {record.get('id')} lists no audio files")
+    from anomaly.score import file_sha256
+
+    digests = record.get("audio", {}).get("file_sha256") or [None] * len(files)
+    out = []
+    for i, (f, digest) in enumerate(zip(files, digests, strict=False)):
+        p = Path(f)
+        kept = site.dir / "baseline" / str(record.get("id")) / f"{i:03d}_{p.name}"
+        for cand in (p, site.dir / p if not p.is_absolute() else p, kept):
+            if cand.is_file():
+                if digest and file_sha256(cand) != digest:
+                    raise ExportError(f"calibration audio {cand} of site {site.name!r} changed since calibration "
+                                      f"{record.get('id')} (sha256 differs): recalibrate the site")
+                out.append(cand)
+                break
+        else:
+            raise ExportError(
+                f"calibration audio {f} of site {site.name!r} not found (the export re-reads the calibration audio "
+                "for quantisation and parity: restore it, or recalibrate with --keep-audio so that the site keeps a "
+                "copy)")
+    return out
+
+
+def _site_source(req: ExportRequest) -> Source:
+    from anomaly.score import model_hash
+    from calibration.calibrate import CHUNK_PATCHES, site_detector
+    from calibration.store import SiteStore
+    from firmware_export.manifest import sha256_file
+
+    site = SiteStore(req.sites_dir).site(req.site)
+    cfg = site.config()
+    record = site.calibration()
+    det, offsets, mh = site_detector(site)
+    det = _autoencoder(det, f"site {site.name!r}")
+    rec_hash = record.get("model", {}).get("hash")
+    if rec_hash and rec_hash != mh:
+        raise ExportError(f"site {site.name!r}: calibration {record['id']} was made with model {rec_hash}, the site "
+                          f"now uses {mh}: calibrate again (`humwatch calibrate --site {site.name} --from AUDIO`)")
+    th = record["threshold"]
+    files = _calibration_files(site, record)
+    inputs = {"model_hash": model_hash(site.model_dir()), **_model_inputs(site.model_dir()),
+              "calibration_record_sha256": sha256_file(site.calibrations_dir / f"{record['id']}.json")}
+    if cfg.response_curve:
+        rc = Path(cfg.response_curve)
+        rc = rc if rc.is_absolute() else site.dir / rc
+        inputs["response_curve_sha256"] = sha256_file(rc)
+    return Source(kind="site", det=det, model_dir=site.model_dir(), model_hash=mh, offsets=offsets, files=files,
+                  k=float(th["k"]), alarm_m=int(th["alarm_m"]), alarm_n=int(th["alarm_n"]),
+                  reference_threshold=float(th["threshold"]),
+                  threshold_source=f"site {site.name} calibration {record['id']}: mean + {float(th['k']):g} sigma "
+                                   "of the int8 model's scores on the calibration's threshold part",
+                  machine=cfg.machine, chunk_patches=CHUNK_PATCHES, site=site.name, calibration_id=record["id"],
+                  inputs=inputs)
+
+
+def _model_source(req: ExportRequest) -> Source:
+    from anomaly.audio import find_audio
+    from anomaly.score import load_detector, model_hash
+    from calibration.calibrate import CHUNK_PATCHES
+
+    model_dir = Path(req.model)
+    det = _autoencoder(load_detector(model_dir), str(model_dir))
+    if not req.representative:
+        raise ExportError("--model needs --representative AUDIO (normal recordings of the machine: they calibrate "
+                          "the int8 quantisation and set the threshold), or export a calibrated site with --site NAME")
+    files = find_audio(req.representative)
+    mh = model_hash(model_dir)
+    return Source(kind="model", det=det, model_dir=model_dir, model_hash=mh, offsets=None, files=files,
+                  k=DEFAULT_K, alarm_m=DEFAULT_ALARM_M, alarm_n=DEFAULT_ALARM_N, reference_threshold=None,
+                  threshold_source=f"provisional (no site calibration): mean + {DEFAULT_K:g} sigma of the int8 model's "
+                                   "scores on 2/3 of the --representative audio",
+                  machine="pump",
+                  chunk_patches=CHUNK_PATCHES, inputs={"model_hash": mh, **_model_inputs(model_dir)})
+
+
+def _normalise(det, X: np.ndarray) -> np.ndarray:
+    return ((X - det.mean_) / det.std_).astype(np.float32, copy=False)
+
+
+def _gate(name: str, passed: bool, value, limit, detail: str) -> dict:
+    return {"gate": name, "passed": bool(passed), "value": value, "limit": limit, "detail": detail}
+
+
+def run_export(req: ExportRequest, on_progress: Callable[[str, float], None] | None = None) -> dict:
+    """Run the export; return the manifest (also written to ``req.out / "manifest.json"``).
+
+    Raises:
+        ExportError (or another HumwatchError: SiteError, ModelError, AudioError): nothing could be exported.
+        GateFailed: the export ran but a gate failed; ``.manifest`` holds everything measured, nothing was written.
+    """
+    from anomaly.atomic import atomic_dir
+    from firmware_export import c_arrays, data, onnx_export, parity, tflite
+    from firmware_export.frontend_ref import DIR as REF_DIR
+    from firmware_export.frontend_ref import SOURCES as REF_SOURCES
+    from firmware_export.manifest import MANIFEST_FORMAT, clean, file_entry, macs_by_kind, sha256_file, tool_versions
+
+    step = on_progress or (lambda _s, _f: None)
+    timings: dict[str, float] = {}
+    t_start = t_last = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal t_last
+        now = time.perf_counter()
+        timings[name] = round(now - t_last, 2)
+        t_last = now
+
+    _check_request(req)
+    step("loading the model", 0.02)
+    src = _site_source(req) if req.site else _model_source(req)
+    det = src.det
+    p = det.params
+    model = det.model_.eval()
+    lap("load")
+
+    step("reading audio", 0.05)
+    d = data.gather(src.files, p, src.offsets, src.machine, src.chunk_patches,
+                    representative_files=req.representative if src.kind == "site" else None, seed=req.seed)
+    thr_n, check_n, fault_n, rep_n = (_normalise(det, X) for X in (d.threshold, d.check, d.faults, d.representative))
+    del d.threshold, d.check, d.faults, d.representative
+    lap("audio")
+
+    with tempfile.TemporaryDirectory(prefix="humwatch-export-") as work_s, atomic_dir(req.out) as tmp:
+        work = Path(work_s)
+        step("exporting ONNX", 0.12)
+        onnx_info = onnx_export.export_onnx(model, tmp / "model.onnx", p.patch_frames, p.n_mels)
+        lap("onnx_export")
+
+        step("converting ONNX to TensorFlow (onnx2tf)", 0.2)
+        onnx_export_path = work / "model.onnx"
+        shutil.copyfile(tmp / "model.onnx", onnx_export_path)
+        tflite.onnx_to_saved_model(onnx_export_path, work / "saved_model")
+        lap("onnx2tf")
+
+        step("converting to TFLite float and int8", 0.55)
+        float_bytes, int8_bytes = tflite.convert(work / "saved_model", rep_n)
+        (tmp / "model_float.tflite").write_bytes(float_bytes)
+        (tmp / "model_int8.tflite").write_bytes(int8_bytes)
+        lap("tflite_convert")
+
+        step("parity: PyTorch, ONNX Runtime, TFLite float and int8", 0.7)
+        fm = tflite.TFLiteModel(float_bytes, "model_float.tflite")
+        qm = tflite.TFLiteModel(int8_bytes, "model_int8.tflite")
+        fm.check_shape(p.patch_frames, p.n_mels)
+        qm.check_shape(p.patch_frames, p.n_mels)
+        if qm.input_quant is None or qm.output_quant is None:
+            raise ExportError("model_int8.tflite does not have int8 input and output tensors")
+        ops = qm.ops()
+        sets = {"normal": check_n, "fault": fault_n}
+        recon = {"pytorch": {k: parity.torch_reconstruct(model, X) for k, X in sets.items()},
+                 "onnxruntime": {k: onnx_export.run_onnxruntime(tmp / "model.onnx", X) for k, X in sets.items()},
+                 "tflite_float": {k: fm.run(X) for k, X in sets.items()},
+                 "tflite_int8": {k: qm.run(X) for k, X in sets.items()}}
+        scores = {rt: {k: parity.mse_scores(sets[k], r[k]) for k in sets} for rt, r in recon.items()}
+        recon_diff = {rt: float(np.abs(recon[rt]["normal"] - recon["pytorch"]["normal"]).max())
+                      for rt in recon if rt != "pytorch"}
+        par = parity.summarise(scores, recon_diff, d.fault_names)
+        del recon
+        lap("parity")
+
+        step("threshold on int8 scores", 0.8)
+        pt_thr_scores = parity.mse_scores(thr_n, parity.torch_reconstruct(model, thr_n))
+        q_thr_scores = parity.mse_scores(thr_n, qm.run(thr_n))
+        pt_thr, _, _ = parity.threshold_rule(pt_thr_scores, src.k)
+        q_thr, q_mean, q_std = parity.threshold_rule(q_thr_scores, src.k)
+        report = None
+        if q_thr_scores.size >= 100:
+            from calibration.threshold import threshold_report
+
+            report = threshold_report(q_thr_scores, src.k, src.alarm_m, src.alarm_n, p.patch_seconds,
+                                      seed=req.seed).to_dict()
+            report.pop("tail", None)
+        pt_all = np.r_[scores["pytorch"]["normal"], scores["pytorch"]["fault"]]
+        q_all = np.r_[scores["tflite_int8"]["normal"], scores["tflite_int8"]["fault"]]
+        n_norm = scores["pytorch"]["normal"].size
+        threshold = {
+            "rule": f"mean + k * sigma (sample sigma) of the threshold part's patch scores, k = {src.k:g}",
+            "source": src.threshold_source,
+            "k": src.k, "alarm_m": src.alarm_m, "alarm_n": src.alarm_n,
+            "alarm_rule": f"{src.alarm_m} of the last {src.alarm_n} patches over the threshold",
+            "int8": q_thr, "int8_mean": q_mean, "int8_std": q_std,
+            "pytorch_reproduced": pt_thr,
+            "site_pytorch": src.reference_threshold,
+            "site_reproduction_rel_diff": (abs(pt_thr - src.reference_threshold) / src.reference_threshold
+                                           if src.reference_threshold else None),
+            "threshold_patches": int(thr_n.shape[0]),
+            "split": d.split,
+            "held_out_exceedance": {
+                "pytorch": float(np.mean(scores["pytorch"]["normal"] > pt_thr)),
+                "int8": float(np.mean(scores["tflite_int8"]["normal"] > q_thr))},
+            "fault_detection_rate": {
+                "pytorch": float(np.mean(scores["pytorch"]["fault"] > pt_thr)),
+                "int8": float(np.mean(scores["tflite_int8"]["fault"] > q_thr))},
+            "decision_agreement": float(np.mean((pt_all > pt_thr) == (q_all > q_thr))),
+            "decision_agreement_normal": float(np.mean((pt_all[:n_norm] > pt_thr) == (q_all[:n_norm] > q_thr))),
+            "int8_report": report,
+        }
+        lap("threshold")
+
+        step("TensorFlow Lite Micro", 0.85)
+        iq, oq = qm.input_quant, qm.output_quant
+        tfl_idx = np.linspace(0, len(check_n) - 1, min(TFLM_PATCHES, len(check_n))).round().astype(int)
+        Xq = tflite.quantize(check_n[tfl_idx], *iq)
+        tflm = tflite.tflm_check(int8_bytes, Xq)
+        if tflm.get("runs"):
+            lit = np.stack([qm.run_raw(x) for x in Xq])
+            diff = np.abs(tflm.pop("outputs").astype(int) - lit.astype(int))
+            tflm.update(max_lsb_diff_vs_litert=int(diff.max()), share_identical=float(np.mean(diff == 0)),
+                        patches_compared=int(len(Xq)),
+                        arena_bytes_recommended=int(-(-tflm["arena_bytes"] * ARENA_MARGIN // 1024) * 1024),
+                        arena_note="minimal arena of the TFLM Python interpreter (reference kernels), 16-byte "
+                                   "resolution; CMSIS-NN / ESP-NN kernels may request extra scratch: start from the "
+                                   "recommended size and read MicroInterpreter::arena_used_bytes() on the device")
+        lap("tflm")
+
+        # -- gates ----------------------------------------------------------------------------------------------
+        n8 = len(int8_bytes)
+        gates = [_gate("size", n8 <= req.max_model_bytes, n8, req.max_model_bytes,
+                       f"model_int8.tflite is {n8:,} B, budget {req.max_model_bytes:,} B"
+                       + (f" (over by {n8 - req.max_model_bytes:,} B)" if n8 > req.max_model_bytes else ""))]
+        bad_ops = sorted(set(ops) - TFLM_BUILTIN_OPS)
+        ops_ok = not bad_ops and tflm.get("runs", True) is not False
+        ops_detail = (f"ops not in TensorFlow Lite Micro: {', '.join(bad_ops)}" if bad_ops else
+                      f"TFLM could not run the model: {tflm.get('reason')}" if not ops_ok else
+                      f"all {len(ops)} ops are TFLM builtins" + (" and the TFLM interpreter runs the model"
+                                                                 if tflm.get("runs") else ""))
+        gates.append(_gate("ops", ops_ok, bad_ops, "TFLM builtins", ops_detail))
+        fdiff = max(recon_diff["onnxruntime"], recon_diff["tflite_float"])
+        gates.append(_gate("float_parity", fdiff <= MAX_FLOAT_RECON_DIFF, fdiff, MAX_FLOAT_RECON_DIFF,
+                           f"max |reconstruction - PyTorch| of ONNX Runtime {recon_diff['onnxruntime']:.2e}, float "
+                           f"TFLite {recon_diff['tflite_float']:.2e} (limit {MAX_FLOAT_RECON_DIFF:g}; a failure means "
+                           "a layer was converted wrongly)"))
+        r = par["tflite_int8"]["normal"]["pearson"]
+        gates.append(_gate("correlation", r == r and r >= MIN_PEARSON, r, MIN_PEARSON,
+                           f"int8 vs PyTorch score Pearson on held-out normal patches {r:.4f} (minimum {MIN_PEARSON})"
+                           + (f", short by {MIN_PEARSON - r:.4f}" if r == r and r < MIN_PEARSON else "")))
+        drop = par["pytorch"]["auc"] - par["tflite_int8"]["auc"]
+        gates.append(_gate("auc_drop", drop == drop and drop <= MAX_AUC_DROP, drop, MAX_AUC_DROP,
+                           f"AUC normal vs injected faults: PyTorch {par['pytorch']['auc']:.4f}, int8 "
+                           f"{par['tflite_int8']['auc']:.4f}, drop {drop:+.4f} (maximum {MAX_AUC_DROP})"
+                           + (f", over by {drop - MAX_AUC_DROP:.4f}" if drop > MAX_AUC_DROP else "")))
+        failed = [g for g in gates if not g["passed"]]
+
+        # -- manifest -------------------------------------------------------------------------------------------
+        macs = macs_by_kind(model, p.patch_frames, p.n_mels)
+        from anomaly.model import count_macs, count_params
+
+        manifest = {
+            "manifest_format": MANIFEST_FORMAT,
+            "status": "failed" if failed else "passed",
+            "created_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "target": req.target,
+            "source": {"kind": src.kind, "site": src.site, "calibration_id": src.calibration_id,
+                       "model_dir": str(Path(src.model_dir).resolve()), "model_hash": src.model_hash,
+                       "detector": det.kind, "machine": src.machine},
+            "inputs": {**src.inputs,
+                       "audio": [{"path": str(f.path), "sha256": sha256_file(f.path), "patches": f.n_patches,
+                                  "role": "calibration" if src.kind == "site" else "representative"}
+                                 for f in d.files]
+                       + [{"path": str(f), "sha256": sha256_file(f), "role": "representative"}
+                          for f in d.representative_files]},
+            "outputs": {},
+            "feature_params": p.to_dict(),
+            "feature_params_hash": p.hash(),
+            "normalisation": {"mean": det.mean_.tolist(), "std": det.std_.tolist()},
+            "mic_offsets": None if src.offsets is None else np.asarray(src.offsets, float).tolist(),
+            "model": {
+                "architecture": det.arch.to_dict(),
+                "params": count_params(model),
+                "macs_per_patch": count_macs(model),
+                "macs_by_kind": macs,
+                "onnx": onnx_info,
+                "tflite_ops": ops,
+                "tflm_allowed_ops_source": TFLM_OPS_SOURCE,
+                "sizes": {"onnx": (tmp / "model.onnx").stat().st_size, "tflite_float": len(float_bytes),
+                          "tflite_int8": n8},
+                "input": {"name": "normalised log-mel patch", "shape": [1, p.patch_frames, p.n_mels, 1],
+                          "layout": "NHWC: row = frame (time), column = mel band", "dtype": "int8",
+                          "scale": iq[0], "zero_point": iq[1]},
+                "output": {"name": "reconstruction of the normalised patch", "shape": [1, p.patch_frames, p.n_mels, 1],
+                           "dtype": "int8", "scale": oq[0], "zero_point": oq[1]},
+                "score": "mean over the patch of (x - dequantised output)^2 with x the float normalised input; "
+                         "computed on the device in float (see humwatch_frontend.h)",
+            },
+            "tflm": tflm,
+            "latency_estimate": {
+                "note": "ESTIMATE from MACs and assumed per-kernel MAC rates, not a measurement",
+                "selected_target": req.target,
+                "targets": {t: latency_estimate(macs, t) for t in TARGETS},
+            },
+            "threshold": threshold,
+            "parity": {
+                "score": "per-patch MSE between the float normalised input and each runtime's reconstruction",
+                "patches": {"normal_held_out": int(len(check_n)), "fault": int(len(fault_n)),
+                            "faults": list(data.INJECT_FAULTS), "severity": data.INJECT_SEVERITY,
+                            "fault_mixing": "simulator fault component x (held-out RMS / 0.1), clipped to +-1, as "
+                                            "calibration's fault injection", "representative": int(len(rep_n)),
+                            "seed": req.seed},
+                "runtimes": clean(par, 6),
+            },
+            "gates": {"passed": not failed, "checks": gates},
+            "tools": tool_versions(),
+            "timing_seconds": timings,
+        }
+
+        if failed:
+            lap("gates")
+            timings["total"] = round(time.perf_counter() - t_start, 2)
+            raise GateFailed(failed, clean(manifest))
+
+        # -- C sources ------------------------------------------------------------------------------------------
+        step("writing C sources", 0.92)
+        banner = (f"generated by humwatch export {manifest['tools']['humwatch']} on {manifest['created_utc']}; "
+                  f"model {src.model_hash}" + (f", site {src.site}, calibration {src.calibration_id}"
+                                               if src.site else "") + ". Do not edit.")
+        cc, h = c_arrays.model_data_files(int8_bytes, ops, tflm.get("arena_bytes"),
+                                          tflm.get("arena_bytes_recommended"), banner)
+        (tmp / "model_data.cc").write_text(cc)
+        (tmp / "model_data.h").write_text(h)
+        (tmp / "humwatch_frontend.h").write_text(c_arrays.frontend_header(
+            p, det.mean_, det.std_, src.offsets, iq, oq,
+            {"threshold": q_thr, "k": src.k, "alarm_m": src.alarm_m, "alarm_n": src.alarm_n,
+             "site_threshold_float": src.reference_threshold, "threshold_source": src.threshold_source},
+            {"model_hash": src.model_hash, "site": src.site, "calibration_id": src.calibration_id}, banner))
+        for name in REF_SOURCES:
+            shutil.copyfile(REF_DIR / name, tmp / name)
+        manifest["outputs"] = {name: file_entry(tmp / name) for name in OUTPUT_FILES}
+        lap("write")
+        timings["total"] = round(time.perf_counter() - t_start, 2)
+        manifest = clean(manifest)
+        import json
+
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        step("done", 1.0)
+    return manifest
+
+
+def export_site(site, out: str | Path, target: str = DEFAULT_TARGET, max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES,
+                on_progress: Callable[[str, float], None] | None = None) -> Path:
+    """Export a calibrated :class:`calibration.store.Site` into ``out`` (what ``humwatch demo`` calls).
+
+    Returns the output directory. Raises like :func:`run_export`.
+    """
+    run_export(ExportRequest(out=Path(out), site=site.name, sites_dir=site.dir.parent, target=target,
+                             max_model_bytes=max_model_bytes), on_progress)
+    return Path(out)

@@ -1,0 +1,66 @@
+/* hw_frontend.h: reference C implementation of the humwatch front end and decision, using only the constants of
+ * the generated humwatch_frontend.h (put both on the include path).
+ *
+ * Written for clarity and testability, not speed: a textbook radix-2 complex FFT in float. On a device use the
+ * vendor's real FFT (CMSIS-DSP arm_rfft_fast_f32, ESP-DSP dsps_fft2r_fc32) for step 2 and keep the rest; the test
+ * suite (tests/test_export.py) compares this code with the Python front end on golden vectors.
+ *
+ * Per frame:  hw_frame_log_mel() -> hw_normalise_quantise() -> copy q into row `frame` of the input tensor.
+ * Per patch:  invoke the model -> hw_score(x, output) -> hw_alarm_update().
+ */
+#ifndef HW_FRONTEND_H
+#define HW_FRONTEND_H
+
+#include <stdint.h>
+
+#include "humwatch_frontend.h"
+
+#if !HW_N_FFT_IS_POW2
+#error "hw_frontend.c implements a radix-2 FFT: HW_N_FFT must be a power of two"
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* FFT work buffers and tables (about 7 KB for a 512-point FFT). */
+typedef struct {
+    float re[HW_N_FFT];
+    float im[HW_N_FFT];
+    float cos_tab[HW_N_FFT / 2];
+    float sin_tab[HW_N_FFT / 2];
+    uint16_t bitrev[HW_N_FFT];
+} hw_frontend;
+
+/* Fill the FFT tables (once). */
+void hw_frontend_init(hw_frontend *fe);
+
+/* Steps 1-4: HW_WINDOW_LENGTH samples (float, full scale +-1) -> HW_N_MELS log-mel values. */
+void hw_frame_log_mel(hw_frontend *fe, const float *samples, float *log_mel);
+
+/* Steps 5-6 for one frame: normalised x[HW_N_MELS] (keep it for hw_score) and its int8 quantisation q. */
+void hw_normalise_quantise(const float *log_mel, float *x, int8_t *q);
+
+int8_t hw_quantise(float x);
+float hw_dequantise_output(int8_t q);
+
+/* Step 8: mean squared error between the float normalised patch x[n] and the dequantised model output out_q[n]. */
+float hw_score(const float *x, const int8_t *out_q, int n);
+
+/* Step 9: the m-of-n alarm rule over consecutive patch scores. */
+typedef struct {
+    uint8_t over[HW_ALARM_N];
+    int pos;
+    int count;
+} hw_alarm;
+
+void hw_alarm_init(hw_alarm *a);
+/* Add one patch score; returns 1 while at least HW_ALARM_M of the last HW_ALARM_N patches are over the threshold
+ * (an alarm starts where the return value goes from 0 to 1). */
+int hw_alarm_update(hw_alarm *a, float score);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* HW_FRONTEND_H */

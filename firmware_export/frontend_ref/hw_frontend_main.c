@@ -1,0 +1,89 @@
+/* Test harness for hw_frontend.c (not for devices).
+ *
+ *   hwref frontend SAMPLES.f32 OUT      float32 little-endian mono samples -> OUT.logmel.f32, OUT.x.f32, OUT.q.i8
+ *                                       ([frames][HW_N_MELS] each); prints the frame count
+ *   hwref score X.f32 OUTQ.i8           one patch: float x and int8 model output -> prints the score and whether it
+ *                                       is over HW_SCORE_THRESHOLD
+ *   hwref alarm S1 S2 ...               prints the alarm state after each score (0/1)
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hw_frontend.h"
+
+static void *read_all(const char *path, long *size) {
+    FILE *f = fopen(path, "rb");
+    void *buf;
+    if (!f) { perror(path); exit(2); }
+    fseek(f, 0, SEEK_END);
+    *size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    buf = malloc(*size > 0 ? (size_t)*size : 1u);
+    if (!buf || fread(buf, 1, (size_t)*size, f) != (size_t)*size) { fprintf(stderr, "read %s failed\n", path); exit(2); }
+    fclose(f);
+    return buf;
+}
+
+static FILE *open_out(const char *prefix, const char *suffix) {
+    char path[4096];
+    FILE *f;
+    snprintf(path, sizeof path, "%s%s", prefix, suffix);
+    f = fopen(path, "wb");
+    if (!f) { perror(path); exit(2); }
+    return f;
+}
+
+static int cmd_frontend(const char *in, const char *out) {
+    static hw_frontend fe;
+    long size, n, frames, i;
+    float *samples = (float *)read_all(in, &size);
+    FILE *f_lm = open_out(out, ".logmel.f32"), *f_x = open_out(out, ".x.f32"), *f_q = open_out(out, ".q.i8");
+    n = size / (long)sizeof(float);
+    frames = n < HW_WINDOW_LENGTH ? 0 : 1 + (n - HW_WINDOW_LENGTH) / HW_HOP_LENGTH;
+    hw_frontend_init(&fe);
+    for (i = 0; i < frames; i++) {
+        float lm[HW_N_MELS], x[HW_N_MELS];
+        int8_t q[HW_N_MELS];
+        hw_frame_log_mel(&fe, samples + i * HW_HOP_LENGTH, lm);
+        hw_normalise_quantise(lm, x, q);
+        fwrite(lm, sizeof(float), HW_N_MELS, f_lm);
+        fwrite(x, sizeof(float), HW_N_MELS, f_x);
+        fwrite(q, 1, HW_N_MELS, f_q);
+    }
+    fclose(f_lm); fclose(f_x); fclose(f_q);
+    free(samples);
+    printf("%ld\n", frames);
+    return 0;
+}
+
+static int cmd_score(const char *xpath, const char *qpath) {
+    long xs, qs;
+    float *x = (float *)read_all(xpath, &xs);
+    int8_t *q = (int8_t *)read_all(qpath, &qs);
+    float s;
+    if (xs / (long)sizeof(float) != HW_PATCH_ELEMENTS || qs != HW_PATCH_ELEMENTS) {
+        fprintf(stderr, "expected %d elements\n", HW_PATCH_ELEMENTS);
+        return 2;
+    }
+    s = hw_score(x, q, HW_PATCH_ELEMENTS);
+    printf("%.9g %d\n", (double)s, s > HW_SCORE_THRESHOLD);
+    free(x); free(q);
+    return 0;
+}
+
+static int cmd_alarm(int argc, char **argv) {
+    hw_alarm a;
+    int i;
+    hw_alarm_init(&a);
+    for (i = 0; i < argc; i++) printf("%d%s", hw_alarm_update(&a, (float)atof(argv[i])), i + 1 < argc ? " " : "\n");
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc == 4 && strcmp(argv[1], "frontend") == 0) return cmd_frontend(argv[2], argv[3]);
+    if (argc == 4 && strcmp(argv[1], "score") == 0) return cmd_score(argv[2], argv[3]);
+    if (argc >= 2 && strcmp(argv[1], "alarm") == 0) return cmd_alarm(argc - 2, argv + 2);
+    fprintf(stderr, "usage: hwref frontend SAMPLES.f32 OUT | score X.f32 OUTQ.i8 | alarm S1 S2 ...\n");
+    return 2;
+}

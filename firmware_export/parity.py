@@ -1,0 +1,85 @@
+"""Scores of one set of patches from every runtime, and how far each runtime is from PyTorch.
+
+The score is the same everywhere: the mean squared error between the *float* normalised input patch and the
+runtime's reconstruction (dequantised for the int8 model). That is what the device computes (the C reference's
+``hw_score``), so the int8 figures here are the device's figures.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+RUNTIMES = ("pytorch", "onnxruntime", "tflite_float", "tflite_int8")
+
+
+@torch.no_grad()
+def torch_reconstruct(model: torch.nn.Module, Xn: np.ndarray, batch: int = 256) -> np.ndarray:
+    model.eval()
+    x = torch.from_numpy(np.ascontiguousarray(Xn, np.float32)).unsqueeze(1)
+    return torch.cat([model(b) for b in x.split(batch)]).squeeze(1).numpy() if len(Xn) else np.zeros_like(Xn)
+
+
+def mse_scores(Xn: np.ndarray, recon: np.ndarray) -> np.ndarray:
+    """Per-patch MSE, accumulated in float64 (the C reference accumulates in float; the difference is ~1e-7)."""
+    d = recon.astype(np.float64) - Xn.astype(np.float64)
+    return np.square(d).mean(axis=(1, 2))
+
+
+def auc(normal: np.ndarray, fault: np.ndarray) -> float:
+    """Area under the ROC curve (fault scores above normal ones = 1), ties counted half."""
+    normal, fault = np.asarray(normal, float), np.asarray(fault, float)
+    if normal.size == 0 or fault.size == 0:
+        return float("nan")
+    from scipy.stats import rankdata
+
+    ranks = rankdata(np.concatenate([normal, fault]))  # average ranks for ties
+    r_fault = ranks[normal.size:].sum()
+    return float((r_fault - fault.size * (fault.size + 1) / 2.0) / (normal.size * fault.size))
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if a.size < 2 or a.std() == 0 or b.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def compare(ref: np.ndarray, got: np.ndarray) -> dict:
+    """Agreement of a runtime's per-patch scores with PyTorch's."""
+    ref, got = np.asarray(ref, float), np.asarray(got, float)
+    rel = np.abs(got - ref) / np.maximum(np.abs(ref), 1e-12)
+    return {"pearson": pearson(ref, got), "max_rel_error": float(rel.max()) if rel.size else float("nan"),
+            "mean_rel_error": float(rel.mean()) if rel.size else float("nan")}
+
+
+def summarise(scores: dict[str, dict[str, np.ndarray]], recon_diff: dict[str, float],
+              fault_names: list[str]) -> dict:
+    """Per-runtime parity figures.
+
+    Args:
+        scores: ``{runtime: {"normal": [n], "fault": [f]}}``.
+        recon_diff: ``{runtime: max |reconstruction - PyTorch's|}`` over the normal patches.
+    """
+    ref = scores["pytorch"]
+    names = np.asarray(fault_names)
+    out = {}
+    for rt, s in scores.items():
+        row = {
+            "auc": auc(s["normal"], s["fault"]),
+            "auc_by_fault": {f: auc(s["normal"], s["fault"][names == f]) for f in dict.fromkeys(fault_names)},
+            "score_mean_normal": float(np.mean(s["normal"])),
+        }
+        if rt != "pytorch":
+            row["normal"] = compare(ref["normal"], s["normal"])
+            row["all"] = compare(np.r_[ref["normal"], ref["fault"]], np.r_[s["normal"], s["fault"]])
+            row["max_abs_recon_diff"] = recon_diff.get(rt)
+        out[rt] = row
+    return out
+
+
+def threshold_rule(scores: np.ndarray, k: float) -> tuple[float, float, float]:
+    """``(mean + k·σ, mean, σ)`` with σ the sample standard deviation (ddof = 1), as calibration sets it."""
+    s = np.asarray(scores, float)
+    mean, std = float(s.mean()), float(s.std(ddof=1)) if s.size > 1 else 0.0
+    return mean + k * std, mean, std
