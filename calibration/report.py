@@ -114,18 +114,28 @@ def _log_extent(path: Path) -> tuple[int, float | None, float | None]:
 
 def read_log(site: Site, since_utc: float | None = None, bands: bool = False):
     """The site's scores (and alarms) since ``since_utc``; SiteError/ReportError when there are none."""
+    import sqlite3
+
+    import pandas as pd
+
     from calibration.scorelog import read_alarms, read_scores
 
     path = _log_or_raise(site)
-    df = read_scores(path, since_utc, bands=bands)
+    try:
+        df = read_scores(path, since_utc, bands=bands)
+        alarms = read_alarms(path, since_utc)
+        n, t0, t1 = _log_extent(path) if df.empty else (len(df), None, None)
+    except (sqlite3.DatabaseError, pd.errors.DatabaseError) as e:
+        why = str(e).rsplit("': ", 1)[-1] or type(e).__name__  # pandas prefixes the whole SQL query
+        raise SiteError(f"{path}: cannot read the score log ({why}); was it written by another humwatch version, or "
+                        "damaged?") from None
     if df.empty:
-        n, t0, t1 = _log_extent(path)
         if n == 0:
             raise SiteError(f"site {site.name!r} has no scores logged yet: run `humwatch monitor --site {site.name} "
                             "--from AUDIO` (or --mic) first")
         raise ReportError(f"no scores since {_iso(since_utc)} UTC; the log of {site.name!r} holds {n} scores from "
                           f"{_iso(t0)} to {_iso(t1)} UTC (use an earlier --since)")
-    return df, read_alarms(path, since_utc)
+    return df, alarms
 
 
 def _logged_bands(path: Path, rows: list[tuple[float, float]]) -> list[np.ndarray | None]:
@@ -167,8 +177,7 @@ def export_log(site: Site, out: str | Path, fmt: str | None = None, since_utc: f
 
 
 # -- plotting helpers ----------------------------------------------------------------------------------------------
-_RC = {"font.size": 9, "axes.titlesize": 10, "axes.spines.top": False,
-       "axes.spines.right": False, "svg.fonttype": "none"}
+_RC = {"font.size": 9, "axes.titlesize": 10, "axes.spines.top": False, "axes.spines.right": False}
 
 
 def _figure(w: float, h: float, layout: str | None = "constrained"):
@@ -237,8 +246,7 @@ def timeline_series(t: np.ndarray, score: np.ndarray, thr: np.ndarray, patch_s: 
     ends = np.r_[starts[1:], t.size]
     smax = np.maximum.reduceat(score, starts)
     tmax = np.maximum.reduceat(thr, starts)
-    med = np.array([np.median(score[a:b]) for a, b in zip(starts, ends, strict=True)]) if starts.size < 20000 \
-        else smax
+    med = np.array([np.median(score[a:b]) for a, b in zip(starts, ends, strict=True)])
     x = t0 + (idx[starts] + 0.5) * width
     x, (smax, med, tmax) = _break_gaps(x, [smax, med, tmax], max(3 * width, 5 * patch_s))
     return {"t": x, "max": smax, "median": med, "threshold": tmax, "bin_s": width}
@@ -658,6 +666,7 @@ table{border-collapse:collapse;font-size:12.5px;margin:6px 0}
 th,td{border-bottom:1px solid #e3e6ea;padding:3px 8px;text-align:left;vertical-align:top}
 th{background:#f0f2f5}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
+td:first-child{white-space:nowrap}
 .cards{display:flex;flex-wrap:wrap;gap:10px}
 .card{border:1px solid #dde1e6;border-radius:6px;padding:8px 12px;min-width:150px;background:#fafbfc}
 .card b{display:block;font-size:18px}
