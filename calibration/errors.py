@@ -17,6 +17,10 @@ class CalibrationError(HumwatchError, ValueError):
     """Audio or settings that cannot give a trustworthy calibration."""
 
 
+class ReportError(HumwatchError, ValueError):
+    """A report option that cannot be used (bad --since or --format, nothing in the period)."""
+
+
 class ShiftRefused(HumwatchError):
     """A recalibration was refused because the new baseline looks like a developing fault."""
 

@@ -192,7 +192,7 @@ class Monitor:
                 t0 = next_t if next_t is not None else f.stat().st_mtime - info.duration_s
                 block_s = 1.0 if self.cfg.realtime else 30.0
                 self.process_blocks(iter_blocks(f, p.sample_rate, block_seconds=block_s, min_samples=p.min_samples),
-                                    t0, str(f))
+                                    t0, str(Path(f).resolve()))  # absolute: the report re-reads top patches
                 if next_t is not None:
                     next_t = t0 + info.duration_s
             except AudioError as e:

@@ -31,7 +31,7 @@ import numpy as np
 
 from anomaly import __version__
 from anomaly.errors import HumwatchError
-from calibration.errors import SiteError
+from calibration.errors import ReportError, SiteError
 from calibration.store import Site
 
 MAX_POINTS = 5000  # timeline points (per-bin max beyond this)
@@ -42,10 +42,6 @@ DPI = 100
 
 _REL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([dhmw])\s*$", re.IGNORECASE)
 _UNIT_S = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-class ReportError(HumwatchError, ValueError):
-    """A report option that cannot be used (bad --since or --format, nothing in the period)."""
 
 
 # -- arguments ---------------------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: source paths in their own table
 DEFAULT_RETENTION_DAYS = 56
 
 _SCHEMA = """
@@ -66,10 +66,30 @@ def connect(path: str | Path, readonly: bool = False) -> sqlite3.Connection:
         con = sqlite3.connect(path)
         con.execute("PRAGMA journal_mode=WAL")
         con.execute("PRAGMA synchronous=NORMAL")
+        _check_version(con, path)
         con.executescript(_SCHEMA)
         con.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         con.commit()
+    if readonly:
+        _check_version(con, path)
     return con
+
+
+def _check_version(con: sqlite3.Connection, path: Path) -> None:
+    """Refuse a log written with another layout (rather than failing later with an SQL error)."""
+    from calibration.errors import SiteError
+
+    try:
+        row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    except sqlite3.DatabaseError as e:
+        if "no such table" in str(e):
+            return  # a new, empty database
+        con.close()
+        raise SiteError(f"{path}: cannot read the score log ({e})") from None
+    if row is not None and int(row[0]) != SCHEMA_VERSION:
+        con.close()
+        raise SiteError(f"{path}: score log layout {row[0]}, this humwatch writes layout {SCHEMA_VERSION}; move the "
+                        "old log aside (it stays readable with the humwatch that wrote it)")
 
 
 @dataclass

@@ -160,3 +160,14 @@ def test_sigkill_loses_at_most_the_last_second(site, tmp_path):
                        timeout=120)
     assert r.returncode == 0, r.stderr
     assert len(read_scores(s.dir / "scores.sqlite", since_utc=t0)) >= len(after) + 31
+
+
+def test_log_of_another_layout_is_refused_in_one_line(tmp_path):
+    con = sqlite3.connect(tmp_path / "old.sqlite")
+    con.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    con.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    con.commit()
+    con.close()
+    for open_it in (lambda: ScoreLog(tmp_path / "old.sqlite"), lambda: read_scores(tmp_path / "old.sqlite")):
+        with pytest.raises(SiteError, match="layout 1, this humwatch writes layout 2"):
+            open_it()

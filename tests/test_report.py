@@ -1,0 +1,381 @@
+"""``humwatch report``: the HTML page (rendered in headless Chromium), the log exports and bad input.
+
+One tiny site is built per module: a 1-epoch model, 3 min of calibration audio, then 60 s of normal audio and 30 s
+of cavitation monitored from 2026-11-20 08:00 UTC. The cavitation file's name and the site's machine and microphone
+texts carry HTML that must come out escaped.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from anomaly.simulate import SimConfig, write_audio
+from calibration import report as rp
+from calibration.store import SiteStore
+from humwatch_cli import app
+
+WIDE = {"COLUMNS": "250"}
+FAST = ("--epochs", "1", "--samples-per-epoch", "128", "--threads", "1")
+MACHINE = 'pump <script>alert("m")</script> & co'
+MIC = "<img src=x onerror=alert(2)>"
+CAV_NAME = "02 cav <script>alert(3)<b>.flac"  # no '/' possible in a file name, so no closing tag
+START = "2026-11-20T08:00:00Z"
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args], env=WIDE)
+
+
+def assert_one_error_line(result, *needles: str) -> str:
+    out = result.output
+    assert result.exit_code != 0, out
+    assert "Traceback" not in out
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), out
+    for n in needles:
+        assert n in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """A monitored site: returns (root, sites dir, report path)."""
+    root = tmp_path_factory.mktemp("report")
+    for i in range(2):
+        write_audio(root / "train" / f"normal_{i}.flac", SimConfig("pump", "none", 0.0, "factory", 10 + i), 20 / 60)
+    write_audio(root / "calib.flac", SimConfig("pump", "none", 0.0, "factory", 20), 3.0)
+    write_audio(root / "mon" / "01_normal.flac", SimConfig("pump", "none", 0.0, "factory", 30), 1.0)
+    write_audio(root / "mon" / CAV_NAME, SimConfig("pump", "cavitation", 0.8, "factory", 31), 0.5)
+    sites = root / "sites"
+    r = invoke("train", "--normal", root / "train", "--out", root / "model", *FAST)
+    assert r.exit_code == 0, r.output
+    r = invoke("site", "create", "pump-1", "--model", root / "model", "--machine", MACHINE, "--microphone", MIC,
+               "--sites-dir", sites)
+    assert r.exit_code == 0, r.output
+    r = invoke("calibrate", "--site", "pump-1", "--from", root / "calib.flac", "--force", "--sites-dir", sites)
+    assert r.exit_code == 0, r.output
+    r = invoke("monitor", "--site", "pump-1", "--from", root / "mon", "--start-time", START, "--sites-dir", sites)
+    assert r.exit_code == 0, r.output
+    out = root / "report.html"
+    r = invoke("report", "--site", "pump-1", "--out", out, "--sites-dir", sites)
+    assert r.exit_code == 0, r.output
+    assert "wrote" in r.output
+    return root, sites, out
+
+
+@pytest.fixture(scope="module")
+def html(demo) -> str:
+    return demo[2].read_text()
+
+
+def site(demo):
+    return SiteStore(demo[1]).site("pump-1")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The page's content
+
+
+def test_report_has_every_plot_and_table(html):
+    for id_ in ("timeline", "histogram", "drift", "alarm-table", "drift-table", "certificate", "history",
+                "site-table", "summary"):
+        assert f'id="{id_}"' in html, id_
+    assert len(re.findall(r'<img[^>]+class="patch', html)) == 6
+    assert html.count("data:image/png;base64,") == 3 + 6
+
+
+def test_report_is_self_contained_and_small(demo, html):
+    assert "http://" not in html and "https://" not in html
+    tags = re.findall(r"<[a-zA-Z][^>]*>", html)  # real tags only: escaped user text holds no '<'
+    srcs = [m for t in tags for m in re.findall(r"""\s(?:src|href|srcset|poster|data)\s*=\s*["']?([^"'\s>]*)""", t,
+                                                 re.IGNORECASE)]
+    assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs), srcs[:5]
+    assert "url(" not in html and "@import" not in html
+    assert "default-src 'none'" in html  # the browser may not load anything, nor run any script
+    assert demo[2].stat().st_size < 3_000_000
+
+
+def test_user_strings_are_escaped(html):
+    assert "<script" not in html.lower()
+    assert "<img src=x" not in html
+    assert "&lt;script&gt;alert(&quot;m&quot;)&lt;/script&gt; &amp; co" in html  # the machine
+    assert "&lt;img src=x onerror=alert(2)&gt;" in html  # the microphone
+    assert "02 cav &lt;script&gt;alert(3)&lt;b&gt;.flac" in html  # the file name, in alarms and patch captions
+
+
+def test_cavitation_alarms_and_top_patches_show_high_band_error(html):
+    table = html[html.index('id="alarm-table"'):]
+    table = table[: table.index("</table>")]
+    assert "02 cav &lt;script&gt;" in table  # the cavitation file raised an alarm
+    captions = re.findall(r"<figcaption>(.*?)</figcaption>", html, re.S)
+    assert len(captions) == 6
+    cav = [c for c in captions if "02 cav" in c]
+    assert len(cav) >= 2  # the highest scores come from the fault (at most one per 10 s, so not all of them)
+    assert "02 cav" in captions[0]
+    first_band = re.search(r"bands deviating most: <b>([\d.]+)–([\d.]+) kHz</b>", captions[0])
+    assert first_band and float(first_band.group(1)) >= 2.0, captions[0]
+    assert "high band" in captions[0]
+
+
+def test_top_patches_are_spread_out(demo):
+    df, _ = rp.read_log(site(demo))
+    top = rp.top_patches(df, 6)
+    t = np.sort(top["t_utc"].to_numpy())
+    assert len(t) == 6 and np.diff(t).min() > rp.PATCH_SPACING_S
+    assert top["score"].iloc[0] == df["score"].max()
+
+
+def test_missing_source_file_shows_logged_bands_only(demo):
+    root, _, _ = demo
+    src, aside = root / "mon" / CAV_NAME, root / "aside.flac"
+    shutil.move(src, aside)
+    try:
+        page = rp.build_report(site(demo), top_n=2)
+    finally:
+        shutil.move(aside, src)
+    assert "no longer exists" in page
+    assert 'class="patch patch-bands-only"' in page
+    assert "bands deviating most: <b>" in page  # from the logged per-band errors
+
+
+def test_since_limits_the_period(demo):
+    s = site(demo)
+    full, _ = rp.read_log(s)
+    part, _ = rp.read_log(s, rp.parse_since("2026-11-20T08:01:00Z"))
+    assert 0 < len(part) < len(full)
+    assert part["t_utc"].min() >= rp.parse_since("2026-11-20T08:01:00Z")
+    with pytest.raises(rp.ReportError, match="no scores since .* the log of 'pump-1' holds"):
+        rp.build_report(s, rp.parse_since("2030-01-01"))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Rendering in headless Chromium
+
+
+def chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        exe = shutil.which(name)
+        if exe:
+            return exe
+    pytest.skip("chromium not installed: apt-get install chromium")
+
+
+def run_chromium(page: Path, tmp_path: Path, *mode: str) -> subprocess.CompletedProcess:
+    cmd = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1280,2000", *mode,
+           page.resolve().as_uri()]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=90, cwd=tmp_path)
+
+
+def test_chromium_renders_the_plots(demo, tmp_path):
+    from PIL import Image
+
+    page = demo[2]
+    shot = tmp_path / "shot.png"
+    r = run_chromium(page, tmp_path, f"--screenshot={shot}")
+    assert shot.is_file(), r.stderr[-2000:]
+    img = np.asarray(Image.open(shot).convert("RGB"), float)
+    assert img.shape[:2] == (2000, 1280)
+    gray = img.mean(axis=2)
+    assert gray.std() > 20, "the screenshot is blank"
+    # The plots drew: the threshold's orange and the score line's blue appear nowhere in the page's text or CSS.
+    for name, rgb in (("threshold orange", (255, 127, 14)), ("score blue", (74, 127, 181))):
+        near = np.sqrt(((img - np.array(rgb, float)) ** 2).sum(axis=2)) < 40
+        assert near.sum() > 1000, f"{name}: {near.sum()} pixels: a plot did not render"
+
+    r = run_chromium(page, tmp_path, "--dump-dom")
+    dom = r.stdout
+    assert r.returncode == 0 and "</html>" in dom, r.stderr[-2000:]
+    for id_ in ("timeline", "histogram", "drift", "alarm-table", "certificate", "history"):
+        assert f'id="{id_}"' in dom, id_
+    assert len(re.findall(r'<img[^>]+class="patch', dom)) == 6
+    assert "<script" not in dom.lower()  # the escaped text stayed text
+    assert "alert(3)" in dom
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Exports
+
+
+def test_export_csv_and_parquet(demo, tmp_path):
+    _, sites, _ = demo
+    n = len(rp.read_log(site(demo))[0])
+    r = invoke("report", "--site", "pump-1", "--out", tmp_path / "log.csv", "--sites-dir", sites)
+    assert r.exit_code == 0 and f"wrote {n} scores" in r.output, r.output
+    csv = pd.read_csv(tmp_path / "log.csv")
+    assert len(csv) == n and {"t_utc", "time", "score", "over", "file", "offset_s", "threshold"} <= set(csv.columns)
+    assert not any(c.startswith("band_") for c in csv.columns)
+    r = invoke("report", "--site", "pump-1", "--out", tmp_path / "log.bin", "--format", "parquet",
+               "--since", "2026-11-20T08:01:00Z", "--sites-dir", sites)
+    assert r.exit_code == 0, r.output
+    pq = pd.read_parquet(tmp_path / "log.bin")
+    assert 0 < len(pq) < n and "band_63" in pq.columns and pq["band_00"].notna().all()
+    assert not list(tmp_path.glob(".log*"))  # no temp files left behind
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Bad input
+
+
+def test_site_name_with_script(demo):
+    r = invoke("report", "--site", "<script>alert(1)</script>", "--out", "x.html", "--sites-dir", demo[1])
+    assert_one_error_line(r, "invalid site name")
+
+
+def test_uncalibrated_site(demo, tmp_path):
+    root, sites, _ = demo
+    r = invoke("site", "create", "fresh", "--model", root / "model", "--sites-dir", sites)
+    assert r.exit_code == 0, r.output
+    r = invoke("report", "--site", "fresh", "--out", tmp_path / "r.html", "--sites-dir", sites)
+    assert_one_error_line(r, "not calibrated yet", "humwatch calibrate --site fresh")
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_calibrated_site_without_scores(demo, tmp_path):
+    _, sites, _ = demo
+    src = Path(sites) / "pump-1"
+    dst = Path(sites) / "quiet-1"
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("scores.sqlite*", "alarms.jsonl"))
+    toml = dst / "site.toml"
+    toml.write_text(toml.read_text().replace('name = "pump-1"', 'name = "quiet-1"'))
+    r = invoke("report", "--site", "quiet-1", "--out", tmp_path / "r.html", "--sites-dir", sites)
+    assert_one_error_line(r, "no scores logged yet", "humwatch monitor --site quiet-1")
+
+
+def test_damaged_score_log(demo, tmp_path):
+    _, sites, _ = demo
+    dst = Path(sites) / "broken-1"
+    shutil.copytree(Path(sites) / "pump-1", dst, ignore=shutil.ignore_patterns("scores.sqlite*"))
+    toml = dst / "site.toml"
+    toml.write_text(toml.read_text().replace('name = "pump-1"', 'name = "broken-1"'))
+    (dst / "scores.sqlite").write_bytes(b"not a database" * 100)
+    for out in ("r.html", "r.csv"):
+        r = invoke("report", "--site", "broken-1", "--out", tmp_path / out, "--sites-dir", sites)
+        assert_one_error_line(r, "cannot read the score log", "file is not a database")
+
+
+def test_missing_site(demo, tmp_path):
+    r = invoke("report", "--site", "nosuch", "--out", tmp_path / "r.html", "--sites-dir", demo[1])
+    assert_one_error_line(r, "no site 'nosuch'")
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("--since", "yesterday"), "--since must be like 7d"),
+    (("--format", "pdf"), "--format must be one of html, csv, parquet"),
+    (("--format", "csv"), "does not match the file name r.html"),
+])
+def test_bad_options(demo, tmp_path, args, needle):
+    r = invoke("report", "--site", "pump-1", "--out", tmp_path / "r.html", *args, "--sites-dir", demo[1])
+    assert_one_error_line(r, needle)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Units
+
+
+@pytest.mark.parametrize("text, seconds", [("7d", 7 * 86400), ("12h", 12 * 3600), ("90m", 90 * 60), ("2w", 14 * 86400),
+                                           ("1.5h", 5400), (" 3D ", 3 * 86400)])
+def test_parse_since_relative(text, seconds):
+    assert rp.parse_since(text, now=1_000_000_000.0) == 1_000_000_000.0 - seconds
+
+
+def test_parse_since_absolute():
+    assert rp.parse_since("2026-11-20") == pd.Timestamp("2026-11-20", tz="UTC").timestamp()
+    assert rp.parse_since("2026-11-20T08:00:00Z") == pd.Timestamp("2026-11-20 08:00", tz="UTC").timestamp()
+    assert rp.parse_since("2026-11-20T09:00:00+01:00") == pd.Timestamp("2026-11-20 08:00", tz="UTC").timestamp()
+    assert rp.parse_since(None) is None and rp.parse_since("") is None
+    for bad in ("7x", "d7", "last week", "2026-13-01"):
+        with pytest.raises(rp.ReportError):
+            rp.parse_since(bad)
+
+
+def test_timeline_downsampling_keeps_peaks_and_gaps():
+    rng = np.random.default_rng(0)
+    t = np.arange(200_000) * 0.96
+    t[100_000:] += 86400.0  # a day without monitoring in the middle
+    s = rng.random(t.size)
+    s[123_456] = 50.0
+    ser = rp.timeline_series(t, s, np.full(t.size, 0.9))
+    assert np.isfinite(ser["t"]).sum() <= rp.MAX_POINTS
+    assert np.nanmax(ser["max"]) == 50.0
+    assert np.isnan(ser["max"]).any()  # the line breaks over the gap
+    small = rp.timeline_series(t[:1000], s[:1000], np.full(1000, 0.9))
+    assert np.array_equal(small["max"], s[:1000])
+
+
+def test_band_names():
+    from anomaly.features import DEFAULT_PARAMS
+
+    bands = np.ones(64)
+    bands[[60, 61, 62]] = [9.0, 10.0, 8.0]
+    bands[1] = 7.0
+    top = rp.top_bands(bands, np.ones(64), DEFAULT_PARAMS)
+    assert [d["band"] for d in top] == [61, 60, 62]
+    assert top[0]["hint"] == "cavitation/arc-like high band"
+    groups = rp.band_groups(rp.top_bands(bands, np.ones(64), DEFAULT_PARAMS, k=4))
+    assert len(groups) == 2 and groups[0]["bands"] == 3 and groups[1]["hint"].startswith("low band")
+
+
+def test_relative_source_paths_resolve_from_above_the_site(tmp_path, monkeypatch):
+    """The monitor logs paths as given (``demo-out/audio/x.flac`` when run from the directory above ``demo-out``)."""
+    (tmp_path / "demo-out" / "audio").mkdir(parents=True)
+    audio = tmp_path / "demo-out" / "audio" / "x.flac"
+    audio.write_bytes(b"")
+    s = SiteStore(tmp_path / "demo-out" / "sites").site("demo-pump")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert rp._resolve_audio("demo-out/audio/x.flac", s) == tmp_path / "demo-out" / "audio" / "x.flac"
+    assert rp._resolve_audio(str(audio), s) == audio
+    assert rp._resolve_audio("demo-out/audio/gone.flac", s) is None
+    assert rp._resolve_audio(None, s) is None
+
+
+@pytest.mark.slow
+def test_a_week_of_scores_gives_a_small_report(demo, tmp_path):
+    """630 000 patches (a week) → the page stays under 3 MB."""
+    import time
+
+    from calibration.scorelog import ScoreLog
+
+    _, sites, _ = demo
+    dst = tmp_path / "sites" / "pump-1"
+    shutil.copytree(Path(sites) / "pump-1", dst, ignore=shutil.ignore_patterns("scores.sqlite*"))
+    s = SiteStore(tmp_path / "sites").site("pump-1")
+    cal = s.calibration()
+    log = ScoreLog(dst / "scores.sqlite", commit_every=60)
+    run = log.start_run(cal["id"], cal["model"]["hash"], cal["threshold"]["threshold"], 3, 5, "test")
+    rng = np.random.default_rng(1)
+    n = 7 * 90_000
+    for a in range(0, n, 90_000):
+        sc = rng.lognormal(0, 0.1, 90_000)
+        log.append(run, 1.79e9 + (a + np.arange(90_000)) * 0.96, sc, rng.random((90_000, 64)), "/gone.flac",
+                   np.arange(90_000) * 0.96)
+    log.close()
+    t0 = time.perf_counter()
+    path = rp.write_report(s, tmp_path / "week.html")
+    took = time.perf_counter() - t0
+    size = path.stat().st_size
+    assert size < 3_000_000, size
+    text = path.read_text()
+    assert "<th>day</th>" in text and "no longer exists" in text  # daily drift; the source file is gone
+    assert took < 120, took
