@@ -17,7 +17,7 @@ import numpy as np
 import soundfile as sf
 from scipy import signal
 
-from anomaly.errors import AudioError, HumwatchWarning
+from anomaly.errors import AudioError, HumwatchWarning, one_line
 from anomaly.features import FeatureParams, FrameStream, PatchStream, patch_starts
 
 AUDIO_SUFFIXES = (".wav", ".flac")
@@ -55,12 +55,9 @@ def audio_info(path: str | Path) -> AudioInfo:
     try:
         i = sf.info(str(path))
     except Exception as e:  # soundfile raises LibsndfileError/RuntimeError/TypeError depending on the damage
-        raise AudioError(f"{path}: not a readable WAV/FLAC file ({_one_line(e)})") from None
+        raise AudioError(f"{path}: not a readable WAV/FLAC file ({one_line(e)})") from None
     return AudioInfo(path, int(i.samplerate), int(i.channels), int(i.frames), i.format, i.subtype)
 
-
-def _one_line(e: Exception) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
 
 
 class StreamResampler:
@@ -175,7 +172,7 @@ def iter_blocks(
                     x = f.read(block, dtype="float32", always_2d=True)
                 except Exception as e:
                     at = pos / info.sample_rate
-                    raise AudioError(f"{info.path}: read error at {at:.1f} s ({_one_line(e)})") from None
+                    raise AudioError(f"{info.path}: read error at {at:.1f} s ({one_line(e)})") from None
                 if x.shape[0] == 0:
                     break
                 if not np.isfinite(x).all():
@@ -190,7 +187,7 @@ def iter_blocks(
                 if y.size:
                     yield y
     except sf.LibsndfileError as e:
-        raise AudioError(f"{info.path}: not a readable WAV/FLAC file ({_one_line(e)})") from None
+        raise AudioError(f"{info.path}: not a readable WAV/FLAC file ({one_line(e)})") from None
     y = rs.flush()
     if y.size:
         yield y

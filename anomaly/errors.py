@@ -4,6 +4,11 @@ Library code raises these; only the CLI turns them into a one-line message and a
 """
 
 
+def one_line(e: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line (library messages from soundfile, torch etc. span several)."""
+    return " ".join(str(e).split())[:limit] or type(e).__name__
+
+
 class HumwatchError(Exception):
     """Base class for every error humwatch reports to a user (message is one line)."""
 

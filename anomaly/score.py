@@ -24,7 +24,7 @@ import torch
 
 from anomaly import __version__
 from anomaly.atomic import atomic_dir
-from anomaly.errors import DataError, ModelError, NotFittedError
+from anomaly.errors import DataError, ModelError, NotFittedError, one_line
 from anomaly.features import DEFAULT_PARAMS, FeatureParams
 from anomaly.model import ArchConfig, ConvAutoencoder, count_macs, count_params
 from anomaly.train import Split, TrainConfig, split_recordings, train_autoencoder
@@ -228,7 +228,7 @@ class AutoencoderDetector(Detector):
             state = torch.load(d / "weights.pt", weights_only=True, map_location="cpu")
             det.model_.load_state_dict(state)
         except Exception as e:
-            raise ModelError(f"{d / 'weights.pt'}: corrupt or incompatible weights ({_one_line(e)})") from None
+            raise ModelError(f"{d / 'weights.pt'}: corrupt or incompatible weights ({one_line(e)})") from None
         det.model_.eval()
         known = set(TrainConfig.__dataclass_fields__)
         det.train_config = TrainConfig(**{k: v for k, v in meta.get("training", {}).items() if k in known})
@@ -345,7 +345,7 @@ class EmbeddingDetector(Detector):
             with np.load(d / "state.npz", allow_pickle=False) as z:
                 a = {k: z[k] for k in z.files}
         except Exception as e:
-            raise ModelError(f"{d / 'state.npz'}: corrupt detector state ({_one_line(e)})") from None
+            raise ModelError(f"{d / 'state.npz'}: corrupt detector state ({one_line(e)})") from None
         det.emb_mean_, det.emb_std_ = a["emb_mean"], a["emb_std"]
         if det.kind == "ocsvm":
             det.sv_, det.dual_coef_ = a["sv"], a["dual_coef"]
@@ -394,9 +394,6 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _one_line(e: Exception) -> str:
-    return " ".join(str(e).split())[:300] or type(e).__name__
-
 
 def model_hash(directory: str | Path) -> str:
     """Identity of a model directory: sha256 (16 hex) over its model.json and weight files."""
@@ -418,7 +415,7 @@ def read_meta(directory: str | Path) -> dict:
     try:
         meta = json.loads((d / "model.json").read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelError(f"{d / 'model.json'}: corrupt JSON ({_one_line(e)})") from None
+        raise ModelError(f"{d / 'model.json'}: corrupt JSON ({one_line(e)})") from None
     if not isinstance(meta, dict) or "format_version" not in meta or "detector" not in meta:
         raise ModelError(f"{d / 'model.json'}: not a humwatch model description")
     if not isinstance(meta["format_version"], int) or isinstance(meta["format_version"], bool):
@@ -450,7 +447,7 @@ def load_detector(directory: str | Path, params: FeatureParams | None = DEFAULT_
     try:
         model_params = FeatureParams.from_dict(meta["feature_params"])
     except (TypeError, ValueError, KeyError) as e:
-        raise ModelError(f"{d / 'model.json'}: bad feature_params ({_one_line(e)})") from None
+        raise ModelError(f"{d / 'model.json'}: bad feature_params ({one_line(e)})") from None
     if params is not None:
         params.require_same(model_params, what=f"model {d}")
     for f, digest in meta.get("files", {}).items():
@@ -461,7 +458,7 @@ def load_detector(directory: str | Path, params: FeatureParams | None = DEFAULT_
     try:
         det = (AutoencoderDetector if meta["detector"] == "ae" else EmbeddingDetector)._from_meta(meta, d, model_params)
     except (KeyError, TypeError, ValueError) as e:
-        raise ModelError(f"{d / 'model.json'}: incomplete model description ({_one_line(e)})") from None
+        raise ModelError(f"{d / 'model.json'}: incomplete model description ({one_line(e)})") from None
     det.threshold_ = float(meta["threshold"])
     v = meta.get("validation", {})
     det.validation_ = dict(v)  # a loaded model saves again with its own validation figures

@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from anomaly.score import file_sha256 as sha256_file  # one implementation for the project
+
 MANIFEST_FORMAT = 1
 TOOLS = ("torch", "onnx", "onnxruntime", "onnxscript", "onnx2tf", "tensorflow-cpu", "tf-keras", "ai-edge-litert",
          "tflite_micro", "numpy", "scipy")
@@ -23,14 +25,6 @@ TOOLS = ("torch", "onnx", "onnxruntime", "onnxscript", "onnx2tf", "tensorflow-cp
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def tool_versions() -> dict[str, str | None]:

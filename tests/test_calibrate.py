@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 import calibration.calibrate as cal_mod
 from anomaly.audio import file_log_mel, file_patches
@@ -36,13 +35,6 @@ FAST = TrainConfig(threads=1, epochs=2, samples_per_epoch=512)
 SR = 16000
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Scoring uses torch's default thread count; on a shared 2-core machine that is ~50x slower than one thread."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
 
 
 def pump(seed: int, fault: str = "none", severity: float = 0.0, background: str = "factory") -> SimConfig:

@@ -10,19 +10,16 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
+from helpers import WIDE, assert_one_error_line, invoke
 from typer.testing import CliRunner
 
 from anomaly.simulate import SimConfig, write_audio
 from calibration.store import SiteStore
 from humwatch_cli import app
 
-WIDE = {"COLUMNS": "250"}
 FAST = ("--epochs", "2", "--samples-per-epoch", "512", "--threads", "1")
 
 
-def invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args], env=WIDE)
 
 
 def error_lines(result) -> list[str]:
@@ -31,17 +28,6 @@ def error_lines(result) -> list[str]:
     return [ln for ln in result.output.splitlines() if ln.startswith("error:")]
 
 
-def assert_one_error_line(result, *needles: str, exit_code: int | None = None) -> str:
-    out = result.output
-    assert result.exit_code != 0, out
-    if exit_code is not None:
-        assert result.exit_code == exit_code, out
-    errs = error_lines(result)
-    lines = [ln for ln in out.splitlines() if ln.strip()]
-    assert len(lines) == 1 and len(errs) == 1, out
-    for n in needles:
-        assert n in lines[0], lines[0]
-    return lines[0]
 
 
 def ok(result):
@@ -49,12 +35,6 @@ def ok(result):
     return result.output
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
 
 
 def pump(seed: int, fault: str = "none", severity: float = 0.0) -> SimConfig:

@@ -18,13 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
+from helpers import invoke
 
 from anomaly.features import DEFAULT_PARAMS, FeatureParams, log_mel, patches
 from firmware_export.targets import TFLM_BUILTIN_OPS
-from humwatch_cli import app
 
-WIDE = {"COLUMNS": "250"}
 GCC = shutil.which("gcc")
 GXX = shutil.which("g++")
 
@@ -36,8 +34,6 @@ INT8_MIN_IDENTICAL = 0.999  # share of identical int8 codes; the rest differ by 
 SCORE_REL_TOL = 1e-5
 
 
-def invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args], env=WIDE)
 
 
 def one_error_line(result) -> str:
@@ -50,12 +46,6 @@ def one_error_line(result) -> str:
     return errs[0]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
 
 
 @pytest.fixture(scope="module")

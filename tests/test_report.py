@@ -15,15 +15,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-from typer.testing import CliRunner
+from helpers import assert_one_error_line, invoke
 
 from anomaly.simulate import SimConfig, write_audio
 from calibration import report as rp
 from calibration.store import SiteStore
-from humwatch_cli import app
 
-WIDE = {"COLUMNS": "250"}
 FAST = ("--epochs", "1", "--samples-per-epoch", "128", "--threads", "1")
 MACHINE = 'pump <script>alert("m")</script> & co'
 MIC = "<img src=x onerror=alert(2)>"
@@ -31,28 +28,10 @@ CAV_NAME = "02 cav <script>alert(3)<b>.flac"  # no '/' possible in a file name, 
 START = "2026-11-20T08:00:00Z"
 
 
-def invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args], env=WIDE)
 
 
-def assert_one_error_line(result, *needles: str) -> str:
-    out = result.output
-    assert result.exit_code != 0, out
-    assert "Traceback" not in out
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    lines = [ln for ln in out.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), out
-    for n in needles:
-        assert n in lines[0], lines[0]
-    return lines[0]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
 
 
 @pytest.fixture(scope="module")

@@ -32,13 +32,6 @@ FAST = TrainConfig(threads=1, epochs=2, samples_per_epoch=512)
 TINY = TrainConfig(threads=1, epochs=1, samples_per_epoch=256)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Scoring uses torch's default thread count; on a shared 2-core machine that is ~50x slower than one thread."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
 
 
 def frames_of(cfg: SimConfig, seconds: float) -> np.ndarray:
