@@ -171,34 +171,50 @@ def _print_model_summary(det, out) -> None:
                   f"a site calibration replaces it)")
 
 
+Reduce = Annotated[str, typer.Option(help="Clip score: mean | max of the patch scores.")]
+Threads = Annotated[int, typer.Option(min=1, help="CPU threads (1 is faster on a busy machine).")]
+
+
+def _scoring_model(model: Path, reduce: str, threads: int):
+    """Check --reduce, set the thread count and load the model (shared by score and evaluate)."""
+    import torch
+
+    from anomaly.errors import DataError
+    from anomaly.score import load_detector
+
+    if reduce not in ("mean", "max"):
+        raise DataError(f"--reduce must be mean or max, got {reduce!r}")
+    torch.set_num_threads(threads)
+    return load_detector(model)
+
+
+def _clip(scores, reduce: str) -> float:
+    return float(scores.mean() if reduce == "mean" else scores.max())
+
+
 @app.command(rich_help_panel="Model")
 def score(
     files: Annotated[list[Path], typer.Argument(help="WAV/FLAC files or directories to score.")],
     model: Annotated[Path, typer.Option("--model", "-m", help="Model directory from `humwatch train`.")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="scores.csv or scores.parquet (per patch; "
                                              "per-band errors only in Parquet).")] = None,
-    reduce: Annotated[str, typer.Option(help="Clip score: mean | max of the patch scores.")] = "mean",
-    threads: Annotated[int, typer.Option(min=1, help="CPU threads (1 is faster on a busy machine).")] = 2,
+    reduce: Reduce = "mean",
+    threads: Threads = 2,
 ) -> None:
     """Score recordings patch by patch (0.96 s each) with a trained model."""
     with user_errors():
         import numpy as np
         import pandas as pd
-        import torch
-
-        torch.set_num_threads(threads)
         from rich.table import Table
 
         from anomaly import atomic
         from anomaly.audio import find_audio
         from anomaly.errors import DataError
-        from anomaly.score import load_detector, score_file
+        from anomaly.score import score_file
 
-        if reduce not in ("mean", "max"):
-            raise DataError(f"--reduce must be mean or max, got {reduce!r}")
         if out is not None and out.suffix.lower() not in (".csv", ".parquet"):
             raise DataError(f"--out must end in .csv or .parquet, got {out.name}")
-        det = load_detector(model)
+        det = _scoring_model(model, reduce, threads)
         paths = find_audio(files)
         want_bands = out is not None and out.suffix.lower() == ".parquet"
         frames, table = [], Table("file", "patches", f"clip score ({reduce})", "max", "over threshold")
@@ -212,8 +228,7 @@ def score(
                     df = pd.concat([df, pd.DataFrame(bands, columns=[f"band_{i:02d}" for i in range(bands.shape[1])])],
                                    axis=1)
                 frames.append(df)
-                clip = sc.mean() if reduce == "mean" else sc.max()
-                table.add_row(str(p), str(len(sc)), f"{clip:.4g}", f"{sc.max():.4g}",
+                table.add_row(str(p), str(len(sc)), f"{_clip(sc, reduce):.4g}", f"{sc.max():.4g}",
                               f"{int((sc > det.threshold_).sum())}")
                 bar.advance(task)
         console.print(table)
@@ -234,31 +249,23 @@ def evaluate(
     test: Annotated[Path, typer.Option("--test", "-t", help="Directory of normal_*/anomaly_* recordings "
                                        "(searched recursively; machine = parent dir, or grandparent of test/).")],
     json_out: Annotated[Path | None, typer.Option("--json", help="Write metrics as JSON here.")] = None,
-    reduce: Annotated[str, typer.Option(help="Clip score: mean | max of the patch scores.")] = "mean",
-    threads: Annotated[int, typer.Option(min=1, help="CPU threads (1 is faster on a busy machine).")] = 2,
+    reduce: Reduce = "mean",
+    threads: Threads = 2,
 ) -> None:
     """AUC and pAUC (p = 0.1, DCASE definition) on labelled recordings, per machine."""
     with user_errors():
         import json
 
-        import torch
-
-        torch.set_num_threads(threads)
-
         from rich.table import Table
 
         from anomaly import atomic
-        from anomaly.errors import DataError
         from anomaly.evaluate import evaluate as run_eval
-        from anomaly.score import load_detector, score_file
+        from anomaly.score import score_file
 
-        if reduce not in ("mean", "max"):
-            raise DataError(f"--reduce must be mean or max, got {reduce!r}")
-        det = load_detector(model)
+        det = _scoring_model(model, reduce, threads)
 
         def clip(p):
-            sc = score_file(det, p)[1]
-            return float(sc.mean() if reduce == "mean" else sc.max())
+            return _clip(score_file(det, p)[1], reduce)
 
         with progress(transient=True) as bar:
             task = bar.add_task("evaluating", total=None, info="")

@@ -163,18 +163,9 @@ def read_scores(path: str | Path, since_utc: float | None = None, bands: bool = 
     file, offset_s [, band_00 … band_63]), oldest first."""
     import pandas as pd
 
-    con = connect(path, readonly=True)
-    try:
-        q = ("SELECT s.t_utc, s.score, s.over, s.bands, f.path AS file, s.offset_s, r.calibration_id, r.model_hash, "
-             "r.threshold FROM scores s JOIN runs r USING (run_id) LEFT JOIN files f USING (file_id)")
-        args: tuple = ()
-        if since_utc is not None:
-            q += " WHERE s.t_utc >= ?"
-            args = (since_utc,)
-        df = pd.read_sql(q + " ORDER BY s.t_utc", con, params=args)
-    finally:
-        con.close()
-    df.insert(1, "time", pd.to_datetime(df["t_utc"], unit="s", utc=True))
+    df = _read(path, "SELECT s.t_utc, s.score, s.over, s.bands, f.path AS file, s.offset_s, r.calibration_id, "
+                     "r.model_hash, r.threshold FROM scores s JOIN runs r USING (run_id) "
+                     "LEFT JOIN files f USING (file_id)", "s", since_utc)
     blobs = df.pop("bands")
     if bands and len(df):
         arr = np.stack([np.frombuffer(b, "<f2").astype(np.float32) if b is not None else
@@ -185,18 +176,21 @@ def read_scores(path: str | Path, since_utc: float | None = None, bands: bool = 
 
 def read_alarms(path: str | Path, since_utc: float | None = None):
     """Alarms as a DataFrame (t_utc, time, score, calibration_id, info as dicts)."""
+    df = _read(path, "SELECT a.t_utc, a.score, a.info, r.calibration_id FROM alarms a JOIN runs r USING (run_id)",
+               "a", since_utc)
+    df["info"] = df["info"].map(json.loads)
+    return df
+
+
+def _read(path: str | Path, select: str, alias: str, since_utc: float | None):
+    """Run ``select`` (rows of table ``alias``) from ``since_utc`` on, oldest first, adding a ``time`` column."""
     import pandas as pd
 
     con = connect(path, readonly=True)
     try:
-        q = "SELECT a.t_utc, a.score, a.info, r.calibration_id FROM alarms a JOIN runs r USING (run_id)"
-        args: tuple = ()
-        if since_utc is not None:
-            q += " WHERE a.t_utc >= ?"
-            args = (since_utc,)
-        df = pd.read_sql(q + " ORDER BY a.t_utc", con, params=args)
+        where, args = (f" WHERE {alias}.t_utc >= ?", (since_utc,)) if since_utc is not None else ("", ())
+        df = pd.read_sql(f"{select}{where} ORDER BY {alias}.t_utc", con, params=args)
     finally:
         con.close()
     df.insert(1, "time", pd.to_datetime(df["t_utc"], unit="s", utc=True))
-    df["info"] = df["info"].map(json.loads)
     return df
