@@ -8,39 +8,23 @@ Prints a table and writes bench/results/calibration.json.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, cached_pump_audio, speed_args, write_results  # noqa: E402
 
 from anomaly.score import model_hash  # noqa: E402
-from anomaly.simulate import SimConfig, write_audio  # noqa: E402
 from calibration.calibrate import CalibrationRequest, calibrate  # noqa: E402
 from calibration.store import SiteConfig, SiteStore  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--minutes", type=float, default=60.0)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "calibration.json")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    cache = ROOT / "bench" / "results" / "cache"
-    audio = cache / f"pump-factory-{args.minutes:g}min.flac"
-    if not audio.exists():
-        print(f"simulating {args.minutes:g} min of pump audio into {audio} ...", flush=True)
-        write_audio(audio, SimConfig("pump", "none", 0.0, "factory", seed=42), args.minutes)
+    args = speed_args(__doc__, "calibration")
+    audio = cached_pump_audio(args.minutes)
     model = ROOT / "sites" / "example-pump" / "model"
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -62,11 +46,7 @@ def main() -> None:
         ok = "PASS" if r["seconds"] < 30 else "SLOW"
         print(f"{r['minutes']:>8g} {str(r['inject_faults']):>7} {r['seconds']:>8.1f} {r['x_real_time']:>12.0f} "
               f"{'<30 s ' + ok:>8}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"rows": rows, "threads": args.threads, "cpu_count": os.cpu_count(),
-                                    "torch": torch.__version__, "platform": platform.platform(),
-                                    "load_avg": os.getloadavg()}, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results(args.out, rows, args.threads)
 
 
 if __name__ == "__main__":

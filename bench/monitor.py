@@ -8,10 +8,6 @@ Prints a table and writes bench/results/monitor.json.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
 import shutil
 import sqlite3
 import sys
@@ -19,27 +15,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, cached_pump_audio, speed_args, write_results  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from anomaly.simulate import SimConfig, write_audio  # noqa: E402
 from calibration.monitor import Monitor, MonitorConfig  # noqa: E402
 from calibration.store import SiteStore  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--minutes", type=float, default=60.0)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "monitor.json")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    audio = ROOT / "bench" / "results" / "cache" / f"pump-factory-{args.minutes:g}min.flac"
-    if not audio.exists():
-        print(f"simulating {args.minutes:g} min of pump audio into {audio} ...", flush=True)
-        write_audio(audio, SimConfig("pump", "none", 0.0, "factory", seed=42), args.minutes)
+    args = speed_args(__doc__, "monitor")
+    audio = cached_pump_audio(args.minutes)
     with tempfile.TemporaryDirectory() as tmp:
         shutil.copytree(ROOT / "sites" / "example-pump", Path(tmp) / "example-pump")
         site = SiteStore(tmp).site("example-pump")
@@ -62,11 +47,7 @@ def main() -> None:
     print(f"{args.minutes:>8g} {state.patches:>8} {dt:>8.1f} {row['x_real_time']:>12.0f} "
           f"{'PASS' if row['x_real_time'] >= 500 else 'BELOW':>12} {row['log_bytes_per_patch']:>12} "
           f"{row['log_mb_per_day']:>11}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"rows": [row], "threads": args.threads, "cpu_count": os.cpu_count(),
-                                    "torch": torch.__version__, "platform": platform.platform(),
-                                    "load_avg": os.getloadavg()}, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results(args.out, [row], args.threads)
 
 
 if __name__ == "__main__":
