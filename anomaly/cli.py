@@ -55,7 +55,7 @@ def info(files: Annotated[list[Path], typer.Argument(help="WAV/FLAC files or dir
         from rich.table import Table
 
         from anomaly.audio import ReadStats, audio_info, find_audio, iter_blocks
-        from anomaly.features import DEFAULT_PARAMS, PatchStream
+        from anomaly.features import DEFAULT_PARAMS, PatchStream, mel_centers
 
         t = Table("file", "rate", "ch", "seconds", "patches", "level dBFS", "clipped", "loudest mel band")
         for f in find_audio(files):
@@ -69,8 +69,6 @@ def info(files: Annotated[list[Path], typer.Argument(help="WAV/FLAC files or dir
                 if len(p):
                     energy = energy + np.exp(p).sum(axis=(0, 1))
             rms = np.sqrt(sumsq / max(1, count))
-            from anomaly.features import mel_centers
-
             band = f"{mel_centers(DEFAULT_PARAMS)[int(np.argmax(energy))]:.0f} Hz" if n else "-"
             t.add_row(str(f), str(i.sample_rate), str(i.channels), f"{i.duration_s:.1f}", str(n),
                       f"{20 * np.log10(rms + 1e-12):.1f}", f"{stats.clipped_share:.2%}", band)
