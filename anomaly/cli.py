@@ -17,7 +17,8 @@ app = typer.Typer(no_args_is_help=True)
 
 @app.command(rich_help_panel="Data")
 def simulate(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output file (.flac or .wav), 16 kHz mono 16-bit.")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output file (.flac or .wav), 16 kHz mono 16-bit.")]
+    = None,
     machine: Annotated[str, typer.Option(help="pump | compressor | fan | motor")] = "pump",
     fault: Annotated[
         str,
@@ -27,13 +28,36 @@ def simulate(
     minutes: Annotated[float, typer.Option(min=0.0, help="Length of the recording.")] = 1.0,
     background: Annotated[str, typer.Option(help="quiet | factory | hvac-cycling")] = "quiet",
     seed: Annotated[int, typer.Option(help="Same seed, same audio.")] = 0,
+    dataset: Annotated[Path | None, typer.Option("--dataset", help="Write a labelled set instead: one folder per "
+                                                 "class of 10 s clips (machines and backgrounds varied).")] = None,
+    per_class: Annotated[int, typer.Option("--per-class", min=1, help="With --dataset: clips per class.")] = 50,
+    severity_range: Annotated[tuple[float, float], typer.Option("--severity-range", help="With --dataset: fault "
+                                                                "severity uniform in LO HI.")] = (0.3, 1.0),
 ) -> None:
-    """Write a synthetic machine recording (physically motivated; see docs/simulator.md).
+    """Write a synthetic machine recording, or (--dataset) a labelled clip set (see docs/simulator.md).
 
     Example: humwatch simulate --machine pump --fault cavitation --minutes 1 --seed 1 --out x.flac
+
+    Example: humwatch simulate --dataset data/faults --per-class 50 --severity-range 0.3 1.0
     """
     with user_errors():
         from anomaly.errors import DataError
+
+        if dataset is not None:
+            if out is not None:
+                raise DataError("give either --out (one recording) or --dataset (a labelled set), not both")
+            from anomaly.dataset import SIM_CLASSES, write_sim_dataset
+
+            with progress() as bar:
+                task = bar.add_task("simulating", total=per_class * len(SIM_CLASSES), info=str(dataset))
+                write_sim_dataset(dataset, per_class, seed, severity_range,
+                                  progress=lambda i, n: bar.update(task, completed=i))
+            console.print(f"wrote {per_class * len(SIM_CLASSES)} clips of 10 s to {dataset} ({per_class} per class: "
+                          f"{', '.join(SIM_CLASSES)}; severity {severity_range[0]:g}-{severity_range[1]:g}, "
+                          f"seed={seed}; details in simulation.csv)")
+            return
+        if out is None:
+            raise DataError("give --out FILE (one recording) or --dataset DIR (a labelled set)")
         from anomaly.simulate import SimConfig, write_audio
 
         if minutes <= 0:
@@ -282,3 +306,141 @@ def evaluate(
             atomic.write_text(json_out, json.dumps(m, indent=2) + "\n")
             console.print(f"wrote {json_out}")
 
+
+# ----------------------------------------------------------------------------------------------------------------------
+# classify: which fault (docs/classifier.md)
+
+classify_app = typer.Typer(no_args_is_help=True, help="Fault classifier: which condition(s) a clip shows.")
+
+
+def _labelled_recordings(data: Path, params, what: str):
+    from anomaly.dataset import load_dataset
+
+    ds = load_dataset(data)
+    return ds, _read_recordings(ds.files, params, what)
+
+
+@classify_app.command("train")
+def classify_train(
+    data: Annotated[Path, typer.Option("--data", "-d", help="Labelled clips: one folder per class, or labels.csv "
+                                       "(file,labels separated by ';').")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Model directory to write (replaced atomically).")],
+    base: Annotated[Path | None, typer.Option(help="Autoencoder model dir (`humwatch train`): classify on its encoder "
+                                              "embedding. Without it, a small CNN is trained from scratch.")] = None,
+    precision: Annotated[float, typer.Option(min=0.01, max=1.0, help="Per-class precision target for the "
+                                             "thresholds (on the validation clips).")] = 0.9,
+    epochs: Annotated[int, typer.Option(min=1, help="Maximum epochs (early stopping may end sooner).")] = 30,
+    seed: Annotated[int, typer.Option(help="Same seed and data, same model.")] = 0,
+    exclusive: Annotated[bool, typer.Option(help="Softmax over mutually exclusive classes instead of independent "
+                                            "sigmoids (one label per clip).")] = False,
+    finetune_layers: Annotated[int, typer.Option(min=0, max=4, help="With --base: also train the last N encoder "
+                                                 "blocks (0 = frozen encoder).")] = 0,
+    finetune_lr: Annotated[float, typer.Option(help="Learning rate of the fine-tuned encoder layers "
+                                               "(1e-5...1e-4).")] = 1e-4,
+    threads: Threads = 2,
+) -> None:
+    """Train a fault classifier on labelled clips; calibrate it and choose per-class thresholds.
+
+    Example: humwatch classify train --data data/faults --out models/faults --precision 0.9
+    """
+    with user_errors():
+        from rich.table import Table
+
+        from anomaly.classify import ClassifyConfig, FaultClassifier, stratified_split
+        from anomaly.errors import DataError
+        from anomaly.features import DEFAULT_PARAMS
+        from anomaly.score import AutoencoderDetector, fingerprint_files, load_detector, model_hash
+
+        if not 1e-6 <= finetune_lr <= 1e-2:
+            raise DataError(f"--finetune-lr must be in [1e-6, 1e-2] (1e-5...1e-4 advised), got {finetune_lr:g}")
+        det = bhash = None
+        if base is not None:
+            det = load_detector(base)
+            if not isinstance(det, AutoencoderDetector):
+                raise DataError(f"--base {base} is a {det.kind} detector; it must be an autoencoder (--detector ae)")
+            bhash = model_hash(base)
+        elif finetune_layers:
+            raise DataError("--finetune-layers needs --base (the scratch CNN is trained in full anyway)")
+        from anomaly.dataset import load_dataset
+
+        ds = load_dataset(data)
+        stratified_split(ds.Y, ClassifyConfig().val_fraction, seed, ds.classes)  # too few clips: fail before reading
+        recs = _read_recordings(ds.files, DEFAULT_PARAMS, "reading")
+        console.print(f"{len(ds.files)} clips, {len(ds.classes)} classes ({ds.layout}): "
+                      + ", ".join(f"{c} {n}" for c, n in ds.counts().items()))
+        cfg = ClassifyConfig(epochs=epochs, seed=seed, exclusive=exclusive, finetune_layers=finetune_layers,
+                             finetune_lr=finetune_lr, threads=threads)
+        clf = FaultClassifier(ds.classes, DEFAULT_PARAMS, cfg, base=det, base_hash=bhash)
+        with progress() as bar:
+            task = bar.add_task("training", total=epochs, info="")
+            clf.fit(recs, ds.Y, precision=precision,
+                    on_epoch=lambda ep, tl, vl: bar.update(task, completed=ep, info=f"loss {tl:.4f} val {vl:.4f}"))
+        clf.save(out, extra={"training_data": {k: v for k, v in fingerprint_files(ds.files).items()
+                                               if k != "file_sha256"}})
+        h = clf.history_
+        enc = "frozen" if not finetune_layers else f"last {finetune_layers} blocks fine-tuned at {finetune_lr:g}"
+        backbone = f"autoencoder {base} (encoder {enc})" if base is not None else "small CNN from scratch"
+        console.print(f"saved classifier to {out}: {backbone}; best epoch {h['best_epoch']} of {h['epochs_run']}, "
+                      f"{h['train_seconds']:.0f} s; split {clf.split_['train']} train / {clf.split_['val']} "
+                      "validation clips")
+        console.print(f"temperature {clf.temperature_:.3f}: validation ECE ({clf.ece_['bins']} bins) "
+                      f"{clf.ece_['val_before']:.4f} -> {clf.ece_['val_after']:.4f}")
+        t = Table("class", "threshold", "val precision", "val recall", "note")
+        for c in clf.classes:
+            r = clf.thresholds_[c]
+            note = f"[yellow]precision {precision:g} not reachable: best-F1 threshold" if r["fallback"] else ""
+            t.add_row(c, f"{r['threshold']:.3f}", _fmt(r["val_precision"]), _fmt(r["val_recall"]), note)
+        console.print(t)
+        fb = clf.fallbacks()
+        if fb:
+            console.print(f"[yellow]warning:[/] precision target {precision:g} not met on validation for: "
+                          f"{', '.join(fb)} (their thresholds maximise F1 instead)")
+
+
+@classify_app.command("evaluate")
+def classify_evaluate(
+    model: Annotated[Path, typer.Option("--model", "-m", help="Model directory from `humwatch classify train`.")],
+    data: Annotated[Path, typer.Option("--data", "-d", help="Labelled clips (as for training; held out from it).")],
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write metrics as JSON here.")] = None,
+    threads: Threads = 2,
+) -> None:
+    """Per-class average precision, mAP, precision/recall at the thresholds and confusions on labelled clips."""
+    with user_errors():
+        import json
+
+        import torch
+        from rich.table import Table
+
+        from anomaly import atomic
+        from anomaly.classify import evaluate_classifier, load_classifier
+
+        torch.set_num_threads(threads)
+        clf = load_classifier(model)
+        ds, recs = _labelled_recordings(data, clf.params, "evaluating")
+        m = evaluate_classifier(clf, recs, ds.Y, ds.classes)
+        m.pop("probabilities")
+        target = clf.precision_target_
+        t = Table("class", "clips", "AP", "threshold", "precision", "recall", f"precision >= {target:g}",
+                  "most confused with")
+        for c, r in m["classes"].items():
+            conf = m["confusions"][c]
+            worst = max(conf, key=conf.get) if conf else None
+            ok = {True: "yes", False: "[red]NO", None: "-"}[r["meets_precision_target"]]
+            t.add_row(c, str(r["n_positive"]), _fmt(r["ap"]), f"{r['threshold']:.3f}", _fmt(r["precision"]),
+                      _fmt(r["recall"]), ok, f"{worst} ({conf[worst]:.0%})" if worst and conf[worst] > 0 else "-")
+        console.print(t)
+        console.print(f"[bold]mAP {_fmt(m['map'])}[/] over {m['n_clips']} clips; ECE {m['ece']:.4f} "
+                      f"(uncalibrated {m['ece_uncalibrated']:.4f}, temperature {m['temperature']:.3f})")
+        if m["below_precision_target"]:
+            console.print(f"[yellow]warning:[/] precision target {target:g} not met on these clips for: "
+                          f"{', '.join(m['below_precision_target'])}")
+        if m["never_fired"]:
+            console.print(f"[yellow]warning:[/] never fired on its own clips: {', '.join(m['never_fired'])}")
+        if json_out is not None:
+            m["model"] = str(model)
+            m["data"] = str(data)
+            atomic.write_text(json_out, json.dumps(m, indent=2) + "\n")
+            console.print(f"wrote {json_out}")
+
+
+app.add_typer(classify_app, name="classify", rich_help_panel="Model")
