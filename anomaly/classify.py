@@ -40,6 +40,7 @@ from anomaly import __version__
 from anomaly.atomic import atomic_dir
 from anomaly.errors import DataError, ModelError, one_line
 from anomaly.features import DEFAULT_PARAMS, FeatureParams
+from anomaly.train import spec_masks_
 
 FORMAT_VERSION = 1
 KIND = "classifier"
@@ -242,11 +243,7 @@ class _Sampler:
         if cfg.noise_std > 0:
             x = x + torch.from_numpy(rng.normal(0, cfg.noise_std, x.shape).astype(np.float32))
         if cfg.spec_masks:
-            for k in range(n):
-                t0, tw = rng.integers(0, T), rng.integers(0, cfg.time_mask + 1)
-                f0, fw = rng.integers(0, x.shape[3]), rng.integers(0, cfg.freq_mask + 1)
-                x[k, :, t0:t0 + tw, :] = 0.0
-                x[k, :, :, f0:f0 + fw] = 0.0
+            spec_masks_(x, rng, cfg.time_mask, cfg.freq_mask)
         return x, torch.from_numpy(self.Y[which])
 
 

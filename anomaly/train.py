@@ -135,12 +135,19 @@ class _Sampler:
         if cfg.noise_std > 0:
             x += rng.normal(0, cfg.noise_std, size=x.shape).astype(np.float32)
         if cfg.spec_masks:
-            for k in range(n):
-                t0, tw = rng.integers(0, T), rng.integers(0, cfg.time_mask + 1)
-                f0, fw = rng.integers(0, x.shape[2]), rng.integers(0, cfg.freq_mask + 1)
-                x[k, t0: t0 + tw, :] = 0.0
-                x[k, :, f0: f0 + fw] = 0.0
+            spec_masks_(x, rng, cfg.time_mask, cfg.freq_mask)
         return x, target
+
+
+def spec_masks_(x, rng: np.random.Generator, time_mask: int, freq_mask: int) -> None:
+    """SpecAugment in place: per patch one time mask of up to ``time_mask`` frames and one frequency mask of up to
+    ``freq_mask`` bands, set to 0 (the normalised mean). ``x``: ``[n, ..., T, M]`` numpy array or tensor."""
+    T, M = x.shape[-2], x.shape[-1]
+    for k in range(x.shape[0]):
+        t0, tw = rng.integers(0, T), rng.integers(0, time_mask + 1)
+        f0, fw = rng.integers(0, M), rng.integers(0, freq_mask + 1)
+        x[k, ..., t0: t0 + tw, :] = 0.0
+        x[k, ..., f0: f0 + fw] = 0.0
 
 
 def train_autoencoder(
