@@ -7,6 +7,7 @@ then a developing cavitation fault → write the reliability report → export t
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,6 +80,8 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict:
 
     say(f"[3/{steps}] creating site demo-pump and calibrating it on {cfg.calibration_minutes:g} min of its audio")
     store = SiteStore(out / "sites")
+    # The demo owns this site: a re-run starts it afresh, so its score log and report tell one story.
+    shutil.rmtree(store.site("demo-pump").dir, ignore_errors=True)
     site = store.create(SiteConfig(name="demo-pump", model_path=str(model_dir.resolve()),
                                    model_hash=model_hash(model_dir), machine=cfg.machine,
                                    microphone="simulated"), exist_ok=True)
