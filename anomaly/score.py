@@ -83,6 +83,10 @@ class Detector:
         """1 for anomalous patches, 0 for normal ones."""
         return (self.decision_function(X) > 0).astype(int)
 
+    def score_with_bands(self, X) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(score_samples [n], per-band errors [n, n_mels] or None)``; only reconstruction models have bands."""
+        return self.score_samples(X), None
+
     def clip_score(self, X, reduce: str = "mean") -> float:
         """One score for a clip's patches: their mean (default) or max."""
         s = self.score_samples(X)
@@ -491,11 +495,9 @@ def score_file(det: Detector, path: str | Path, offsets: np.ndarray | None = Non
 
     starts, scores, band_rows = [], [], []
     for s, X in iter_patches(path, det.params, offsets, block_seconds=block_seconds):
-        if bands and isinstance(det, AutoencoderDetector):
-            sc, b = det.score_with_bands(X)
+        sc, b = det.score_with_bands(X) if bands else (det.score_samples(X), None)
+        if b is not None:
             band_rows.append(b)
-        else:
-            sc = det.score_samples(X)
         starts.append(s)
         scores.append(sc)
     b = np.concatenate(band_rows) if band_rows else None

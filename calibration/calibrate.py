@@ -107,11 +107,9 @@ def collect_baseline(det: Detector, files: Sequence[Path], offsets: np.ndarray |
             before = stream.patches_emitted
             X = stream.push(block)
             if len(X):
-                if isinstance(det, AutoencoderDetector):
-                    sc, b = det.score_with_bands(X)
+                sc, b = det.score_with_bands(X)
+                if b is not None:
                     bands.append(b)
-                else:
-                    sc = det.score_samples(X)
                 scores.append(sc)
                 levels.append(X.mean(axis=(1, 2)))
                 starts.append(patch_starts(stream.patches_emitted, p)[before:])

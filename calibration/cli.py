@@ -165,6 +165,11 @@ def site_history(name: Annotated[str, typer.Argument(help="Site name.")], sites_
         console.print(t if t.row_count else f"site {name} has no calibrations yet")
 
 
+def _device(device: str | None) -> int | str | None:
+    """--device: a PortAudio index when it is a number, else a device name."""
+    return int(device) if device is not None and device.isdigit() else device
+
+
 def _sources(from_: list[Path] | None, mic: bool, device: str | None, minutes: float, site, say) -> list[Path]:
     from anomaly.audio import find_audio
     from calibration.errors import CalibrationError
@@ -175,7 +180,7 @@ def _sources(from_: list[Path] | None, mic: bool, device: str | None, minutes: f
         raise CalibrationError("give the audio with --from FILES/DIRS or record it with --mic (one of the two)")
     if from_:
         return find_audio(from_)
-    dev = int(device) if device is not None and device.isdigit() else device
+    dev = _device(device)
     path = site.dir / "baseline" / f"mic-{utc_id()}.flac"
     say(f"recording {minutes:g} min from {'the default sound card' if dev is None else f'device {dev}'} "
         f"into {path}")
@@ -391,7 +396,7 @@ def monitor(
                 if files is not None:
                     state = mon.process_files(files)
                 else:
-                    dev = int(device) if device is not None and device.isdigit() else device
+                    dev = _device(device)
                     mon.state.source = f"microphone {dev if dev is not None else '(default)'}"
                     mon.process_blocks(mic_blocks(dev, minutes), utc_now().timestamp(), None)
                     state = mon.state

@@ -24,7 +24,6 @@ import numpy as np
 from anomaly.audio import audio_info, iter_blocks
 from anomaly.errors import AudioError, HumwatchWarning
 from anomaly.features import PatchStream, mel_centers
-from anomaly.score import AutoencoderDetector
 from calibration.calibrate import site_detector
 from calibration.scorelog import DEFAULT_RETENTION_DAYS, ScoreLog
 from calibration.store import Site
@@ -157,10 +156,7 @@ class Monitor:
             before = stream.patches_emitted
             X = stream.push(block)
             if len(X):
-                if isinstance(self.det, AutoencoderDetector):
-                    sc, bands = self.det.score_with_bands(X)
-                else:
-                    sc, bands = self.det.score_samples(X), None
+                sc, bands = self.det.score_with_bands(X)
                 offs = np.arange(before, stream.patches_emitted) * p.patch_hop_samples / p.sample_rate
                 ts = t0 + offs
                 self.log.append(self.run, ts, sc, bands, file, offs)
