@@ -377,11 +377,30 @@ class FaultClassifier:
         return ((frames - self.mean_) / self.std_).astype(np.float32)
 
     @torch.no_grad()
+    def logits_of_patches(self, X: np.ndarray) -> np.ndarray:
+        """Logits ``[n, n_classes]`` (before temperature) for raw log-mel patches ``X [n, patch_frames, n_mels]``."""
+        X = np.asarray(X, np.float32)
+        T, M = self.params.patch_frames, self.params.n_mels
+        if X.ndim != 3 or X.shape[1:] != (T, M):
+            raise DataError(f"expected patches [n, {T}, {M}], got shape {X.shape}")
+        if not len(X):
+            return np.zeros((0, len(self.classes)))
+        self.net_.eval()
+        x = torch.from_numpy(self._norm(X)).unsqueeze(1)
+        return torch.cat([self.net_(b) for b in x.split(256)]).double().numpy() + self.logit_offset_[None, :]
+
     def patch_logits(self, frames: np.ndarray) -> np.ndarray:
         """Logits ``[n_patches, n_classes]`` (before temperature) for one clip's raw log-mel frames."""
-        self.net_.eval()
-        x = torch.from_numpy(grid_patches(self._norm(frames), self.params.patch_frames)).unsqueeze(1)
-        return torch.cat([self.net_(b) for b in x.split(256)]).double().numpy() + self.logit_offset_[None, :]
+        return self.logits_of_patches(grid_patches(np.asarray(frames, np.float32), self.params.patch_frames))
+
+    def probabilities_of_logits(self, logits: np.ndarray) -> np.ndarray:
+        """Calibrated per-patch probabilities ``[n, n_classes]`` from :meth:`logits_of_patches` output."""
+        z = np.asarray(logits, np.float64) / self.temperature_
+        if self.config.exclusive:
+            z = z - z.max(1, keepdims=True)
+            e = np.exp(z)
+            return e / e.sum(1, keepdims=True)
+        return 1.0 / (1.0 + np.exp(-z))
 
     def predict_clips(self, recs: Sequence[np.ndarray], calibrated: bool = True) -> np.ndarray:
         """Clip probabilities ``[n, n_classes]`` (mean of patch probabilities) for raw log-mel frame arrays."""

@@ -60,6 +60,9 @@ class SiteConfig:
     alarm_n: int = 5
     recalibration_days: int = 30
     source: str = ""  # where `recalibrate --due` takes audio from: a directory, or "mic" / "mic:<device>"
+    classifier_path: str = ""  # optional fault classifier (`humwatch site set-classifier`)
+    classifier_hash: str = ""
+    classifier_alarm: list[str] = field(default_factory=list)  # classes whose hit alone raises an alarm
     created_utc: str = ""
     format_version: int = SITE_FORMAT
     notes: str = ""
@@ -75,6 +78,10 @@ class SiteConfig:
             raise SiteError(f"k must be between 3 and 5 (the threshold is mean + k sigma), got {self.k}")
         if not (1 <= int(self.alarm_m) <= int(self.alarm_n) <= 60):
             raise SiteError(f"alarm rule needs 1 <= m <= n <= 60, got {self.alarm_m} of {self.alarm_n}")
+        if not isinstance(self.classifier_alarm, list) or not all(isinstance(c, str) for c in self.classifier_alarm):
+            raise SiteError(f"classifier_alarm must be a list of class names, got {self.classifier_alarm!r}")
+        if self.classifier_alarm and not self.classifier_path:
+            raise SiteError("classifier_alarm is set but the site has no classifier (classifier_path)")
         if int(self.recalibration_days) < 1:
             raise SiteError(f"recalibration interval must be >= 1 day, got {self.recalibration_days}")
 
@@ -159,6 +166,14 @@ class Site:
     def model_dir(self) -> Path:
         """The site's model directory (relative paths are relative to the site folder)."""
         p = Path(self.config().model_path)
+        return p if p.is_absolute() else (self.dir / p).resolve()
+
+    def classifier_dir(self) -> Path | None:
+        """The site's fault-classifier directory, or None when the site has none."""
+        cp = self.config().classifier_path
+        if not cp:
+            return None
+        p = Path(cp)
         return p if p.is_absolute() else (self.dir / p).resolve()
 
     # -- calibrations -----------------------------------------------------------------------------------------
