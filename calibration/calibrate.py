@@ -83,6 +83,52 @@ def site_detector(site: Site, params: FeatureParams | None = None) -> tuple[Dete
     return det, offsets, mh
 
 
+def classifier_hash(directory: str | Path) -> str:
+    """Identity of a fault-classifier directory: sha256 (16 hex) over its model.json and the files it lists."""
+    import hashlib
+    import json
+
+    d = Path(directory)
+    try:
+        raw = (d / "model.json").read_bytes()
+        files = json.loads(raw).get("files", {})
+    except (OSError, ValueError, AttributeError) as e:
+        raise SiteError(f"{d}: not a readable fault-classifier directory ({e.__class__.__name__}: {e})") from None
+    h = hashlib.sha256(raw)
+    for f in sorted(files):
+        try:
+            h.update(file_sha256(d / f).encode())
+        except OSError:
+            raise SiteError(f"{d}: the classifier's file {f} is missing") from None
+    return h.hexdigest()[:16]
+
+
+def site_classifier(site: Site, params: FeatureParams | None = None):
+    """The site's fault classifier and its hash, or ``(None, None)`` when the site has none.
+
+    Raises:
+        SiteError: the classifier changed since it was attached, or lists unknown alarm classes.
+        ModelError / ParamsMismatchError: missing, corrupt, or made for another front end.
+    """
+    from anomaly.classify import load_classifier
+
+    cfg = site.config()
+    cdir = site.classifier_dir()
+    if cdir is None:
+        return None, None
+    clf = load_classifier(cdir, params or FeatureParams())
+    h = classifier_hash(cdir)
+    if cfg.classifier_hash and h != cfg.classifier_hash:
+        raise SiteError(f"site {site.name!r}: the classifier at {cdir} changed since it was attached (hash {h}, "
+                        f"site.toml says {cfg.classifier_hash}); run `humwatch site set-classifier {site.name} "
+                        "--classifier DIR`")
+    unknown = [c for c in cfg.classifier_alarm if c not in clf.classes]
+    if unknown:
+        raise SiteError(f"site {site.name!r}: classifier_alarm names classes the classifier does not have: "
+                        f"{', '.join(unknown)} (it has {', '.join(clf.classes)})")
+    return clf, h
+
+
 def collect_baseline(det: Detector, files: Sequence[Path], offsets: np.ndarray | None = None,
                      keep_check_seconds: float = 5 * 60.0,
                      on_progress: Callable[[float, str], None] | None = None) -> Baseline:

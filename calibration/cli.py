@@ -96,6 +96,65 @@ def site_set_model(
         console.print(f"site {name} now uses {model}; calibrate it again before monitoring")
 
 
+@site_app.command("set-classifier")
+def site_set_classifier(
+    name: Annotated[str, typer.Argument(help="Site name.")],
+    classifier: Annotated[Path | None, typer.Option("--classifier", "-c", help="Fault-classifier directory from "
+                                                    "`humwatch classify train`.")] = None,
+    alarm_on: Annotated[list[str] | None, typer.Option("--alarm-on", help="A class whose hit alone raises an alarm "
+                                                       "(repeatable; 'all' = every class but normal).")] = None,
+    remove: Annotated[bool, typer.Option("--remove", help="Detach the site's classifier.")] = False,
+    sites_dir: SitesDir = None,
+) -> None:
+    """Attach a fault classifier: alarms then name the likely fault, and its outputs go to the score log.
+
+    By default the classifier only describes anomaly alarms. With --alarm-on CLASS, a patch stream where that
+    class reaches its threshold (the site's m-of-n rule) raises an alarm even when the autoencoder's score stays
+    below the threshold, for faults the autoencoder reconstructs well. The anomaly calibration is unaffected.
+    """
+    with user_errors():
+        from calibration.calibrate import classifier_hash, site_classifier, site_detector
+        from calibration.errors import SiteError
+
+        site = _store(sites_dir).site(name)
+        cfg = site.config()
+        if remove:
+            if classifier is not None or alarm_on:
+                raise SiteError("--remove takes no --classifier or --alarm-on")
+            with site.lock("classifier change"):
+                cfg.classifier_path, cfg.classifier_hash, cfg.classifier_alarm = "", "", []
+                site.save_config(cfg)
+            console.print(f"site {name} has no fault classifier now")
+            return
+        if classifier is None:
+            raise SiteError("give the classifier with --classifier DIR (or --remove to detach one)")
+        from anomaly.classify import load_classifier
+
+        det, _, _ = site_detector(site)
+        clf = load_classifier(classifier, det.params)  # also checks the front end matches the site's model
+        faults = [c for c in clf.classes if c != "normal"]
+        wanted = list(dict.fromkeys(alarm_on or []))
+        if "all" in wanted:
+            wanted = faults
+        unknown = [c for c in wanted if c not in clf.classes]
+        if unknown:
+            raise SiteError(f"--alarm-on: unknown class {unknown[0]!r} (the classifier has {', '.join(faults)})")
+        if "normal" in wanted:
+            raise SiteError("--alarm-on normal makes no sense: the normal class never raises an alarm")
+        with site.lock("classifier change"):
+            cfg.classifier_path, cfg.classifier_hash = str(classifier.resolve()), classifier_hash(classifier)
+            cfg.classifier_alarm = wanted
+            site.save_config(cfg)
+        site_classifier(site, det.params)
+        fb = clf.fallbacks()
+        console.print(f"site {name} now uses the fault classifier {classifier} (classes: {', '.join(clf.classes)})")
+        console.print("alarms on a classifier hit alone: " + (", ".join(wanted) if wanted else "none (it names the "
+                                                                                              "fault of anomaly alarms)"))
+        if fb:
+            console.print(f"[yellow]note[/]: the precision target was not reachable on validation for "
+                          f"{', '.join(fb)}; their thresholds are the best-F1 fallback")
+
+
 @site_app.command("list")
 def site_list(sites_dir: SitesDir = None) -> None:
     """All sites with their calibration state."""
@@ -142,6 +201,12 @@ def site_show(name: Annotated[str, typer.Argument(help="Site name.")], sites_dir
         site = _store(sites_dir).site(name)
         site.config()
         console.print(site.toml_path.read_text(), markup=False)
+        if site.classifier_dir() is not None:
+            from calibration.calibrate import site_classifier
+
+            clf, h = site_classifier(site)
+            console.print(f"fault classifier {h}: " + ", ".join(f"{c} ≥ {t:.2f}" for c, t in
+                                                                 zip(clf.classes, clf.threshold_array, strict=True)))
         if site.current_id():
             print_certificate(site.calibration(), console)
         else:
@@ -339,7 +404,12 @@ def _view(state):
     t.add_row("recent scores", spark)
     t.add_row("threshold", f"{state.threshold:.4g}   rule {state.rule}")
     t.add_row("state", "[bold red]ALARM[/]" if state.in_alarm else "[green]normal[/]")
-    t.add_row("alarms", str(state.alarms) + (f"  (last at {state.last_alarm['t_utc']})" if state.last_alarm else ""))
+    if state.top_class is not None:
+        t.add_row("likeliest fault", f"{escape(state.top_class[0])} (p = {state.top_class[1]:.2f})")
+    last = state.last_alarm
+    fault = ((last.get("fault") or {}).get("likely") or "unknown fault") if last and "fault" in last else None
+    t.add_row("alarms", str(state.alarms) + (f"  (last at {last['t_utc']}" + (f", {escape(fault)}" if fault else "")
+                                             + ")" if last else ""))
     return t
 
 
@@ -406,6 +476,9 @@ def monitor(
         console.print(f"{state.patches} patches ({state.audio_seconds / 60:.1f} min) scored, {state.alarms} alarm(s)"
                       + (f", {len(state.skipped)} file(s) skipped" if state.skipped else "")
                       + f"; scores in {s.dir / 'scores.sqlite'}, alarms in {s.dir / 'alarms.jsonl'}")
+        if state.alarm_faults:
+            console.print("alarms by likely fault: " + ", ".join(
+                f"{escape(f)} {n}" for f, n in sorted(state.alarm_faults.items(), key=lambda kv: -kv[1])))
 
 
 @app.command(rich_help_panel="Sites")

@@ -3,6 +3,12 @@
 Every raw score goes to the site's score log (:mod:`calibration.scorelog`); alarms also go to
 ``sites/<name>/alarms.jsonl`` (one JSON object per line, flushed and fsynced) and, with ``on_alarm``, to a command
 that receives the alarm JSON on its standard input.
+
+With a fault classifier attached to the site (``humwatch site set-classifier``), every patch also gets the
+classifier's calibrated per-class probabilities (logged with the score), each anomaly alarm carries a ``fault``
+section naming the likely fault, and the classes listed in ``classifier_alarm`` raise alarms of their own (kind
+``"classifier"``) under the same m-of-n rule, a patch counting when its probability reaches the class threshold:
+the remedy for a fault whose sound the autoencoder reconstructs well.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import numpy as np
 from anomaly.audio import audio_info, iter_blocks
 from anomaly.errors import AudioError, HumwatchWarning
 from anomaly.features import PatchStream, mel_centers
-from calibration.calibrate import site_detector
+from calibration.calibrate import site_classifier, site_detector
 from calibration.scorelog import DEFAULT_RETENTION_DAYS, ScoreLog
 from calibration.store import Site
 
@@ -55,6 +61,8 @@ class MonitorState:
     source: str = ""
     skipped: list[str] = field(default_factory=list)
     audio_seconds: float = 0.0
+    top_class: tuple[str, float] | None = None  # the most likely non-normal class of the last patch
+    alarm_faults: dict[str, int] = field(default_factory=dict)  # alarms per likely fault ("unknown": none fired)
 
 
 class AlarmRule:
@@ -98,6 +106,11 @@ class Monitor:
         base = self.calibration.get("baseline", {}).get("band_error_mean")
         self.band_baseline = np.asarray(base, float) if base else None
         self.centers = mel_centers(self.det.params)
+        self.clf, self.clf_hash = site_classifier(site, self.det.params)
+        if self.clf is not None:
+            self.class_thr = self.clf.threshold_array
+            self.class_rules = {c: AlarmRule(sc.alarm_m, sc.alarm_n) for c in sc.classifier_alarm}
+            self.window: deque[tuple[bool, np.ndarray]] = deque(maxlen=sc.alarm_n)
         self.log = ScoreLog(site.dir / "scores.sqlite")
         self.log.prune(cfg.retention_days)
         self.alarms_path = site.dir / "alarms.jsonl"
@@ -112,8 +125,10 @@ class Monitor:
     def _start(self, source: str) -> None:
         if self.run is None:
             sc = self.site.config()
+            c = None if self.clf is None else {"hash": self.clf_hash, "classes": self.clf.classes,
+                                               "thresholds": self.class_thr}
             self.run = self.log.start_run(self.calibration["id"], self.model_hash, self.threshold, sc.alarm_m,
-                                          sc.alarm_n, source)
+                                          sc.alarm_n, source, c)
 
     def _top_bands(self, bands: np.ndarray) -> list[dict]:
         ref = self.band_baseline if self.band_baseline is not None else np.ones_like(bands)
@@ -122,11 +137,40 @@ class Monitor:
         return [{"band": int(i), "center_hz": round(float(self.centers[i])), "error_ratio": round(float(ratio[i]), 2)}
                 for i in top]
 
-    def _raise_alarm(self, t: float, score: float, bands: np.ndarray | None, file: str | None, offset: float) -> None:
-        info = {"t_utc": _iso(t), "site": self.site.name, "score": round(score, 6), "threshold": self.threshold,
-                "rule": f"{self.rule.m} of the last {self.rule.n} patches over the threshold",
+    def _fault(self, only: str | None = None) -> dict:
+        """What the classifier says about the alarm window: mean probabilities over its evidence patches.
+
+        Evidence: the window's patches over the anomaly threshold (``only=None``) or, for a classifier alarm, those
+        where class ``only`` reached its threshold.
+        """
+        k = None if only is None else self.clf.classes.index(only)
+        hits = [p for over, p in self.window if (over if k is None else p[k] >= self.class_thr[k])]
+        P = np.mean(hits or [p for _, p in self.window], axis=0)
+        names = self.clf.classes
+        fired = [c for j, c in enumerate(names) if P[j] >= self.class_thr[j] and c != "normal"]
+        fired.sort(key=lambda c: -P[names.index(c)])
+        return {"likely": fired[0] if fired else None, "fired": fired,
+                "probabilities": {c: round(float(P[j]), 4) for j, c in enumerate(names)},
+                "thresholds": {c: round(float(self.class_thr[j]), 4) for j, c in enumerate(names)},
+                "patches": len(hits), "classifier_hash": self.clf_hash}
+
+    def _raise_alarm(self, t: float, score: float, bands: np.ndarray | None, file: str | None, offset: float,
+                     kind: str = "anomaly", fault_class: str | None = None) -> None:
+        if kind == "anomaly":
+            rule = f"{self.rule.m} of the last {self.rule.n} patches over the threshold"
+        else:
+            rule = f"{self.rule.m} of the last {self.rule.n} patches with p({fault_class}) over its threshold"
+        info = {"t_utc": _iso(t), "site": self.site.name, "kind": kind, "score": round(score, 6),
+                "threshold": self.threshold, "rule": rule,
                 "calibration": self.calibration["id"], "model_hash": self.model_hash, "file": file,
                 "offset_s": round(offset, 2), "top_bands": self._top_bands(bands) if bands is not None else []}
+        if self.clf is not None:
+            info["fault"] = self._fault(fault_class)
+            if fault_class is not None:
+                info["fault"]["likely"] = fault_class
+        if self.clf is not None:
+            f = info["fault"]["likely"] or "unknown"
+            self.state.alarm_faults[f] = self.state.alarm_faults.get(f, 0) + 1
         self.log.alarm(self.run, t, score, info)
         with open(self.alarms_path, "a") as fh:
             fh.write(json.dumps(info) + "\n")
@@ -157,17 +201,27 @@ class Monitor:
             X = stream.push(block)
             if len(X):
                 sc, bands = self.det.score_with_bands(X)
+                probs = None if self.clf is None else self.clf.probabilities_of_logits(self.clf.logits_of_patches(X))
                 offs = np.arange(before, stream.patches_emitted) * p.patch_hop_samples / p.sample_rate
                 ts = t0 + offs
-                self.log.append(self.run, ts, sc, bands, file, offs)
+                self.log.append(self.run, ts, sc, bands, file, offs, probs)
                 for i, s in enumerate(sc):
                     over = s > self.threshold
                     self.state.recent.append(float(s))
                     self.state.patches += 1
+                    b = None if bands is None else bands[i]
+                    if probs is not None:
+                        self.window.append((bool(over), probs[i]))
+                        self._note_top_class(probs[i])
                     if self.rule.push(over):
-                        self._raise_alarm(float(ts[i]), float(s), None if bands is None else bands[i], file,
-                                          float(offs[i]))
-                    self.state.in_alarm = self.rule.active
+                        self._raise_alarm(float(ts[i]), float(s), b, file, float(offs[i]))
+                    if probs is not None:
+                        for c, rule in self.class_rules.items():
+                            k = self.clf.classes.index(c)
+                            if rule.push(probs[i, k] >= self.class_thr[k]):
+                                self._raise_alarm(float(ts[i]), float(s), b, file, float(offs[i]), "classifier", c)
+                    self.state.in_alarm = self.rule.active or (
+                        probs is not None and any(r.active for r in self.class_rules.values()))
             self.state.audio_seconds += block.size / p.sample_rate
             if self.on_update:
                 self.on_update(self.state)
@@ -176,6 +230,12 @@ class Monitor:
                 if ahead > 0:
                     time.sleep(ahead)
         self.log.maybe_commit(force=True)
+
+    def _note_top_class(self, p: np.ndarray) -> None:
+        faults = [(float(p[j]), c) for j, c in enumerate(self.clf.classes) if c != "normal"]
+        if faults:
+            pr, c = max(faults)
+            self.state.top_class = (c, pr)
 
     def process_files(self, files: list[Path]) -> MonitorState:
         """Score files in order; an unreadable file is skipped with a warning."""

@@ -118,7 +118,7 @@ def read_log(site: Site, since_utc: float | None = None, bands: bool = False):
 
     path = _log_or_raise(site)
     try:
-        df = read_scores(path, since_utc, bands=bands)
+        df = read_scores(path, since_utc, bands=bands, classes=True)
         alarms = read_alarms(path, since_utc)
         n, t0, t1 = _log_extent(path) if df.empty else (len(df), None, None)
     except (sqlite3.DatabaseError, pd.errors.DatabaseError) as e:
@@ -767,8 +767,35 @@ def _summary(df, alarms, current: dict) -> str:
         ("highest score", f"{worst['score']:.4g} ({ratio:.1f}× threshold) at {_e(_iso(worst['t_utc']))}",
          "bad" if ratio > 1 else ""),
     ]
+    named: dict[str, int] = {}
+    for info in alarms["info"] if len(alarms) else []:
+        label = fault_label(info) if isinstance(info, dict) else ""
+        if label:
+            key = label.split(" (", 1)[0]
+            named[key] = named.get(key, 0) + 1
+    if named:
+        cards.insert(3, ("likely faults", _e(", ".join(f"{k} ×{v}" for k, v in sorted(named.items(),
+                                                                                     key=lambda kv: -kv[1]))), "bad"))
     return '<div class="cards" id="summary">' + "".join(
         f'<div class="card"><span>{_e(k)}</span><b class="{c}">{v}</b></div>' for k, v, c in cards) + "</div>"
+
+
+def fault_label(info: dict) -> str:
+    """Plain-text fault of an alarm: the classifier's likely fault (and its probability), or ''."""
+    f = info.get("fault")
+    if not isinstance(f, dict):
+        return ""
+    probs = f.get("probabilities") if isinstance(f.get("probabilities"), dict) else {}
+    likely = f.get("likely")
+    prefix = "classifier hit: " if info.get("kind") == "classifier" else ""
+    if likely:
+        p = probs.get(likely)
+        return prefix + str(likely) + (f" (p = {p:.2f})" if isinstance(p, (int, float)) else "")
+    faults = [(v, c) for c, v in probs.items() if c != "normal" and isinstance(v, (int, float))]
+    if faults:
+        v, c = max(faults)
+        return f"unknown (no class over its threshold; closest {c}, p = {v:.2f})"
+    return "unknown"
 
 
 def _alarm_section(alarms) -> str:
@@ -787,14 +814,92 @@ def _alarm_section(alarms) -> str:
         bands = ", ".join(f"{_e(b.get('center_hz'))} Hz ×{_e(b.get('error_ratio'))}" for b in tb
                           if isinstance(b, dict))
         off = info.get("offset_s")
-        rows.append([_e(_iso(a["t_utc"])), _fmt(float(a["score"])), _fmt(thr), ratio, _e(info.get("file") or "–"),
+        rows.append([_e(_iso(a["t_utc"])), _e(fault_label(info) or "–"), _fmt(float(a["score"])), _fmt(thr), ratio,
+                     _e(info.get("file") or "–"),
                      _fmt(off, ".2f") if isinstance(off, (int, float)) else _e(off if off is not None else "–"),
                      bands or "–", _e(a["calibration_id"])])
     note = (f'<p class="note">{len(alarms)} alarms; the last {MAX_ALARM_ROWS} are listed.</p>'
             if len(alarms) > MAX_ALARM_ROWS else "")
     return _section("alarms", f"Alarms ({len(alarms)})", note + _table(
-        ["time (UTC)", "score", "threshold", "score/threshold", "file", "offset (s)", "bands deviating most",
-         "calibration"], rows, id_="alarm-table", num={1, 2, 3, 5}))
+        ["time (UTC)", "likely fault", "score", "threshold", "score/threshold", "file", "offset (s)",
+         "bands deviating most", "calibration"], rows, id_="alarm-table", num={2, 3, 4, 6}))
+
+
+def _class_columns(df) -> list[str]:
+    return [c for c in df.columns if c.startswith("p_") and df[c].notna().any()]
+
+
+def _fault_png(df, cols: list[str], thresholds: dict[str, float]) -> str:
+    import matplotlib as mpl
+
+    with mpl.rc_context(_RC):
+        fig = _figure(12, 3.0)
+        ax = fig.add_subplot()
+        colours = ["#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#1f77b4", "#ff7f0e"]
+        t = df["t_utc"].to_numpy()
+        for i, c in enumerate(cols):
+            ok = df[c].notna().to_numpy()
+            ser = timeline_series(t[ok], df[c].to_numpy(float)[ok], np.zeros(int(ok.sum())))
+            colour = colours[i % len(colours)]
+            ax.plot(_days(ser["t"]), ser["max"], lw=0.8, color=colour, label=c[2:])
+            thr = thresholds.get(c[2:])
+            if thr is not None:
+                ax.axhline(thr, color=colour, lw=0.7, ls=":")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylabel("class probability")
+        ax.set_xlabel("time (UTC)")
+        _date_axis(ax)
+        ax.grid(alpha=0.25)
+        ax.legend(loc="upper left", fontsize=7, ncols=6, framealpha=0.85)
+        return _png(fig)
+
+
+def _fault_section(site: Site, df, alarms) -> str:
+    """Per-class probabilities over time, per-class hit rates and the alarms each class explains."""
+    cols = [c for c in _class_columns(df) if c != "p_normal"]
+    if not cols:
+        return ""
+    thresholds: dict[str, float] = {}
+    for _, a in alarms.iterrows():  # the thresholds the monitor used, from the alarms that carry them
+        f = a["info"].get("fault") if isinstance(a["info"], dict) else None
+        if isinstance(f, dict) and isinstance(f.get("thresholds"), dict):
+            thresholds.update({k: float(v) for k, v in f["thresholds"].items() if isinstance(v, (int, float))})
+    if not thresholds:
+        try:
+            from calibration.calibrate import site_classifier
+
+            clf, _ = site_classifier(site)
+            if clf is not None:
+                thresholds = dict(zip(clf.classes, map(float, clf.threshold_array), strict=True))
+        except HumwatchError:  # a classifier since detached or changed: the figure does without threshold lines
+            thresholds = {}
+    named: dict[str, int] = {}
+    for _, a in alarms.iterrows():
+        f = a["info"].get("fault") if isinstance(a["info"], dict) else None
+        if isinstance(f, dict):
+            k = f.get("likely") or "unknown"
+            named[k] = named.get(k, 0) + 1
+    rows = []
+    for c in cols:
+        v = df[c].to_numpy(float)
+        v = v[np.isfinite(v)]
+        thr = thresholds.get(c[2:])
+        rows.append([_e(c[2:]), _fmt(thr, ".2f") if thr is not None else "–",
+                     f"{(v >= thr).mean():.2%}" if thr is not None and v.size else "–",
+                     _fmt(float(np.median(v)), ".3f") if v.size else "–", _fmt(float(v.max()), ".3f") if v.size
+                     else "–", str(named.get(c[2:], 0))])
+    if named.get("unknown"):
+        rows.append(["unknown", "–", "–", "–", "–", str(named["unknown"])])
+    img = _img(_fault_png(df, cols, thresholds), "fault-classifier probabilities over time with their thresholds",
+               "fault-timeline")
+    note = ("<p class='note'>The site's fault classifier scores every patch; the dotted lines are its per-class "
+            "thresholds (chosen on validation for the precision target). An alarm's likely fault is the class over "
+            "its threshold with the highest mean probability over the alarm's patches; 'unknown' means the "
+            "autoencoder alarmed on a sound no known class matches. Per-patch probabilities are in the score log "
+            "(<code>humwatch report --out scores.csv</code>) for tuning the thresholds.</p>")
+    return _section("faults", "Fault classifier", img + note + _table(
+        ["class", "threshold", "patches over", "median p", "max p", "alarms naming it"], rows, id_="fault-table",
+        num={1, 2, 3, 4, 5}))
 
 
 def _drift_section(df, calibrations: dict, alarms) -> str:
@@ -954,6 +1059,7 @@ def build_report(site: Site, since_utc: float | None = None, top_n: int = 6, now
         _section("summary", "At a glance", _summary(df, alarms, current)),
         _section("timeline", "Score timeline", timeline + tl_note),
         _alarm_section(alarms),
+        _fault_section(site, df, alarms),
         _section("histogram", "Score distribution", hist + hist_note),
         _drift_section(df, recs, alarms),
         _patch_section(patches, top_n),

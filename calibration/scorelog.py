@@ -9,7 +9,13 @@ commits at least once a second, so a SIGKILL loses at most the last second of sc
 Size: one row per 0.96 s patch — time, score, a 64-band error vector as float16 (128 bytes), and small integer
 references to the run (calibration, model, threshold) and the source file — about 200 bytes with SQLite's overhead
 and the time index, i.e. ~18 MB per day and ~1 GB for the default retention of 8 weeks (measured by
-``bench/monitor.py``; ``tests/test_monitor.py`` checks the bytes per row).
+``bench/monitor.py``; ``tests/test_monitor.py`` checks the bytes per row). A site with a fault classifier adds its
+per-class probabilities (float16, 2 bytes per class) to each row: the classifier's outputs, kept so that the
+per-class thresholds can be tuned on weeks of real data.
+
+Layout 3 added the class probabilities (``scores.classes``) and the classifier of each run (``runs.classifier_hash``,
+``runs.classes``, ``runs.class_thresholds``); a layout-2 log is upgraded in place (columns added, nothing rewritten)
+when a monitor opens it, and read as it is.
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-SCHEMA_VERSION = 2  # 2: source paths in their own table
+SCHEMA_VERSION = 3  # 2: source paths in their own table; 3: classifier outputs
+READABLE_VERSIONS = (2, 3)
 DEFAULT_RETENTION_DAYS = 56
 
 _SCHEMA = """
@@ -35,7 +42,10 @@ CREATE TABLE IF NOT EXISTS runs (
     threshold REAL NOT NULL,
     alarm_m INTEGER NOT NULL,
     alarm_n INTEGER NOT NULL,
-    source TEXT NOT NULL
+    source TEXT NOT NULL,
+    classifier_hash TEXT,         -- NULL when the run had no fault classifier
+    classes TEXT,                 -- JSON list: the order of the values in scores.classes
+    class_thresholds TEXT         -- JSON list: the per-class probability thresholds of the run
 );
 CREATE TABLE IF NOT EXISTS scores (
     t_utc REAL NOT NULL,          -- patch start, seconds since the Unix epoch (UTC)
@@ -44,7 +54,8 @@ CREATE TABLE IF NOT EXISTS scores (
     bands BLOB,                   -- per-mel-band errors, float16 little-endian, n_mels values
     run_id INTEGER NOT NULL REFERENCES runs(run_id),
     file_id INTEGER REFERENCES files(file_id),  -- source file (NULL for live microphone input)
-    offset_s REAL                 -- patch start within that file
+    offset_s REAL,                -- patch start within that file
+    classes BLOB                  -- fault-classifier probabilities, float16 little-endian, in runs.classes order
 );
 CREATE TABLE IF NOT EXISTS files (file_id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE);
 CREATE INDEX IF NOT EXISTS scores_t ON scores(t_utc);
@@ -57,39 +68,54 @@ CREATE TABLE IF NOT EXISTS alarms (
 """
 
 
+_V3_COLUMNS = (("runs", "classifier_hash TEXT"), ("runs", "classes TEXT"), ("runs", "class_thresholds TEXT"),
+               ("scores", "classes BLOB"))
+
+
 def connect(path: str | Path, readonly: bool = False) -> sqlite3.Connection:
     path = Path(path)
     if readonly:
         con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(path)
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute("PRAGMA synchronous=NORMAL")
         _check_version(con, path)
-        con.executescript(_SCHEMA)
-        con.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        con.commit()
-    if readonly:
-        _check_version(con, path)
+        return con
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=NORMAL")
+    if _check_version(con, path) == 2:
+        with con:  # one transaction: a crash leaves layout 2 intact
+            for table, column in _V3_COLUMNS:
+                con.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+            con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+    con.executescript(_SCHEMA)
+    con.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+    con.commit()
     return con
 
 
-def _check_version(con: sqlite3.Connection, path: Path) -> None:
-    """Refuse a log written with another layout (rather than failing later with an SQL error)."""
+def _check_version(con: sqlite3.Connection, path: Path) -> int | None:
+    """The log's layout (None for a new database); refuse one this humwatch cannot read."""
     from calibration.errors import SiteError
 
     try:
         row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     except sqlite3.DatabaseError as e:
         if "no such table" in str(e):
-            return  # a new, empty database
+            return None  # a new, empty database
         con.close()
         raise SiteError(f"{path}: cannot read the score log ({e})") from None
-    if row is not None and int(row[0]) != SCHEMA_VERSION:
+    if row is None:
+        return None
+    if int(row[0]) not in READABLE_VERSIONS:
         con.close()
-        raise SiteError(f"{path}: score log layout {row[0]}, this humwatch writes layout {SCHEMA_VERSION}; move the "
-                        "old log aside (it stays readable with the humwatch that wrote it)")
+        raise SiteError(f"{path}: score log layout {row[0]}, this humwatch writes layout {SCHEMA_VERSION} (and reads "
+                        f"{', '.join(map(str, READABLE_VERSIONS))}); move the old log aside (it stays readable with "
+                        "the humwatch that wrote it)")
+    return int(row[0])
+
+
+def _version(con: sqlite3.Connection) -> int:
+    return int(con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0])
 
 
 @dataclass
@@ -117,22 +143,31 @@ class ScoreLog:
             self._file_ids[file] = self.con.execute("SELECT file_id FROM files WHERE path = ?", (file,)).fetchone()[0]
         return self._file_ids[file]
 
-    def start_run(self, calibration_id: str, model_hash: str, threshold: float, m: int, n: int, source: str) -> Run:
-        cur = self.con.execute("INSERT INTO runs (started_utc, calibration_id, model_hash, threshold, alarm_m, "
-                               "alarm_n, source) VALUES (?,?,?,?,?,?,?)",
-                               (time.time(), calibration_id, model_hash, threshold, m, n, source))
+    def start_run(self, calibration_id: str, model_hash: str, threshold: float, m: int, n: int, source: str,
+                  classifier: dict | None = None) -> Run:
+        """Open a monitoring run. ``classifier``: ``{"hash", "classes", "thresholds"}`` of the site's classifier."""
+        c = classifier or {}
+        cur = self.con.execute(
+            "INSERT INTO runs (started_utc, calibration_id, model_hash, threshold, alarm_m, alarm_n, source, "
+            "classifier_hash, classes, class_thresholds) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (time.time(), calibration_id, model_hash, threshold, m, n, source, c.get("hash"),
+             json.dumps(list(c["classes"])) if c else None,
+             json.dumps([float(x) for x in c["thresholds"]]) if c else None))
         self.con.commit()
         return Run(int(cur.lastrowid), threshold)
 
     def append(self, run: Run, t_utc: np.ndarray, scores: np.ndarray, bands: np.ndarray | None,
-               file: str | None, offsets: np.ndarray) -> None:
+               file: str | None, offsets: np.ndarray, class_probs: np.ndarray | None = None) -> None:
+        """Log patches: ``scores [n]``, ``bands [n, n_mels]`` or None, ``class_probs [n, n_classes]`` or None."""
         rows = []
         fid = self._file_id(file)
         for i in range(len(scores)):
             b = None if bands is None else np.asarray(bands[i], "<f2").tobytes()
+            c = None if class_probs is None else np.asarray(class_probs[i], "<f2").tobytes()
             rows.append((float(t_utc[i]), float(scores[i]), int(scores[i] > run.threshold), b, run.run_id, fid,
-                         float(offsets[i])))
-        self.con.executemany("INSERT INTO scores VALUES (?,?,?,?,?,?,?)", rows)
+                         float(offsets[i]), c))
+        self.con.executemany("INSERT INTO scores (t_utc, score, over, bands, run_id, file_id, offset_s, classes) "
+                             "VALUES (?,?,?,?,?,?,?,?)", rows)
         self.rows += len(rows)
         self.maybe_commit()
 
@@ -158,20 +193,46 @@ class ScoreLog:
         self.con.close()
 
 
-def read_scores(path: str | Path, since_utc: float | None = None, bands: bool = False):
+def read_scores(path: str | Path, since_utc: float | None = None, bands: bool = False, classes: bool = False):
     """Scores as a pandas DataFrame (columns t_utc, time, score, over, calibration_id, model_hash, threshold,
-    file, offset_s [, band_00 … band_63]), oldest first."""
+    file, offset_s [, band_00 … band_63] [, p_<class> …]), oldest first.
+
+    With ``classes``, one ``p_<class>`` column per class any run's fault classifier had (NaN where a run had no
+    classifier or not that class): the calibrated per-patch probabilities the monitor compared with the thresholds.
+    """
     import pandas as pd
 
+    v3 = _log_version(path) >= 3
+    extra = ", s.classes, r.classes AS run_classes" if v3 else ", NULL AS classes, NULL AS run_classes"
     df = _read(path, "SELECT s.t_utc, s.score, s.over, s.bands, f.path AS file, s.offset_s, r.calibration_id, "
-                     "r.model_hash, r.threshold FROM scores s JOIN runs r USING (run_id) "
+                     f"r.model_hash, r.threshold{extra} FROM scores s JOIN runs r USING (run_id) "
                      "LEFT JOIN files f USING (file_id)", "s", since_utc)
-    blobs = df.pop("bands")
+    blobs, cblobs, run_classes = df.pop("bands"), df.pop("classes"), df.pop("run_classes")
     if bands and len(df):
         arr = np.stack([np.frombuffer(b, "<f2").astype(np.float32) if b is not None else
                         np.full(64, np.nan, np.float32) for b in blobs])
         df = pd.concat([df, pd.DataFrame(arr, columns=[f"band_{i:02d}" for i in range(arr.shape[1])])], axis=1)
+    if classes and len(df):
+        names: list[str] = []
+        for rc in run_classes.dropna().unique():
+            names += [c for c in json.loads(rc) if c not in names]
+        cols = {c: np.full(len(df), np.nan, np.float32) for c in names}
+        for rc in run_classes.dropna().unique():  # runs with the same classes decode together
+            rows = np.flatnonzero((run_classes == rc).to_numpy() & cblobs.notna().to_numpy())
+            if len(rows):
+                arr = np.frombuffer(b"".join(cblobs.iloc[rows]), "<f2").reshape(len(rows), -1)
+                for j, c in enumerate(json.loads(rc)):
+                    cols[c][rows] = arr[:, j]
+        df = pd.concat([df, pd.DataFrame({f"p_{c}": v for c, v in cols.items()})], axis=1)
     return df
+
+
+def _log_version(path: str | Path) -> int:
+    con = connect(path, readonly=True)
+    try:
+        return _version(con)
+    finally:
+        con.close()
 
 
 def read_alarms(path: str | Path, since_utc: float | None = None):
