@@ -6,12 +6,18 @@ states) on either
 * the embedding of a trained autoencoder (``base``): its encoder convolutions and bottleneck ``model_.encode``, with
   the autoencoder's own normalisation; frozen by default, or with the last ``finetune_layers`` encoder blocks (and the
   bottleneck layer) trained at a low learning rate (``finetune_lr``, 1e-5…1e-4), or
-* a small CNN trained from scratch (no base): 4 × [conv 3×3 stride 2 → BN → ReLU], mean over time, a linear head.
+* a small CNN trained from scratch (no base): 4 × [conv 3×3 stride 2 → BN → ReLU], mean over time, a linear head, or
+* YAMNet's 1024-d embeddings (``yamnet``, a :class:`~anomaly.yamnet.YamnetEmbedder`, frozen): computed once per
+  patch before training (grid patches, plus ``yamnet_shifts`` time-shifted crops of each training clip), standardised
+  with the training mean/std, then dropout → ``hidden`` → ReLU → one logit per class.
 
 Training draws random 96-frame crops of the training clips (time shift) and augments them with a speed/pitch
 perturbation (the log-mel resampled along time and along frequency by a factor in 1 ± ``stretch``), a gain change,
-added Gaussian noise and SpecAugment time/frequency masks. Class imbalance is handled by ``pos_weight`` in the BCE
-loss: for each class, negatives / positives among the training clips (class weights ∝ 1 / frequency for softmax).
+added Gaussian noise and SpecAugment time/frequency masks. The YAMNet route keeps only the time shift (the fixed
+offsets) and adds Gaussian noise (``noise_std``) to the standardised embeddings.
+
+Class imbalance is handled by ``pos_weight`` in the BCE loss: for each class, negatives / positives among the
+training clips (class weights ∝ 1 / frequency for softmax).
 
 After training on a stratified by-file split, one temperature is fitted by LBFGS on the validation NLL of the clip
 probabilities (clip probability = mean of the patch probabilities), and per-class thresholds are chosen on validation:
@@ -68,7 +74,8 @@ class ClassifyConfig:
     finetune_layers: int = 0  # with a base: encoder blocks (from the end) trained too; 0 = frozen
     finetune_lr: float = 1e-4
     widths: tuple[int, ...] = (16, 32, 64, 64)  # the scratch CNN
-    hidden: int = 64  # head hidden units on a base embedding
+    hidden: int = 64  # head hidden units on a base / YAMNet embedding
+    yamnet_shifts: int = 4  # YAMNet: crops per training clip at offsets k * 96 / yamnet_shifts frames (k < shifts)
     # augmentation
     time_shift: bool = True
     stretch: float = 0.08
@@ -85,6 +92,8 @@ class ClassifyConfig:
                             f"{self.finetune_lr:g}")
         if self.finetune_layers < 0:
             raise DataError(f"finetune_layers must be >= 0, got {self.finetune_layers}")
+        if not 1 <= self.yamnet_shifts <= 96:
+            raise DataError(f"yamnet_shifts must be in [1, 96], got {self.yamnet_shifts}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -127,6 +136,18 @@ class AEEmbedding(nn.Module):
         return [nn.Sequential(*m[i:i + 3]) for i in range(0, len(m), 3)]
 
 
+class EmbeddingInput(nn.Module):
+    """The backbone of the YAMNet route: the (standardised) embeddings are computed outside, once per patch, and
+    come in as they are, ``[B, dim]``."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.out_dim = dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
 class ClassifierNet(nn.Module):
     """Backbone + head; ``forward`` gives logits ``[B, n_classes]``."""
 
@@ -151,6 +172,8 @@ def _build_net(arch: dict, n_classes: int, ae: nn.Module | None = None) -> Class
 
             ae = ConvAutoencoder(ArchConfig.from_dict(arch["ae"]))
         return ClassifierNet(AEEmbedding(ae), n_classes, hidden=arch["hidden"])
+    if arch["backbone"] == "yamnet":
+        return ClassifierNet(EmbeddingInput(arch["embedding_dim"]), n_classes, hidden=arch["hidden"])
     return ClassifierNet(ScratchCNN(arch["widths"], arch["n_mels"]), n_classes, hidden=0)
 
 
@@ -245,6 +268,36 @@ class _Sampler:
         if cfg.spec_masks:
             spec_masks_(x, rng, cfg.time_mask, cfg.freq_mask)
         return x, torch.from_numpy(self.Y[which])
+
+
+class _EmbeddingSampler:
+    """Training batches of precomputed, standardised patch embeddings (the YAMNet route): a clip drawn with the same
+    1/sqrt(frequency) weights as :class:`_Sampler`, then one of its patch embeddings (any grid patch of any of its
+    time-shifted crops), plus Gaussian noise of ``noise_std`` on the standardised embedding."""
+
+    def __init__(self, embs: list[np.ndarray], Y: np.ndarray, cfg: ClassifyConfig, rng: np.random.Generator):
+        self.embs, self.Y, self.cfg, self.rng = embs, Y.astype(np.float32), cfg, rng
+        freq = Y.sum(0).clip(min=1)
+        w = np.array([1.0 / math.sqrt(freq[r.astype(bool)].mean()) if r.any() else 1.0 for r in Y])
+        self.p = w / w.sum()
+
+    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        which = self.rng.choice(len(self.embs), size=n, p=self.p)
+        x = np.stack([self.embs[i][self.rng.integers(len(self.embs[i]))] for i in which])
+        if self.cfg.noise_std > 0:
+            x = x + self.rng.normal(0, self.cfg.noise_std, x.shape).astype(np.float32)
+        return torch.from_numpy(x.astype(np.float32)), torch.from_numpy(self.Y[which])
+
+
+def shifted_patches(frames: np.ndarray, T: int, shifts: int) -> np.ndarray:
+    """Grid patches of a clip started at ``shifts`` offsets ``k * T / shifts`` frames (k = 0 … shifts-1), stacked
+    ``[n, T, M]``; offsets that leave less than one patch are skipped (offset 0 is :func:`grid_patches`)."""
+    out = [grid_patches(frames, T)]
+    for k in range(1, shifts):
+        o = int(round(k * T / shifts))
+        if frames.shape[0] - o >= T:
+            out.append(grid_patches(frames[o:], T))
+    return np.concatenate(out)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -365,11 +418,20 @@ class FaultClassifier:
     """Train with :meth:`fit`, use with :meth:`predict_clips` / :meth:`predict_file`, persist with :meth:`save`."""
 
     def __init__(self, classes: Sequence[str], params: FeatureParams = DEFAULT_PARAMS,
-                 config: ClassifyConfig | None = None, base=None, base_hash: str | None = None):
+                 config: ClassifyConfig | None = None, base=None, base_hash: str | None = None, yamnet=None):
+        """
+        Args:
+            base: a fitted :class:`~anomaly.score.AutoencoderDetector`: classify on its encoder embedding.
+            yamnet: a :class:`~anomaly.yamnet.YamnetEmbedder`: classify on YAMNet's 1024-d embeddings (frozen).
+                Without either, a small CNN is trained from scratch.
+        """
+        if base is not None and yamnet is not None:
+            raise DataError("an autoencoder base (--base) and YAMNet embeddings (--embeddings yamnet) are mutually "
+                            "exclusive: choose one backbone")
         self.classes = list(classes)
         self.params = params
         self.config = config or ClassifyConfig()
-        self.base, self.base_hash = base, base_hash
+        self.base, self.base_hash, self.yamnet = base, base_hash, yamnet
         self.logit_offset_ = np.zeros(len(self.classes))
 
     # -- features -----------------------------------------------------------------------------------------------
@@ -385,9 +447,18 @@ class FaultClassifier:
             raise DataError(f"expected patches [n, {T}, {M}], got shape {X.shape}")
         if not len(X):
             return np.zeros((0, len(self.classes)))
+        if self.arch_["backbone"] == "yamnet":
+            return self._logits_of_embeddings(self.yamnet.embed(X))
         self.net_.eval()
         x = torch.from_numpy(self._norm(X)).unsqueeze(1)
         return torch.cat([self.net_(b) for b in x.split(256)]).double().numpy() + self.logit_offset_[None, :]
+
+    @torch.no_grad()
+    def _logits_of_embeddings(self, E: np.ndarray) -> np.ndarray:
+        """Logits ``[n, n_classes]`` of YAMNet embeddings ``E [n, dim]`` (standardised here)."""
+        self.net_.eval()
+        x = torch.from_numpy(self._norm(E))
+        return torch.cat([self.net_(b) for b in x.split(1024)]).double().numpy() + self.logit_offset_[None, :]
 
     def patch_logits(self, frames: np.ndarray) -> np.ndarray:
         """Logits ``[n_patches, n_classes]`` (before temperature) for one clip's raw log-mel frames."""
@@ -414,8 +485,14 @@ class FaultClassifier:
 
     # -- training -----------------------------------------------------------------------------------------------
     def fit(self, recs: Sequence[np.ndarray], Y: np.ndarray, precision: float = 0.9,
-            on_epoch: Callable[[int, float, float], None] | None = None) -> FaultClassifier:
-        """Train on raw log-mel frames of clips ``recs`` with multi-hot labels ``Y``; calibrate and set thresholds."""
+            on_epoch: Callable[[int, float, float], None] | None = None,
+            on_embed: Callable[[int, int], None] | None = None) -> FaultClassifier:
+        """Train on raw log-mel frames of clips ``recs`` with multi-hot labels ``Y``; calibrate and set thresholds.
+
+        Args:
+            on_epoch: progress ``(epoch, train_loss, val_loss)``.
+            on_embed: progress of the YAMNet embeddings ``(clips done, clips)`` (YAMNet backbone only).
+        """
         cfg = self.config
         Y = np.asarray(Y, np.uint8)
         if len(recs) != len(Y) or Y.ndim != 2 or Y.shape[1] != len(self.classes):
@@ -428,31 +505,48 @@ class FaultClassifier:
         self.precision_target_ = float(precision)
         tr, va = stratified_split(Y, cfg.val_fraction, cfg.seed, self.classes)
         self.split_ = {"train": int(len(tr)), "val": int(len(va))}
-        if self.base is not None:
-            self.mean_, self.std_ = self.base.mean_.astype(np.float32), self.base.std_.astype(np.float32)
-            self.arch_ = {"backbone": "ae", "ae": self.base.arch.to_dict(), "hidden": cfg.hidden}
-        else:
-            allf = np.concatenate([recs[i] for i in tr])
-            self.mean_ = allf.mean(0).astype(np.float32)
-            self.std_ = np.maximum(allf.std(0), 1e-3).astype(np.float32)
-            self.arch_ = {"backbone": "cnn", "widths": list(cfg.widths), "n_mels": self.params.n_mels}
-        self.arch_["n_classes"] = len(self.classes)
-        self.arch_["exclusive"] = cfg.exclusive
-        norm = [self._norm(r) for r in recs]
-
+        T = self.params.patch_frames
         torch.manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
         prev = torch.get_num_threads()
         torch.set_num_threads(max(1, cfg.threads))
         try:
+            if self.yamnet is not None:
+                # YAMNet runs once per patch, before training: the grid patches of every clip, and for training
+                # clips also crops at yamnet_shifts time offsets (the time-shift augmentation of this route).
+                embs = self._yamnet_embeddings(recs, set(tr.tolist()), on_embed)
+                allE = np.concatenate([embs[i] for i in tr])
+                self.mean_ = allE.mean(0).astype(np.float32)
+                self.std_ = np.maximum(allE.std(0), 1e-6).astype(np.float32)
+                self.arch_ = {"backbone": "yamnet", "embedding_dim": int(allE.shape[1]), "hidden": cfg.hidden,
+                              "yamnet": self.yamnet.info(), "train_crop_offsets": self._shift_offsets()}
+                val_raw = [embs[i] for i in va]  # validation clips: grid patches only
+                sampler = _EmbeddingSampler([self._norm(embs[i]) for i in tr], Y[tr], cfg, rng)
+                vx = [torch.from_numpy(self._norm(e)) for e in val_raw]
+            else:
+                if self.base is not None:
+                    self.mean_, self.std_ = self.base.mean_.astype(np.float32), self.base.std_.astype(np.float32)
+                    self.arch_ = {"backbone": "ae", "ae": self.base.arch.to_dict(), "hidden": cfg.hidden}
+                else:
+                    allf = np.concatenate([recs[i] for i in tr])
+                    self.mean_ = allf.mean(0).astype(np.float32)
+                    self.std_ = np.maximum(allf.std(0), 1e-3).astype(np.float32)
+                    self.arch_ = {"backbone": "cnn", "widths": list(cfg.widths), "n_mels": self.params.n_mels}
+                norm = [self._norm(r) for r in recs]
+                sampler = _Sampler([norm[i] for i in tr], Y[tr], T, cfg, rng)
+                vx = [torch.from_numpy(grid_patches(norm[i], T)).unsqueeze(1) for i in va]
+            self.arch_["n_classes"] = len(self.classes)
+            self.arch_["exclusive"] = cfg.exclusive
             self.net_ = _build_net(self.arch_, len(self.classes), self.base.model_ if self.base is not None else None)
-            self.history_ = self._train(norm, Y, tr, va, rng, on_epoch)
+            self.history_ = self._train(sampler, vx, Y, tr, va, on_epoch)
         finally:
             torch.set_num_threads(prev)
 
         # calibration and thresholds on the validation clips
-        raw_val = [recs[i] for i in va]
-        zs = [self.patch_logits(r) for r in raw_val]
+        if self.yamnet is not None:
+            zs = [self._logits_of_embeddings(e) for e in val_raw]
+        else:
+            zs = [self.patch_logits(recs[i]) for i in va]
         Yv = Y[va]
         p1 = clip_probabilities(zs, 1.0, cfg.exclusive)
         self.temperature_ = fit_temperature(zs, Yv, cfg.exclusive)
@@ -467,8 +561,26 @@ class FaultClassifier:
             self.thresholds_[c] = choose_threshold(pt[:, k], Yv[:, k], precision)
         return self
 
-    def _train(self, norm, Y, tr, va, rng, on_epoch) -> dict:
-        cfg, net, T = self.config, self.net_, self.params.patch_frames
+    def _shift_offsets(self) -> list[int]:
+        T, k = self.params.patch_frames, self.config.yamnet_shifts
+        return [int(round(i * T / k)) for i in range(k)]
+
+    def _yamnet_embeddings(self, recs, train_idx: set[int], on_embed) -> list[np.ndarray]:
+        """YAMNet embeddings per clip ``[n_i, dim]``: the grid patches first, then (training clips only) the patches
+        of the time-shifted crops."""
+        T, out = self.params.patch_frames, []
+        for i, r in enumerate(recs):
+            r = np.asarray(r, np.float32)
+            P = shifted_patches(r, T, self.config.yamnet_shifts) if i in train_idx else grid_patches(r, T)
+            out.append(self.yamnet.embed(P))
+            if on_embed:
+                on_embed(i + 1, len(recs))
+        return out
+
+    def _train(self, sampler, vx: list[torch.Tensor], Y, tr, va, on_epoch) -> dict:
+        """Train ``net_`` on batches from ``sampler``; early stopping on the loss of the validation patches ``vx``
+        (one tensor per validation clip, labelled with its clip's labels)."""
+        cfg, net = self.config, self.net_
         head_params = list(net.head.parameters())
         groups = [{"params": head_params, "lr": cfg.lr}]
         frozen: list[nn.Module] = []
@@ -483,7 +595,7 @@ class FaultClassifier:
             bb = [p for m in train_mods for p in m.parameters()]
             if bb:
                 groups.append({"params": bb, "lr": cfg.finetune_lr})
-        else:
+        elif list(net.backbone.parameters()):  # the YAMNet route has no trainable backbone
             groups.append({"params": list(net.backbone.parameters()), "lr": cfg.lr})
         opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in groups],
@@ -508,8 +620,6 @@ class FaultClassifier:
             self.logit_offset_ = -np.log(np.maximum(pw.numpy().astype(np.float64), 1e-6))
             loss_fn = nn.BCEWithLogitsLoss(pos_weight=pw)
             loss_of = loss_fn
-        sampler = _Sampler([norm[i] for i in tr], Y[tr], T, cfg, rng)
-        vx = [torch.from_numpy(grid_patches(norm[i], T)).unsqueeze(1) for i in va]
         vy = torch.from_numpy(Y[va].astype(np.float32))
         hist = {"train_loss": [], "val_loss": []}
         best, best_state, best_epoch, bad = math.inf, None, 0, 0
@@ -577,7 +687,8 @@ class FaultClassifier:
             "feature_params": self.params.to_dict(),
             "feature_params_hash": self.params.hash(),
             "base_model_hash": self.base_hash,
-            "normalisation": {"mean": self.mean_.tolist(), "std": self.std_.tolist()},
+            "normalisation": {"mean": self.mean_.tolist(), "std": self.std_.tolist(),
+                              **({"input": "yamnet_embedding"} if self.arch_["backbone"] == "yamnet" else {})},
             "architecture": self.arch_,
             "loss": {**({"pos_weight": self.pos_weight_} if self.pos_weight_ is not None
                         else {"class_weight": self.class_weight_}),
@@ -600,8 +711,11 @@ class FaultClassifier:
 def load_classifier(directory: str | Path, params: FeatureParams | None = DEFAULT_PARAMS) -> FaultClassifier:
     """Load a model directory written by :meth:`FaultClassifier.save`.
 
+    A YAMNet-backbone classifier re-opens its YAMNet model from the path recorded at training and checks its sha256.
+
     Raises:
-        ModelError: missing, corrupt or not a classifier. ParamsMismatchError: other front-end parameters.
+        ModelError: missing, corrupt or not a classifier; its YAMNet model moved, changed or unreadable.
+            ParamsMismatchError: other front-end parameters.
     """
     d = Path(directory)
     if not (d / "model.json").is_file():
@@ -650,6 +764,13 @@ def load_classifier(directory: str | Path, params: FeatureParams | None = DEFAUL
     except Exception as e:
         raise ModelError(f"{d / 'weights.pt'}: corrupt or incompatible weights ({one_line(e)})") from None
     clf.net_.eval()
+    if clf.arch_.get("backbone") == "yamnet":
+        from anomaly.yamnet import open_recorded
+
+        clf.yamnet = open_recorded(clf.arch_.get("yamnet"), f"classifier {d}")
+        if clf.yamnet.dim != clf.arch_.get("embedding_dim"):
+            raise ModelError(f"{d}: YAMNet gives {clf.yamnet.dim}-d embeddings, the classifier expects "
+                             f"{clf.arch_.get('embedding_dim')}")
     clf.meta_ = meta
     return clf
 

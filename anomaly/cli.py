@@ -121,14 +121,38 @@ def _read_recordings(files, params, what: str = "reading"):
     return recs
 
 
+YamnetPath = Annotated[Path | None, typer.Option(
+    "--yamnet", help="With --embeddings yamnet: your YAMNet model, a .tflite file or a SavedModel directory taking "
+    "log-mel patches of 96 frames x 64 bands (nothing is downloaded; how to build it from the published weights: "
+    "docs/classifier.md, 'YAMNet embeddings'). Its path and sha256 are recorded; it must stay there.")]
+
+
+def _yamnet_option(wanted: bool, path: Path | None, threads: int):
+    """Check the --embeddings yamnet / --yamnet pair and open the model (``None`` when not wanted)."""
+    from anomaly.errors import DataError
+
+    if wanted and path is None:
+        raise DataError("--embeddings yamnet needs --yamnet PATH: a YAMNet .tflite file or SavedModel directory you "
+                        "provide (see docs/classifier.md, 'YAMNet embeddings')")
+    if not wanted:
+        if path is not None:
+            raise DataError("--yamnet is only used with --embeddings yamnet")
+        return None
+    from anomaly.yamnet import load_embedder
+
+    return load_embedder(path, threads=threads)
+
+
 @app.command(rich_help_panel="Model")
 def train(
     normal: Annotated[list[Path], typer.Option("--normal", "-n", help="Normal recordings: files or directories "
                                                "(repeat the option for several).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Model directory to write (replaced atomically).")],
     detector: Annotated[str, typer.Option(help="ae (conv autoencoder) | ocsvm | iforest")] = "ae",
-    embedding: Annotated[str, typer.Option(help="For ocsvm/iforest: stats (log-mel statistics) | ae (bottleneck)")]
-    = "stats",
+    embedding: Annotated[str, typer.Option("--embedding", "--embeddings", help="For ocsvm/iforest: stats (log-mel "
+                                           "statistics) | ae (bottleneck) | yamnet (YAMNet's 1024-d embeddings, "
+                                           "needs --yamnet)")] = "stats",
+    yamnet: YamnetPath = None,
     epochs: Annotated[int, typer.Option(min=1, help="Maximum epochs (early stopping may end sooner).")] = 40,
     seed: Annotated[int, typer.Option(help="Same seed and data, same model.")] = 0,
     widths: Annotated[str, typer.Option(help="Encoder conv widths, 3-4 comma-separated.")] = "8,16,32,32",
@@ -153,6 +177,10 @@ def train(
             raise DataError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}")
         if embedding not in EMBEDDINGS:
             raise DataError(f"unknown embedding {embedding!r}; choose one of {', '.join(EMBEDDINGS)}")
+        if embedding == "yamnet" and detector == "ae":
+            raise DataError("--embeddings yamnet is for --detector ocsvm or iforest (the autoencoder learns its own "
+                            "features)")
+        embedder = _yamnet_option(embedding == "yamnet", yamnet, threads)
         try:
             arch = ArchConfig(widths=_parse_widths(widths), bottleneck=bottleneck)
         except ValueError as e:
@@ -170,7 +198,8 @@ def train(
             def on_epoch(ep, tl, vl):
                 bar.update(task, completed=ep, info=f"loss {tl:.4f} val {vl:.4f}")
 
-            det = fit_detector(detector, recs, DEFAULT_PARAMS, arch, cfg, embedding, on_epoch=on_epoch)
+            det = fit_detector(detector, recs, DEFAULT_PARAMS, arch, cfg, embedding, on_epoch=on_epoch,
+                               yamnet=embedder)
         det.save(out, extra={"training_data": fingerprint_files(files)})
         _print_model_summary(det, out)
 
@@ -184,6 +213,9 @@ def _print_model_summary(det, out) -> None:
     from anomaly.score import AutoencoderDetector
 
     console.print(f"saved {det.kind} model to {out}")
+    if getattr(det, "yamnet", None) is not None:
+        console.print(f"  on YAMNet embeddings of {det.yamnet.path} (sha256 {det.yamnet.sha256[:12]}; it must stay "
+                      "there, unchanged, for the model to load)")
     if isinstance(det, AutoencoderDetector):
         h = det.history_
         console.print(f"  {count_params(det.model_):,} parameters, {count_macs(det.model_) / 1e6:.2f} M MACs/patch; "
@@ -327,6 +359,10 @@ def classify_train(
     out: Annotated[Path, typer.Option("--out", "-o", help="Model directory to write (replaced atomically).")],
     base: Annotated[Path | None, typer.Option(help="Autoencoder model dir (`humwatch train`): classify on its encoder "
                                               "embedding. Without it, a small CNN is trained from scratch.")] = None,
+    embeddings: Annotated[str, typer.Option("--embeddings", "--embedding", help="cnn: learn from the log-mel (the "
+                                            "scratch CNN, or the --base encoder) | yamnet: a head on YAMNet's 1024-d "
+                                            "embeddings (needs --yamnet; not with --base)")] = "cnn",
+    yamnet: YamnetPath = None,
     precision: Annotated[float, typer.Option(min=0.01, max=1.0, help="Per-class precision target for the "
                                              "thresholds (on the validation clips).")] = 0.9,
     epochs: Annotated[int, typer.Option(min=1, help="Maximum epochs (early stopping may end sooner).")] = 30,
@@ -353,6 +389,15 @@ def classify_train(
 
         if not 1e-6 <= finetune_lr <= 1e-2:
             raise DataError(f"--finetune-lr must be in [1e-6, 1e-2] (1e-5...1e-4 advised), got {finetune_lr:g}")
+        if embeddings not in ("cnn", "yamnet"):
+            raise DataError(f"unknown --embeddings {embeddings!r}; choose cnn or yamnet")
+        if embeddings == "yamnet" and base is not None:
+            raise DataError("--base and --embeddings yamnet are mutually exclusive: the classifier has one backbone, "
+                            "the autoencoder's encoder or YAMNet")
+        if embeddings == "yamnet" and finetune_layers:
+            raise DataError("--finetune-layers does not apply to --embeddings yamnet (YAMNet stays frozen)")
+        if embeddings != "yamnet" and yamnet is not None:
+            raise DataError("--yamnet is only used with --embeddings yamnet")
         det = bhash = None
         if base is not None:
             det = load_detector(base)
@@ -361,6 +406,7 @@ def classify_train(
             bhash = model_hash(base)
         elif finetune_layers:
             raise DataError("--finetune-layers needs --base (the scratch CNN is trained in full anyway)")
+        embedder = _yamnet_option(embeddings == "yamnet", yamnet, threads)
         from anomaly.dataset import load_dataset
 
         ds = load_dataset(data)
@@ -370,16 +416,21 @@ def classify_train(
                       + ", ".join(f"{c} {n}" for c, n in ds.counts().items()))
         cfg = ClassifyConfig(epochs=epochs, seed=seed, exclusive=exclusive, finetune_layers=finetune_layers,
                              finetune_lr=finetune_lr, threads=threads)
-        clf = FaultClassifier(ds.classes, DEFAULT_PARAMS, cfg, base=det, base_hash=bhash)
+        clf = FaultClassifier(ds.classes, DEFAULT_PARAMS, cfg, base=det, base_hash=bhash, yamnet=embedder)
         with progress() as bar:
+            etask = bar.add_task("YAMNet embeddings", total=len(recs), info="", visible=embedder is not None)
             task = bar.add_task("training", total=epochs, info="")
             clf.fit(recs, ds.Y, precision=precision,
-                    on_epoch=lambda ep, tl, vl: bar.update(task, completed=ep, info=f"loss {tl:.4f} val {vl:.4f}"))
+                    on_epoch=lambda ep, tl, vl: bar.update(task, completed=ep, info=f"loss {tl:.4f} val {vl:.4f}"),
+                    on_embed=lambda i, n: bar.update(etask, completed=i))
         clf.save(out, extra={"training_data": {k: v for k, v in fingerprint_files(ds.files).items()
                                                if k != "file_sha256"}})
         h = clf.history_
         enc = "frozen" if not finetune_layers else f"last {finetune_layers} blocks fine-tuned at {finetune_lr:g}"
         backbone = f"autoencoder {base} (encoder {enc})" if base is not None else "small CNN from scratch"
+        if embedder is not None:
+            backbone = (f"head on YAMNet embeddings of {embedder.path} (sha256 {embedder.sha256[:12]}; it must stay "
+                        "there, unchanged, for the classifier to load)")
         console.print(f"saved classifier to {out}: {backbone}; best epoch {h['best_epoch']} of {h['epochs_run']}, "
                       f"{h['train_seconds']:.0f} s; split {clf.split_['train']} train / {clf.split_['val']} "
                       "validation clips")

@@ -31,7 +31,7 @@ from anomaly.train import Split, TrainConfig, split_recordings, train_autoencode
 
 FORMAT_VERSION = 1
 DETECTORS = ("ae", "ocsvm", "iforest")
-EMBEDDINGS = ("stats", "ae")
+EMBEDDINGS = ("stats", "ae", "yamnet")
 
 
 def _as_recordings(X, params: FeatureParams) -> list[np.ndarray]:
@@ -248,14 +248,21 @@ def summary_stats(X: np.ndarray) -> np.ndarray:
 
 
 class EmbeddingDetector(Detector):
-    """One-Class SVM or Isolation Forest on patch embeddings (log-mel statistics or the AE bottleneck).
+    """One-Class SVM or Isolation Forest on patch embeddings (log-mel statistics, the AE bottleneck, or YAMNet's
+    1024-d embeddings).
 
     The fitted scikit-learn model is stored as plain arrays (support vectors and dual coefficients; tree node
-    arrays) and scored here with numpy, so loading executes no code.
+    arrays) and scored here with numpy, so loading executes no code. A YAMNet model is not copied: model.json records
+    its path and sha256, and loading re-opens and checks it.
     """
 
     def __init__(self, kind: str = "ocsvm", embedding: str = "stats", params: FeatureParams = DEFAULT_PARAMS,
-                 ae: AutoencoderDetector | None = None, seed: int = 0, nu: float = 0.05):
+                 ae: AutoencoderDetector | None = None, seed: int = 0, nu: float = 0.05, yamnet=None):
+        """
+        Args:
+            ae: a fitted autoencoder, for ``embedding="ae"``.
+            yamnet: a :class:`~anomaly.yamnet.YamnetEmbedder`, for ``embedding="yamnet"``.
+        """
         super().__init__(params)
         if kind not in ("ocsvm", "iforest"):
             raise ValueError(f"kind must be 'ocsvm' or 'iforest', got {kind!r}")
@@ -263,10 +270,18 @@ class EmbeddingDetector(Detector):
             raise ValueError(f"embedding must be one of {EMBEDDINGS}, got {embedding!r}")
         if embedding == "ae" and ae is None:
             raise ValueError("embedding='ae' needs a fitted AutoencoderDetector (ae=...)")
+        if embedding == "yamnet" and yamnet is None:
+            raise ValueError("embedding='yamnet' needs a YamnetEmbedder (yamnet=anomaly.yamnet.load_embedder(PATH))")
         self.kind, self.embedding, self.ae, self.seed, self.nu = kind, embedding, ae, seed, nu
+        self.yamnet = yamnet
 
     def _embed(self, X: np.ndarray) -> np.ndarray:
-        return self.ae.embed(X) if self.embedding == "ae" else summary_stats(X)
+        """Raw log-mel patches ``[n, T, M]`` → embeddings ``[n, d]`` (d = 192, the AE bottleneck, or 1024)."""
+        if self.embedding == "ae":
+            return self.ae.embed(X)
+        if self.embedding == "yamnet":
+            return self.yamnet.embed(X)
+        return summary_stats(X)
 
     def fit(self, X, val_fraction: float = 0.15) -> EmbeddingDetector:
         recs = _as_recordings(X, self.params)
@@ -320,6 +335,8 @@ class EmbeddingDetector(Detector):
         m.update(embedding=self.embedding, seed=self.seed, nu=self.nu)
         if self.embedding == "ae":
             m["ae_model"] = "ae"  # the encoder is saved in the ae/ subdirectory
+        if self.embedding == "yamnet":
+            m["yamnet"] = self.yamnet.info()  # re-opened from this path (sha256 checked) when loading
         return m
 
     def _save_weights(self, d: Path) -> list[str]:
@@ -343,8 +360,13 @@ class EmbeddingDetector(Detector):
     @classmethod
     def _from_meta(cls, meta: dict, d: Path, params: FeatureParams) -> EmbeddingDetector:
         ae = load_detector(d / "ae", params) if meta["embedding"] == "ae" else None
+        yamnet = None
+        if meta["embedding"] == "yamnet":
+            from anomaly.yamnet import open_recorded
+
+            yamnet = open_recorded(meta.get("yamnet"), f"model {d}")
         det = cls(meta["detector"], meta["embedding"], params, ae=ae, seed=meta.get("seed", 0),
-                  nu=meta.get("nu", 0.05))
+                  nu=meta.get("nu", 0.05), yamnet=yamnet)
         try:
             with np.load(d / "state.npz", allow_pickle=False) as z:
                 a = {k: z[k] for k in z.files}
@@ -472,15 +494,32 @@ def load_detector(directory: str | Path, params: FeatureParams | None = DEFAULT_
 
 def fit_detector(kind: str, recordings: Sequence[np.ndarray], params: FeatureParams = DEFAULT_PARAMS,
                  arch: ArchConfig | None = None, train_config: TrainConfig | None = None,
-                 embedding: str = "stats", on_epoch=None) -> Detector:
-    """Fit the named detector (``ae``, ``ocsvm``, ``iforest``) on normal recordings ``[frames, M]``."""
+                 embedding: str = "stats", on_epoch=None, yamnet=None) -> Detector:
+    """Fit the named detector (``ae``, ``ocsvm``, ``iforest``) on normal recordings ``[frames, M]``.
+
+    Args:
+        embedding: for ocsvm/iforest: ``stats``, ``ae`` (an autoencoder is trained first) or ``yamnet``.
+        yamnet: with ``embedding="yamnet"``: a :class:`~anomaly.yamnet.YamnetEmbedder` or the path of a YAMNet
+            model (:func:`anomaly.yamnet.load_embedder`).
+    """
     if kind not in DETECTORS:
         raise DataError(f"unknown detector {kind!r}; choose one of {', '.join(DETECTORS)}")
+    if embedding not in EMBEDDINGS:
+        raise DataError(f"unknown embedding {embedding!r}; choose one of {', '.join(EMBEDDINGS)}")
+    if embedding == "yamnet" and kind == "ae":
+        raise DataError("YAMNet embeddings are for the ocsvm and iforest detectors, not the autoencoder")
+    if embedding == "yamnet" and yamnet is None:
+        raise DataError("YAMNet embeddings need a YAMNet model file (a .tflite file or a SavedModel directory)")
     cfg = train_config or TrainConfig()
     if kind == "ae":
         return AutoencoderDetector(params, arch, cfg).fit(list(recordings), on_epoch=on_epoch)
     ae = AutoencoderDetector(params, arch, cfg).fit(list(recordings), on_epoch=on_epoch) if embedding == "ae" else None
-    return EmbeddingDetector(kind, embedding, params, ae=ae, seed=cfg.seed).fit(list(recordings))
+    if embedding == "yamnet" and not hasattr(yamnet, "embed"):
+        from anomaly.yamnet import load_embedder
+
+        yamnet = load_embedder(yamnet, threads=cfg.threads)
+    return EmbeddingDetector(kind, embedding, params, ae=ae, seed=cfg.seed,
+                             yamnet=yamnet if embedding == "yamnet" else None).fit(list(recordings))
 
 
 

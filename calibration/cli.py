@@ -148,8 +148,8 @@ def site_set_classifier(
         site_classifier(site, det.params)
         fb = clf.fallbacks()
         console.print(f"site {name} now uses the fault classifier {classifier} (classes: {', '.join(clf.classes)})")
-        console.print("alarms on a classifier hit alone: " + (", ".join(wanted) if wanted else "none (it names the "
-                                                                                              "fault of anomaly alarms)"))
+        alone = ", ".join(wanted) if wanted else "none (it names the fault of anomaly alarms)"
+        console.print(f"alarms on a classifier hit alone: {alone}")
         if fb:
             console.print(f"[yellow]note[/]: the precision target was not reachable on validation for "
                           f"{', '.join(fb)}; their thresholds are the best-F1 fallback")
