@@ -18,6 +18,7 @@ import numpy as np
 from anomaly.features import FeatureParams, hann_window, mel_filterbank
 
 MODEL_SYMBOL = "g_humwatch_model_data"
+CLASSIFIER_SYMBOL = "g_humwatch_classifier_data"
 
 
 def c_float(v: float) -> str:
@@ -65,51 +66,81 @@ def sparse_mel(params: FeatureParams) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 def _c_string(s: str) -> str:
-    return '"' + str(s).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A C string literal; characters outside printable ASCII become octal escapes of their UTF-8 bytes."""
+    out = []
+    for ch in str(s):
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif " " <= ch <= "~":
+            out.append(ch)
+        else:
+            out.extend(f"\\{b:03o}" for b in ch.encode())
+    return '"' + "".join(out) + '"'
 
 
 def _resolver_method(op: str) -> str:
     return "Add" + "".join(w if w[0].isdigit() or w in ("2D", "L2") else w[0] + w[1:].lower() for w in op.split("_"))
 
 
+@dataclasses.dataclass(frozen=True)
+class ArrayNames:
+    """File stem, array symbol and macro prefixes of one model's C array, so that several fit in one firmware."""
+
+    stem: str  # <stem>.cc / <stem>.h
+    symbol: str  # the byte array; <symbol>_len is its length
+    macro: str  # <macro>_DATA_LEN, <macro>_OP_COUNT
+    arena_macro: str  # <arena_macro>_BYTES, <arena_macro>_BYTES_MEASURED
+    what: str  # one line for the header comment
+
+
+MODEL_ARRAY = ArrayNames("model_data", MODEL_SYMBOL, "HW_MODEL", "HW_TFLM_ARENA",
+                         "The full-integer (int8 in, int8 out) TFLite model for TensorFlow Lite Micro.")
+CLASSIFIER_ARRAY = ArrayNames("classifier_data", CLASSIFIER_SYMBOL, "HW_CLASSIFIER", "HW_CLASSIFIER_TFLM_ARENA",
+                              "The fault classifier: full-integer (int8 in, int8 out) TFLite model for TensorFlow "
+                              "Lite Micro\n * (raw log-mel patch in, calibrated logits out; see "
+                              "humwatch_classifier.h).")
+
+
 def model_data_files(model: bytes, ops: Sequence[str], arena_bytes: int | None, arena_recommended: int | None,
-                     banner: str) -> tuple[str, str]:
-    """``(model_data.cc, model_data.h)`` for the int8 model."""
+                     banner: str, names: ArrayNames = MODEL_ARRAY) -> tuple[str, str]:
+    """``(<stem>.cc, <stem>.h)`` for an int8 model: a 16-byte aligned byte array, its length, the ops to register
+    and the measured arena (``names`` keeps the symbols of two models apart)."""
     n = len(model)
+    sym, mac, guard = names.symbol, names.macro, f"HUMWATCH_{names.stem.upper()}_H"
     ops_comment = "\n".join(f" *     resolver.{_resolver_method(o)}();" for o in ops)
     arena = ""
     if arena_bytes:
         arena = (f"/* Tensor arena measured with the TFLM Python interpreter (reference kernels): {arena_bytes} B.\n"
                  " * Optimised kernels (CMSIS-NN, ESP-NN) may request scratch buffers on top: start with the\n"
                  " * recommended size and read MicroInterpreter::arena_used_bytes() on the device. */\n"
-                 f"#define HW_TFLM_ARENA_BYTES_MEASURED {arena_bytes}\n"
-                 f"#define HW_TFLM_ARENA_BYTES {arena_recommended}\n")
-    h = f"""/* model_data.h: {banner}
- * The full-integer (int8 in, int8 out) TFLite model for TensorFlow Lite Micro.
+                 f"#define {names.arena_macro}_BYTES_MEASURED {arena_bytes}\n"
+                 f"#define {names.arena_macro}_BYTES {arena_recommended}\n")
+    h = f"""/* {names.stem}.h: {banner}
+ * {names.what}
  * Operators to register (and nothing else is needed):
  *     static tflite::MicroMutableOpResolver<{len(ops)}> resolver;
 {ops_comment}
  */
-#ifndef HUMWATCH_MODEL_DATA_H
-#define HUMWATCH_MODEL_DATA_H
+#ifndef {guard}
+#define {guard}
 
-#define HW_MODEL_DATA_LEN {n}
-#define HW_MODEL_OP_COUNT {len(ops)}
+#define {mac}_DATA_LEN {n}
+#define {mac}_OP_COUNT {len(ops)}
 {arena}
-extern const unsigned char {MODEL_SYMBOL}[];
-extern const unsigned int {MODEL_SYMBOL}_len;
+extern const unsigned char {sym}[];
+extern const unsigned int {sym}_len;
 
-#endif  /* HUMWATCH_MODEL_DATA_H */
+#endif  /* {guard} */
 """
     hexes = [f"0x{b:02x}" for b in model]
-    cc = f"""/* model_data.cc: {banner} */
-#include "model_data.h"
+    cc = f"""/* {names.stem}.cc: {banner} */
+#include "{names.stem}.h"
 
 /* 16-byte aligned: TFLM reads the flatbuffer in place. */
-alignas(16) const unsigned char {MODEL_SYMBOL}[] = {{
+alignas(16) const unsigned char {sym}[] = {{
 {_rows(hexes, 16, "  ")}
 }};
-const unsigned int {MODEL_SYMBOL}_len = {n};
+const unsigned int {sym}_len = {n};
 """
     return cc, h
 
@@ -223,4 +254,94 @@ def frontend_header(params: FeatureParams, mean: np.ndarray, std: np.ndarray, mi
 {float_array("hw_norm_std", std, "HW_N_MELS")}
 {float_array("hw_norm_inv_std", inv_std, "HW_N_MELS")}
 #endif  /* HUMWATCH_FRONTEND_H */
+"""
+
+
+def classifier_header(params: FeatureParams, classes: Sequence[str], threshold_prob: Sequence[float],
+                      threshold_logit: Sequence[float] | None, alarm: Sequence[bool], input_quant: tuple[float, int],
+                      output_quant: tuple[float, int], info: dict, banner: str) -> str:
+    """The text of ``humwatch_classifier.h``: class names, per-class thresholds and the classifier's quantisation.
+
+    Args:
+        classes: the class names, in the order of the model's outputs ``[n_classes]``.
+        threshold_prob: per-class thresholds on the (calibrated) probability ``[n_classes]``.
+        threshold_logit: the same thresholds on the calibrated logit (sigmoid classifiers), or None (softmax).
+        alarm: per class, whether a hit alone raises an alarm (the site's ``classifier_alarm``).
+        info: ``model_hash``, ``temperature``, ``softmax`` (bool), ``precision_target``, ``backbone``,
+            ``anomaly_model_hash``, ``site``, ``alarm_m``, ``alarm_n`` (the site's m-of-n rule; default 3 of 5).
+    """
+    p = params
+    n = len(classes)
+    iscale, izp = input_quant
+    oscale, ozp = output_quant
+    softmax = bool(info.get("softmax"))
+    names = _rows([_c_string(c) for c in classes], 4)
+    logit = (float_array("hw_clf_threshold_logit", threshold_logit, "HW_CLF_N_CLASSES")
+             if threshold_logit is not None else
+             "/* no logit thresholds: a softmax classifier's probability of a class depends on every logit */\n")
+    act = ("p = softmax(z) over the classes" if softmax else
+           "p[c] = 1 / (1 + expf(-z[c])) (independent sigmoids: none, one or several classes may be present)")
+    return f"""/* humwatch_classifier.h: {banner}
+ *
+ * The fault classifier (which known condition a patch shows), a second int8 model next to the anomaly model.
+ * Input: the RAW log-mel patch of step 4 of humwatch_frontend.h (microphone offsets added, NOT normalised: the
+ * classifier's own per-band normalisation is inside the model), [1][HW_CLF_PATCH_FRAMES][HW_CLF_N_MELS][1],
+ * row = frame (time), column = mel band. Per patch:
+ *   1. q = clamp(roundf(logmel / HW_CLF_INPUT_SCALE) + HW_CLF_INPUT_ZERO_POINT, -128, 127) into the input tensor;
+ *   2. invoke; z[c] = (out_q[c] - HW_CLF_OUTPUT_ZERO_POINT) * HW_CLF_OUTPUT_SCALE are the CALIBRATED logits: the
+ *      normalisation, the training's logit offset and the division by the temperature HW_CLF_TEMPERATURE are
+ *      folded into the model (do not divide again);
+ *   3. {act};
+ *   4. class c counts for this patch when p[c] >= hw_clf_threshold_prob[c]{"" if softmax else
+     " (the same as z[c] >= hw_clf_threshold_logit[c])"};
+ *   5. a class with hw_clf_alarm[c] = 1 (the site's classifier_alarm) raises an alarm of its own when it counts in at
+ *      least HW_CLF_ALARM_M of the last HW_CLF_ALARM_N patches (the site's rule), as `humwatch monitor` does.
+ * The thresholds were chosen for a precision target of HW_CLF_PRECISION_TARGET on validation clip probabilities
+ * (the mean of the patch probabilities of a clip); the monitor and this header apply them per patch.
+ * Reference implementation: hw_classifier.c / hw_classifier.h.
+ */
+#ifndef HUMWATCH_CLASSIFIER_H
+#define HUMWATCH_CLASSIFIER_H
+
+#if defined(__GNUC__) || defined(__clang__)
+#define HW_UNUSED __attribute__((unused))
+#else
+#define HW_UNUSED
+#endif
+
+#define HW_CLF_N_CLASSES {n}
+#define HW_CLF_SOFTMAX {1 if softmax else 0}
+#define HW_CLF_PATCH_FRAMES {p.patch_frames}
+#define HW_CLF_N_MELS {p.n_mels}
+#define HW_CLF_FEATURE_PARAMS_HASH "{p.hash()}"
+#define HW_CLF_ALARM_M {int(info.get('alarm_m', 3))}
+#define HW_CLF_ALARM_N {int(info.get('alarm_n', 5))}
+
+/* -- int8 input (raw log-mel) and output (calibrated logits) quantisation -- */
+#define HW_CLF_INPUT_SCALE {c_float(iscale)}
+#define HW_CLF_INPUT_ZERO_POINT {int(izp)}
+#define HW_CLF_OUTPUT_SCALE {c_float(oscale)}
+#define HW_CLF_OUTPUT_ZERO_POINT {int(ozp)}
+
+/* -- calibration: already folded into the model, recorded for reference -- */
+#define HW_CLF_TEMPERATURE {c_float(info['temperature'])}
+#define HW_CLF_PRECISION_TARGET {c_float(info.get('precision_target') or 0.0)}
+
+/* -- identity -- */
+#define HW_CLF_MODEL_HASH {_c_string(info.get('model_hash', ''))}
+#define HW_CLF_BACKBONE {_c_string(info.get('backbone', ''))}
+#define HW_CLF_ANOMALY_MODEL_HASH {_c_string(info.get('anomaly_model_hash') or '')}
+#define HW_CLF_SITE_NAME {_c_string(info.get('site') or '')}
+
+/* class names, in the order of the model's outputs */
+static const char *const hw_clf_class_names[HW_CLF_N_CLASSES] HW_UNUSED = {{
+{names}
+}};
+/* per-class thresholds on the calibrated probability */
+{float_array("hw_clf_threshold_prob", threshold_prob, "HW_CLF_N_CLASSES")}
+/* the same thresholds on the calibrated logit, logf(t / (1 - t)) */
+{logit}
+/* 1 = this class raises alarms of its own under the m-of-n rule (site setting classifier_alarm) */
+{int_array("hw_clf_alarm", "unsigned char", [1 if a else 0 for a in alarm], "HW_CLF_N_CLASSES")}
+#endif  /* HUMWATCH_CLASSIFIER_H */
 """

@@ -25,10 +25,16 @@ def export(
     model: Annotated[Path | None, typer.Option("--model", "-m", help="A model directory instead of a site (needs "
                                                "--representative; the threshold is then provisional).")] = None,
     target: Annotated[str, typer.Option(help="cortex-m7 | esp32-s3 (for the latency estimate).")] = "cortex-m7",
-    max_model_bytes: Annotated[int, typer.Option(help="Size budget of model_int8.tflite (gate).")] = 204_800,
+    max_model_bytes: Annotated[int, typer.Option(help="Size budget of model_int8.tflite, and of both int8 models "
+                                                 "together when a classifier is exported (gate).")] = 204_800,
     representative: Annotated[list[Path] | None, typer.Option(
         "--representative", "-r", help="Normal audio (files or directories, repeatable) for the int8 calibration; "
         "with --model also for the threshold and the parity check.")] = None,
+    classifier: Annotated[Path | None, typer.Option(
+        "--classifier", "-c", help="Fault classifier directory (`humwatch classify train`) to export as a second int8 "
+        "model; overrides the site's classifier.")] = None,
+    no_classifier: Annotated[bool, typer.Option("--no-classifier", help="Export the anomaly model only, even when "
+                                                "the site has a fault classifier.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON on stdout (also when a gate "
                                            "fails) instead of the summary.")] = False,
     sites_dir: Annotated[Path | None, typer.Option("--sites-dir", envvar="HUMWATCH_SITES",
@@ -37,9 +43,10 @@ def export(
     """Export a model for microcontrollers: ONNX, TFLite float + int8, C arrays, front-end header, manifest.
 
     Runs PyTorch, ONNX Runtime, float and int8 TFLite (and TensorFlow Lite Micro) on held-out calibration patches and
-    injected faults, re-derives the threshold on the int8 model's scores, and checks the gates. Exit codes: 0 all
-    gates passed, 3 a gate failed (size, TFLM ops, float parity, int8 correlation, AUC drop; nothing written),
-    1 any other error.
+    injected faults, re-derives the threshold on the int8 model's scores, and checks the gates. The site's fault
+    classifier (or --classifier DIR) is exported too, as a second int8 model with its own gates. Exit codes: 0 all
+    gates passed, 3 a gate failed (size, TFLM ops, float parity, int8 correlation, AUC drop, classifier logits and
+    decisions; nothing written), 1 any other error.
 
     Example: humwatch export --site pump-3 --out firmware/model --target esp32-s3
     """
@@ -50,7 +57,8 @@ def export(
         from firmware_export.export import ExportRequest, run_export
 
         req = ExportRequest(out=out, site=site, model=model, sites_dir=sites_dir, target=target,
-                            max_model_bytes=max_model_bytes, representative=list(representative or []))
+                            max_model_bytes=max_model_bytes, representative=list(representative or []),
+                            classifier=classifier, no_classifier=no_classifier)
         try:
             with progress(transient=True) as bar:
                 task = bar.add_task("export", total=100, info="")
@@ -107,8 +115,49 @@ def _summary(m: dict, out: Path, written: bool) -> None:
                   + f"; decisions agree on {thr['decision_agreement']:.1%} of patches; alarm {thr['alarm_rule']}")
     est = m["latency_estimate"]["targets"][m["target"]]
     console.print(f"estimated {est['ms_per_patch']:.1f} ms per patch on {m['target']} (an estimate, see manifest)")
+    _classifier_summary(m.get("classifier") or {}, m["target"])
     for g in m["gates"]["checks"]:
         mark = "[green]pass[/]" if g["passed"] else "[red]FAIL[/]"
         console.print(f"  {mark} {g['gate']}: {g['detail']}", markup=True)
     if written:
         console.print(f"wrote {out}/ in {m['timing_seconds'].get('total', 0):.0f} s (manifest.json lists every file)")
+
+
+def _classifier_summary(c: dict, target: str) -> None:
+    """The classifier's lines of the summary: size, TFLM, parity of logits and decisions, thresholds."""
+    if not c.get("included"):
+        console.print(f"classifier: not exported ({c.get('reason', 'none')})")
+        return
+    src, mod, tflm, par = c["source"], c["model"], c["tflm"], c["parity"]
+    s = mod["sizes"]
+    console.print(f"classifier {src['hash']} ({src['backbone']}, {len(src['classes'])} classes, {src['output']}, "
+                  f"temperature {src['temperature']:.3g} folded): int8 {s['tflite_int8']:,} B, float "
+                  f"{s['tflite_float']:,} B; {mod['params']:,} params, {mod['macs_per_patch'] / 1e6:.2f} M MACs/patch; "
+                  "ops " + ", ".join(mod["tflite_ops"]))
+    if tflm.get("runs"):
+        both = tflm.get("both_models", {})
+        console.print(f"classifier TFLM: runs, arena {tflm['arena_bytes']:,} B measured (recommend "
+                      f"{tflm['arena_bytes_recommended']:,} B" + (f"; both models {both['separate_arenas_bytes']:,} B "
+                                                                  "in two arenas" if both else "")
+                      + f"); int8 outputs vs LiteRT max {tflm['max_lsb_diff_vs_litert']} LSB")
+    else:
+        console.print(f"classifier TFLM: {tflm.get('reason', 'not run')}")
+    rts = par["runtimes"]
+    console.print(f"classifier parity on {par['patches']['normal_held_out']} normal + {par['patches']['fault']} fault "
+                  "patches: max |logit - PyTorch| ONNX Runtime "
+                  f"{_fmt(rts['onnxruntime']['max_abs_logit_diff'], '.1e')}, float TFLite "
+                  f"{_fmt(rts['tflite_float']['max_abs_logit_diff'], '.1e')}, int8 "
+                  f"{_fmt(rts['tflite_int8']['max_abs_logit_diff'], '.3f')}"
+                  + (f" ({_fmt(rts['tflite_int8']['max_abs_logit_diff_in_range'], '.3f')} within its range, "
+                     f"{rts['tflite_int8']['share_saturated']:.1%} saturated)"
+                     if rts["tflite_int8"].get("share_saturated") else "")
+                  + "; int8 logit Pearson "
+                  f"{_fmt(rts['tflite_int8']['pearson'], '.4f')}; decisions agree on "
+                  f"{_fmt(rts['tflite_int8']['decision_agreement'], '.2%')} of patch x class")
+    thr = c["thresholds"]["classes"]
+    console.print("classifier thresholds (probability / logit): " + ", ".join(
+        f"{k} {v['probability']:.3g}" + (f" / {v['logit']:+.3g}" if v["logit"] is not None else "")
+        + (" (alarm class)" if v["alarm"] else "") for k, v in thr.items()), markup=False)
+    est = c["latency_estimate"]["targets"].get(target)
+    if est:
+        console.print(f"classifier estimated {est['ms_per_patch']:.1f} ms per patch on {target} (an estimate)")

@@ -43,6 +43,8 @@ class ExportData:
     fault_names: list[str]
     representative: np.ndarray
     files: list[FileAudio] = field(default_factory=list)
+    extra_faults: np.ndarray | None = None  # faults injected for the classifier only (its classes beyond INJECT_FAULTS)
+    extra_fault_names: list[str] = field(default_factory=list)
     representative_files: list[Path] = field(default_factory=list)
     split: str = ""
 
@@ -120,17 +122,18 @@ def heldout_pieces(files: list[FileAudio], check: np.ndarray, params: FeaturePar
 
 
 def inject(pieces: list[np.ndarray], params: FeatureParams, offsets: np.ndarray | None, machine: str,
-           seed: int = 0) -> tuple[np.ndarray, list[str]]:
-    """Fault patches: each fault at ``INJECT_SEVERITY`` mixed into held-out pieces until ``FAULT_PATCHES`` patches."""
+           seed: int = 0, faults: Sequence[str] = INJECT_FAULTS) -> tuple[np.ndarray, list[str]]:
+    """Fault patches ``[n, T, M]`` and their fault names: each of ``faults`` (simulator fault names) at
+    ``INJECT_SEVERITY`` mixed into held-out pieces until ``FAULT_PATCHES`` patches."""
     from anomaly.simulate import MACHINES, fault_signal
 
     machine = machine if machine in MACHINES else "pump"
     if not pieces:
         raise ExportError("no held-out audio to inject faults into")
     out, names = [], []
-    for fi, fault in enumerate(INJECT_FAULTS):
+    for fi, fault in enumerate(faults):
         got, k = 0, 0
-        start = fi * len(pieces) // len(INJECT_FAULTS)  # different faults use different audio where there is enough
+        start = fi * len(pieces) // len(faults)  # different faults use different audio where there is enough
         while got < FAULT_PATCHES and k < 4 * len(pieces):
             base = pieces[(start + k) % len(pieces)]
             rms = float(np.sqrt(np.mean(np.square(base, dtype=np.float64)))) or 1e-4
@@ -152,8 +155,14 @@ def evenly(X: np.ndarray, k: int) -> np.ndarray:
 
 
 def gather(files: Sequence[Path], params: FeatureParams, offsets: np.ndarray | None, machine: str,
-           chunk_patches: int, representative_files: Sequence[Path] | None = None, seed: int = 0) -> ExportData:
-    """Read the audio and build every patch set an export needs."""
+           chunk_patches: int, representative_files: Sequence[Path] | None = None, seed: int = 0,
+           extra_faults: Sequence[str] = ()) -> ExportData:
+    """Read the audio and build every patch set an export needs.
+
+    Args:
+        extra_faults: simulator faults injected (into the same held-out audio, at the same severity) besides
+            ``INJECT_FAULTS``, kept apart in ``ExportData.extra_faults`` (the classifier's other classes).
+    """
     X, info = read_patches(files, params, offsets)
     thr, check, how = split_masks(len(X), chunk_patches)
     if check.sum() < 2 or thr.sum() < 2:
@@ -161,10 +170,13 @@ def gather(files: Sequence[Path], params: FeatureParams, offsets: np.ndarray | N
                           "6 to split into threshold and held-out parts (give a few minutes)")
     pieces = heldout_pieces(info, check, params, FAULT_PATCHES * len(INJECT_FAULTS))
     F, names = inject(pieces, params, offsets, machine, seed)
+    extra = [f for f in dict.fromkeys(extra_faults) if f not in INJECT_FAULTS]
+    E, enames = inject(pieces, params, offsets, machine, seed + 1000, extra) if extra else (None, [])
     if representative_files:
         R, _ = read_patches(representative_files, params, offsets)
     else:
         R = X[thr]
     return ExportData(threshold=X[thr], check=evenly(X[check], MAX_CHECK), faults=F, fault_names=names,
                       representative=evenly(R, MAX_REPRESENTATIVE), files=info,
-                      representative_files=list(representative_files or []), split=how)
+                      representative_files=list(representative_files or []), split=how, extra_faults=E,
+                      extra_fault_names=enames)

@@ -9,8 +9,11 @@ Steps (each reported through ``on_progress(step, fraction)``):
 4. parity: score the held-out and fault patches in PyTorch, ONNX Runtime, float TFLite and int8 TFLite; run the int8
    model in TensorFlow Lite Micro and find its arena;
 5. re-derive the threshold on the int8 model's scores of the threshold part with the site's rule (mean + kσ);
-6. gates (size, TFLM ops, float parity, int8 correlation, AUC drop); on failure raise :class:`GateFailed` and write
-   nothing; otherwise write everything into ``--out`` atomically (the old export stays until the new one is whole).
+6. the site's fault classifier (or ``--classifier DIR``; none with ``--no-classifier``) through the same chain as a
+   second int8 model, with its own parity figures and gates (:mod:`firmware_export.classifier`);
+7. gates (size, TFLM ops, float parity, int8 correlation, AUC drop, and the classifier's); on failure raise
+   :class:`GateFailed` and write nothing; otherwise write everything into ``--out`` atomically (the old export stays
+   until the new one is whole).
 """
 
 from __future__ import annotations
@@ -26,14 +29,14 @@ from pathlib import Path
 import numpy as np
 
 from firmware_export.errors import ExportError, GateFailed
-from firmware_export.targets import DEFAULT_TARGET, TARGETS, TFLM_BUILTIN_OPS, TFLM_OPS_SOURCE, latency_estimate
+from firmware_export.targets import DEFAULT_TARGET, TARGETS, TFLM_OPS_SOURCE, latency_estimate
 
-DEFAULT_MAX_MODEL_BYTES = 204_800
+DEFAULT_MAX_MODEL_BYTES = 204_800  # budget of model_int8.tflite, and of both int8 models together with a classifier
 MIN_PEARSON = 0.98
 MAX_AUC_DROP = 0.02
 MAX_FLOAT_RECON_DIFF = 1e-3
-ARENA_MARGIN = 1.25  # recommended arena = measured x margin, rounded up to 1 KiB (optimised kernels' scratch)
 TFLM_PATCHES = 8  # patches run through the (slow, reference-kernel) TFLM interpreter to compare with LiteRT
+# The classifier's gates (classifier_*) have their constants in firmware_export/classifier.py.
 DEFAULT_K, DEFAULT_ALARM_M, DEFAULT_ALARM_N = 4.0, 3, 5  # SiteConfig's defaults, for --model without a site
 
 OUTPUT_FILES = ("model.onnx", "model_float.tflite", "model_int8.tflite", "model_data.cc", "model_data.h",
@@ -50,6 +53,8 @@ class ExportRequest:
     max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES
     representative: list[Path] = field(default_factory=list)
     seed: int = 0
+    classifier: Path | None = None  # a classifier directory: used instead of (or, without a site, as) the site's
+    no_classifier: bool = False  # export the anomaly model only, even when the site has a classifier
 
 
 @dataclass
@@ -70,6 +75,9 @@ class Source:
     site: str | None = None
     calibration_id: str | None = None
     inputs: dict = field(default_factory=dict)
+    classifier_dir: Path | None = None  # the site's classifier (site.toml classifier_path)
+    classifier_hash: str = ""
+    classifier_alarm: list[str] = field(default_factory=list)
 
 
 def _check_request(req: ExportRequest) -> None:
@@ -77,6 +85,8 @@ def _check_request(req: ExportRequest) -> None:
         raise ExportError("give --site NAME (a calibrated site) or --model DIR (a model directory), one of the two")
     if req.target not in TARGETS:
         raise ExportError(f"unknown --target {req.target!r}; choose one of {', '.join(TARGETS)}")
+    if req.classifier and req.no_classifier:
+        raise ExportError("give --classifier DIR or --no-classifier, not both")
     if req.max_model_bytes <= 0:
         raise ExportError(f"--max-model-bytes must be > 0, got {req.max_model_bytes}")
     out = Path(req.out)
@@ -166,7 +176,8 @@ def _site_source(req: ExportRequest) -> Source:
                   threshold_source=f"site {site.name} calibration {record['id']}: mean + {float(th['k']):g} sigma "
                                    "of the int8 model's scores on the calibration's threshold part",
                   machine=cfg.machine, chunk_patches=CHUNK_PATCHES, site=site.name, calibration_id=record["id"],
-                  inputs=inputs)
+                  inputs=inputs, classifier_dir=site.classifier_dir(), classifier_hash=cfg.classifier_hash,
+                  classifier_alarm=list(cfg.classifier_alarm))
 
 
 def _model_source(req: ExportRequest) -> Source:
@@ -193,8 +204,20 @@ def _normalise(det, X: np.ndarray) -> np.ndarray:
     return ((X - det.mean_) / det.std_).astype(np.float32, copy=False)
 
 
-def _gate(name: str, passed: bool, value, limit, detail: str) -> dict:
-    return {"gate": name, "passed": bool(passed), "value": value, "limit": limit, "detail": detail}
+def _classifier_source(req: ExportRequest, src: Source):
+    """``(classifier, "")`` with the :class:`firmware_export.classifier.ClassifierSource` to export next to the model,
+    or ``(None, reason)`` when there is none."""
+    from firmware_export.classifier import load_for_export
+
+    if req.no_classifier:
+        return None, "--no-classifier"
+    params = src.det.params
+    if req.classifier:
+        return load_for_export(req.classifier, params, src.model_hash, "--classifier"), ""
+    if src.classifier_dir is None:
+        return None, (f"site {src.site} has no classifier" if src.site else "no --classifier given")
+    return load_for_export(src.classifier_dir, params, src.model_hash, f"site {src.site}",
+                           expected_hash=src.classifier_hash or None, alarm=src.classifier_alarm), ""
 
 
 def run_export(req: ExportRequest, on_progress: Callable[[str, float], None] | None = None) -> dict:
@@ -205,12 +228,12 @@ def run_export(req: ExportRequest, on_progress: Callable[[str, float], None] | N
         GateFailed: the export ran but a gate failed; ``.manifest`` holds everything measured, nothing was written.
     """
     from anomaly.atomic import atomic_dir
-    from firmware_export import c_arrays, data, onnx_export, parity, tflite
+    from firmware_export import c_arrays, data, onnx_export, parity, pipeline, tflite
     from firmware_export.frontend_ref import DIR as REF_DIR
     from firmware_export.frontend_ref import SOURCES as REF_SOURCES
     from firmware_export.manifest import MANIFEST_FORMAT, clean, file_entry, macs_by_kind, sha256_file, tool_versions
 
-    step = on_progress or (lambda _s, _f: None)
+    report_progress = on_progress or (lambda _s, _f: None)
     timings: dict[str, float] = {}
     t_start = t_last = time.perf_counter()
 
@@ -221,49 +244,49 @@ def run_export(req: ExportRequest, on_progress: Callable[[str, float], None] | N
         t_last = now
 
     _check_request(req)
-    step("loading the model", 0.02)
+    report_progress("loading the model", 0.02)
     src = _site_source(req) if req.site else _model_source(req)
     det = src.det
     p = det.params
     model = det.model_.eval()
+    cs, no_clf_reason = _classifier_source(req, src)
     lap("load")
+    # with a classifier the autoencoder's stages take the first ~60 % of the progress bar
+    ae_share = 0.6 if cs else 1.0
+
+    def step(what: str, f: float) -> None:
+        report_progress(what, f * ae_share)
 
     step("reading audio", 0.05)
+    clf_faults = []
+    if cs:
+        from firmware_export.classifier import simulator_classes
+
+        clf_faults = simulator_classes(cs.clf.classes)
     d = data.gather(src.files, p, src.offsets, src.machine, src.chunk_patches,
-                    representative_files=req.representative if src.kind == "site" else None, seed=req.seed)
+                    representative_files=req.representative if src.kind == "site" else None, seed=req.seed,
+                    extra_faults=clf_faults)
+    clf_sets = None
+    if cs:
+        from firmware_export.classifier import patch_sets
+
+        clf_sets = patch_sets(d.representative, d.check, d.faults, d.fault_names, d.extra_faults,
+                              d.extra_fault_names)
     thr_n, check_n, fault_n, rep_n = (_normalise(det, X) for X in (d.threshold, d.check, d.faults, d.representative))
-    del d.threshold, d.check, d.faults, d.representative
+    del d.threshold, d.check, d.faults, d.representative, d.extra_faults
     lap("audio")
 
     with tempfile.TemporaryDirectory(prefix="humwatch-export-") as work_s, atomic_dir(req.out) as tmp:
         work = Path(work_s)
-        step("exporting ONNX", 0.12)
-        onnx_info = onnx_export.export_onnx(model, tmp / "model.onnx", p.patch_frames, p.n_mels)
-        lap("onnx_export")
-
-        step("converting ONNX to TensorFlow (onnx2tf)", 0.2)
-        onnx_export_path = work / "model.onnx"
-        shutil.copyfile(tmp / "model.onnx", onnx_export_path)
-        tflite.onnx_to_saved_model(onnx_export_path, work / "saved_model")
-        lap("onnx2tf")
-
-        step("converting to TFLite float and int8", 0.55)
-        float_bytes, int8_bytes = tflite.convert(work / "saved_model", rep_n)
-        (tmp / "model_float.tflite").write_bytes(float_bytes)
-        (tmp / "model_int8.tflite").write_bytes(int8_bytes)
-        lap("tflite_convert")
+        conv = pipeline.convert_model(model, "model", tmp, work, p.patch_frames, p.n_mels, rep_n,
+                                      (1, p.patch_frames, p.n_mels, 1), step, lap)
+        int8_bytes, fm, qm, ops = conv.int8_bytes, conv.fm, conv.qm, conv.ops
 
         step("parity: PyTorch, ONNX Runtime, TFLite float and int8", 0.7)
-        fm = tflite.TFLiteModel(float_bytes, "model_float.tflite")
-        qm = tflite.TFLiteModel(int8_bytes, "model_int8.tflite")
-        fm.check_shape(p.patch_frames, p.n_mels)
-        qm.check_shape(p.patch_frames, p.n_mels)
-        if qm.input_quant is None or qm.output_quant is None:
-            raise ExportError("model_int8.tflite does not have int8 input and output tensors")
-        ops = qm.ops()
         sets = {"normal": check_n, "fault": fault_n}
         recon = {"pytorch": {k: parity.torch_reconstruct(model, X) for k, X in sets.items()},
-                 "onnxruntime": {k: onnx_export.run_onnxruntime(tmp / "model.onnx", X) for k, X in sets.items()},
+                 "onnxruntime": {k: onnx_export.run_onnxruntime(tmp / "model.onnx", X)[:, 0]
+                                 for k, X in sets.items()},
                  "tflite_float": {k: fm.run(X) for k, X in sets.items()},
                  "tflite_int8": {k: qm.run(X) for k, X in sets.items()}}
         scores = {rt: {k: parity.mse_scores(sets[k], r[k]) for k in sets} for rt, r in recon.items()}
@@ -315,45 +338,39 @@ def run_export(req: ExportRequest, on_progress: Callable[[str, float], None] | N
         step("TensorFlow Lite Micro", 0.85)
         iq, oq = qm.input_quant, qm.output_quant
         tfl_idx = np.linspace(0, len(check_n) - 1, min(TFLM_PATCHES, len(check_n))).round().astype(int)
-        Xq = tflite.quantize(check_n[tfl_idx], *iq)
-        tflm = tflite.tflm_check(int8_bytes, Xq)
-        if tflm.get("runs"):
-            lit = np.stack([qm.run_raw(x) for x in Xq])
-            diff = np.abs(tflm.pop("outputs").astype(int) - lit.astype(int))
-            tflm.update(max_lsb_diff_vs_litert=int(diff.max()), share_identical=float(np.mean(diff == 0)),
-                        patches_compared=int(len(Xq)),
-                        arena_bytes_recommended=int(-(-tflm["arena_bytes"] * ARENA_MARGIN // 1024) * 1024),
-                        arena_note="minimal arena of the TFLM Python interpreter (reference kernels), 16-byte "
-                                   "resolution; CMSIS-NN / ESP-NN kernels may request extra scratch: start from the "
-                                   "recommended size and read MicroInterpreter::arena_used_bytes() on the device")
+        tflm = pipeline.tflm_figures(conv, tflite.quantize(check_n[tfl_idx], *iq))
         lap("tflm")
 
         # -- gates ----------------------------------------------------------------------------------------------
         n8 = len(int8_bytes)
-        gates = [_gate("size", n8 <= req.max_model_bytes, n8, req.max_model_bytes,
-                       f"model_int8.tflite is {n8:,} B, budget {req.max_model_bytes:,} B"
-                       + (f" (over by {n8 - req.max_model_bytes:,} B)" if n8 > req.max_model_bytes else ""))]
-        bad_ops = sorted(set(ops) - TFLM_BUILTIN_OPS)
-        ops_ok = not bad_ops and tflm.get("runs", True) is not False
-        ops_detail = (f"ops not in TensorFlow Lite Micro: {', '.join(bad_ops)}" if bad_ops else
-                      f"TFLM could not run the model: {tflm.get('reason')}" if not ops_ok else
-                      f"all {len(ops)} ops are TFLM builtins" + (" and the TFLM interpreter runs the model"
-                                                                 if tflm.get("runs") else ""))
-        gates.append(_gate("ops", ops_ok, bad_ops, "TFLM builtins", ops_detail))
+        gates = [parity.gate("size", n8 <= req.max_model_bytes, n8, req.max_model_bytes,
+                             f"model_int8.tflite is {n8:,} B, budget {req.max_model_bytes:,} B"
+                             + (f" (over by {n8 - req.max_model_bytes:,} B)" if n8 > req.max_model_bytes else ""))]
+        gates.append(pipeline.ops_gate("ops", ops, tflm))
         fdiff = max(recon_diff["onnxruntime"], recon_diff["tflite_float"])
-        gates.append(_gate("float_parity", fdiff <= MAX_FLOAT_RECON_DIFF, fdiff, MAX_FLOAT_RECON_DIFF,
-                           f"max |reconstruction - PyTorch| of ONNX Runtime {recon_diff['onnxruntime']:.2e}, float "
-                           f"TFLite {recon_diff['tflite_float']:.2e} (limit {MAX_FLOAT_RECON_DIFF:g}; a failure means "
-                           "a layer was converted wrongly)"))
+        gates.append(parity.gate("float_parity", fdiff <= MAX_FLOAT_RECON_DIFF, fdiff, MAX_FLOAT_RECON_DIFF,
+                                 f"max |reconstruction - PyTorch| of ONNX Runtime {recon_diff['onnxruntime']:.2e}, "
+                                 f"float TFLite {recon_diff['tflite_float']:.2e} (limit {MAX_FLOAT_RECON_DIFF:g}; a "
+                                 "failure means a layer was converted wrongly)"))
         r = par["tflite_int8"]["normal"]["pearson"]
-        gates.append(_gate("correlation", r == r and r >= MIN_PEARSON, r, MIN_PEARSON,
-                           f"int8 vs PyTorch score Pearson on held-out normal patches {r:.4f} (minimum {MIN_PEARSON})"
-                           + (f", short by {MIN_PEARSON - r:.4f}" if r == r and r < MIN_PEARSON else "")))
+        gates.append(parity.gate("correlation", r == r and r >= MIN_PEARSON, r, MIN_PEARSON,
+                                 f"int8 vs PyTorch score Pearson on held-out normal patches {r:.4f} (minimum "
+                                 f"{MIN_PEARSON})" + (f", short by {MIN_PEARSON - r:.4f}"
+                                                      if r == r and r < MIN_PEARSON else "")))
         drop = par["pytorch"]["auc"] - par["tflite_int8"]["auc"]
-        gates.append(_gate("auc_drop", drop == drop and drop <= MAX_AUC_DROP, drop, MAX_AUC_DROP,
-                           f"AUC normal vs injected faults: PyTorch {par['pytorch']['auc']:.4f}, int8 "
-                           f"{par['tflite_int8']['auc']:.4f}, drop {drop:+.4f} (maximum {MAX_AUC_DROP})"
-                           + (f", over by {drop - MAX_AUC_DROP:.4f}" if drop > MAX_AUC_DROP else "")))
+        gates.append(parity.gate("auc_drop", drop == drop and drop <= MAX_AUC_DROP, drop, MAX_AUC_DROP,
+                                 f"AUC normal vs injected faults: PyTorch {par['pytorch']['auc']:.4f}, int8 "
+                                 f"{par['tflite_int8']['auc']:.4f}, drop {drop:+.4f} (maximum {MAX_AUC_DROP})"
+                                 + (f", over by {drop - MAX_AUC_DROP:.4f}" if drop > MAX_AUC_DROP else "")))
+
+        # -- the fault classifier: a second int8 model through the same chain ----------------------------------
+        clf = None
+        if cs:
+            from firmware_export import classifier as clf_export
+
+            clf = clf_export.run(cs, p, clf_sets, tmp, work, report_progress, lap, ae_int8=n8,
+                                 max_bytes=req.max_model_bytes, ae_tflm=tflm, seed=req.seed)
+            gates += clf.gates
         failed = [g for g in gates if not g["passed"]]
 
         # -- manifest -------------------------------------------------------------------------------------------
@@ -384,11 +401,10 @@ def run_export(req: ExportRequest, on_progress: Callable[[str, float], None] | N
                 "params": count_params(model),
                 "macs_per_patch": count_macs(model),
                 "macs_by_kind": macs,
-                "onnx": onnx_info,
+                "onnx": conv.onnx_info,
                 "tflite_ops": ops,
                 "tflm_allowed_ops_source": TFLM_OPS_SOURCE,
-                "sizes": {"onnx": (tmp / "model.onnx").stat().st_size, "tflite_float": len(float_bytes),
-                          "tflite_int8": n8},
+                "sizes": conv.sizes(),
                 "input": {"name": "normalised log-mel patch", "shape": [1, p.patch_frames, p.n_mels, 1],
                           "layout": "NHWC: row = frame (time), column = mel band", "dtype": "int8",
                           "scale": iq[0], "zero_point": iq[1]},
@@ -413,6 +429,7 @@ def run_export(req: ExportRequest, on_progress: Callable[[str, float], None] | N
                             "seed": req.seed},
                 "runtimes": clean(par, 6),
             },
+            "classifier": clf.section if clf else {"included": False, "reason": no_clf_reason},
             "gates": {"passed": not failed, "checks": gates},
             "tools": tool_versions(),
             "timing_seconds": timings,
@@ -424,7 +441,7 @@ def run_export(req: ExportRequest, on_progress: Callable[[str, float], None] | N
             raise GateFailed(failed, clean(manifest))
 
         # -- C sources ------------------------------------------------------------------------------------------
-        step("writing C sources", 0.92)
+        report_progress("writing C sources", 0.95)
         banner = (f"generated by humwatch export {manifest['tools']['humwatch']} on {manifest['created_utc']}; "
                   f"model {src.model_hash}" + (f", site {src.site}, calibration {src.calibration_id}"
                                                if src.site else "") + ". Do not edit.")
@@ -439,23 +456,29 @@ def run_export(req: ExportRequest, on_progress: Callable[[str, float], None] | N
             {"model_hash": src.model_hash, "site": src.site, "calibration_id": src.calibration_id}, banner))
         for name in REF_SOURCES:
             shutil.copyfile(REF_DIR / name, tmp / name)
-        manifest["outputs"] = {name: file_entry(tmp / name) for name in OUTPUT_FILES}
+        names = list(OUTPUT_FILES)
+        if clf:
+            clf.write_sources(tmp, p, banner + f" Classifier {cs.hash}.", anomaly_model_hash=src.model_hash,
+                              site=src.site, alarm_m=src.alarm_m, alarm_n=src.alarm_n)
+            names += list(clf_export.FILES)
+        manifest["outputs"] = {name: file_entry(tmp / name) for name in names}
         lap("write")
         timings["total"] = round(time.perf_counter() - t_start, 2)
         manifest = clean(manifest)
         import json
 
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        step("done", 1.0)
+        report_progress("done", 1.0)
     return manifest
 
 
 def export_site(site, out: str | Path, target: str = DEFAULT_TARGET, max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES,
-                on_progress: Callable[[str, float], None] | None = None) -> Path:
+                on_progress: Callable[[str, float], None] | None = None, classifier: bool = True) -> Path:
     """Export a calibrated :class:`calibration.store.Site` into ``out`` (what ``humwatch demo`` calls).
 
-    Returns the output directory. Raises like :func:`run_export`.
+    ``classifier=False`` leaves out the site's fault classifier (as ``--no-classifier``). Returns the output
+    directory. Raises like :func:`run_export`.
     """
     run_export(ExportRequest(out=Path(out), site=site.name, sites_dir=site.dir.parent, target=target,
-                             max_model_bytes=max_model_bytes), on_progress)
+                             max_model_bytes=max_model_bytes, no_classifier=not classifier), on_progress)
     return Path(out)

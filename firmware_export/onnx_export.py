@@ -1,8 +1,9 @@
 """PyTorch → ONNX (dynamo exporter, opset 18) and ONNX Runtime inference for the parity check.
 
-The exported network is the bare :class:`anomaly.model.ConvAutoencoder`: normalised log-mel patch ``[1, 1, T, M]``
-in, its reconstruction out. The dynamo exporter folds BatchNorm into the convolutions (the legacy exporter leaves it
-unfused, which quantises worse).
+Any module taking one patch ``[1, 1, T, M]`` is exported the same way: the bare
+:class:`anomaly.model.ConvAutoencoder` (normalised log-mel patch in, its reconstruction out) and the fault classifier
+wrapper :class:`firmware_export.classifier.DeviceClassifier` (raw log-mel patch in, calibrated logits out). The dynamo
+exporter folds BatchNorm into the convolutions (the legacy exporter leaves it unfused, which quantises worse).
 """
 
 from __future__ import annotations
@@ -20,7 +21,11 @@ OPSET = 18
 
 
 def export_onnx(model: torch.nn.Module, path: Path, patch_frames: int, n_mels: int) -> dict:
-    """Write ``path``; return ``{"opset", "ops"}`` (the ONNX node types, sorted)."""
+    """Export ``model`` (input ``[1, 1, patch_frames, n_mels]``) to ``path``.
+
+    Returns:
+        ``{"opset", "ops"}``: the opset and the ONNX node types, sorted.
+    """
     import onnx
 
     model = model.eval()
@@ -40,8 +45,13 @@ def export_onnx(model: torch.nn.Module, path: Path, patch_frames: int, n_mels: i
     return {"opset": OPSET, "ops": sorted({n.op_type for n in m.graph.node})}
 
 
-def run_onnxruntime(path: Path, Xn: np.ndarray) -> np.ndarray:
-    """Reconstructions ``[n, T, M]`` of normalised patches ``[n, T, M]``, one patch per run (batch 1 as exported)."""
+def run_onnxruntime(path: Path, X: np.ndarray) -> np.ndarray:
+    """Run patches ``[n, T, M]`` one at a time (batch 1 as exported).
+
+    Returns:
+        The outputs without the batch axis, ``[n, *output_shape[1:]]``: ``[n, 1, T, M]`` for the autoencoder,
+        ``[n, n_classes]`` for the classifier.
+    """
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -50,7 +60,5 @@ def run_onnxruntime(path: Path, Xn: np.ndarray) -> np.ndarray:
     opts.log_severity_level = 3
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
-    out = np.empty_like(Xn, dtype=np.float32)
-    for i in range(len(Xn)):
-        out[i] = sess.run(None, {name: Xn[i][None, None].astype(np.float32)})[0][0, 0]
-    return out
+    outs = [sess.run(None, {name: X[i][None, None].astype(np.float32)})[0][0] for i in range(len(X))]
+    return np.stack(outs).astype(np.float32, copy=False) if outs else np.zeros((0,), np.float32)

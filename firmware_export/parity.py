@@ -14,10 +14,16 @@ RUNTIMES = ("pytorch", "onnxruntime", "tflite_float", "tflite_int8")
 
 
 @torch.no_grad()
-def torch_reconstruct(model: torch.nn.Module, Xn: np.ndarray, batch: int = 256) -> np.ndarray:
+def torch_outputs(model: torch.nn.Module, X: np.ndarray, batch: int = 256) -> np.ndarray:
+    """``model`` on patches ``[n, T, M]`` (fed as ``[n, 1, T, M]``) → its outputs ``[n, ...]`` as float32."""
     model.eval()
-    x = torch.from_numpy(np.ascontiguousarray(Xn, np.float32)).unsqueeze(1)
-    return torch.cat([model(b) for b in x.split(batch)]).squeeze(1).numpy() if len(Xn) else np.zeros_like(Xn)
+    x = torch.from_numpy(np.ascontiguousarray(X, np.float32)).unsqueeze(1)
+    return torch.cat([model(b) for b in x.split(batch)]).float().numpy()
+
+
+def torch_reconstruct(model: torch.nn.Module, Xn: np.ndarray, batch: int = 256) -> np.ndarray:
+    """The autoencoder's reconstructions ``[n, T, M]`` of normalised patches ``[n, T, M]``."""
+    return torch_outputs(model, Xn, batch)[:, 0] if len(Xn) else np.zeros_like(Xn)
 
 
 def mse_scores(Xn: np.ndarray, recon: np.ndarray) -> np.ndarray:
@@ -83,3 +89,8 @@ def threshold_rule(scores: np.ndarray, k: float) -> tuple[float, float, float]:
     s = np.asarray(scores, float)
     mean, std = float(s.mean()), float(s.std(ddof=1)) if s.size > 1 else 0.0
     return mean + k * std, mean, std
+
+
+def gate(name: str, passed: bool, value, limit, detail: str) -> dict:
+    """One gate's entry in the manifest (``gates.checks[]``)."""
+    return {"gate": name, "passed": bool(passed), "value": value, "limit": limit, "detail": detail}

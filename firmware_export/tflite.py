@@ -42,8 +42,13 @@ def convert(saved_model: Path, representative: np.ndarray) -> tuple[bytes, bytes
     """Float TFLite and full-integer int8 TFLite (int8 input and output) from a SavedModel.
 
     Args:
-        representative: normalised patches ``[n, T, M]`` for the int8 calibration (fed as NHWC ``[1, T, M, 1]``,
-            the same memory order as NCHW with one channel).
+        saved_model: the onnx2tf SavedModel directory.
+        representative: patches ``[n, T, M]`` as the model's float input takes them (normalised for the
+            autoencoder, raw log-mel for the classifier) for the int8 calibration; fed as NHWC ``[1, T, M, 1]``, the
+            same memory order as NCHW with one channel.
+
+    Returns:
+        ``(float_tflite, int8_tflite)`` flatbuffers.
     """
     import tensorflow as tf
 
@@ -71,6 +76,11 @@ def convert(saved_model: Path, representative: np.ndarray) -> tuple[bytes, bytes
         raise ExportError(f"TFLite conversion failed: {type(err).__name__}: {' '.join(str(err).split())[:400]} "
                           f"{cap.tail(5)}")
     return bytes(float_bytes), bytes(int8_bytes)
+
+
+def squeeze_image(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Output shape without the batch axis as the parity code uses it: an image ``(T, M, 1)`` → ``(T, M)``."""
+    return tuple(shape[:-1]) if len(shape) == 3 and shape[-1] == 1 else tuple(shape)
 
 
 def quantize(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
@@ -103,14 +113,19 @@ class TFLiteModel:
             raise ExportError(f"{what}: expected one input and one output, got {len(ins)} and {len(outs)}")
         self.inp, self.out = ins[0], outs[0]
         self.shape = tuple(int(s) for s in self.inp["shape"])
+        self.out_shape = squeeze_image(tuple(int(s) for s in self.out["shape"])[1:])
 
-    def check_shape(self, patch_frames: int, n_mels: int) -> None:
-        want = (1, patch_frames, n_mels, 1)
-        for d, name in ((self.inp, "input"), (self.out, "output")):
+    def check_io(self, input_shape: tuple[int, ...], output_shape: tuple[int, ...]) -> None:
+        """Raise ExportError unless the input and output tensors have exactly these shapes (batch included)."""
+        for d, name, want in ((self.inp, "input", tuple(input_shape)), (self.out, "output", tuple(output_shape))):
             got = tuple(int(s) for s in d["shape"])
             if got != want:
-                raise ExportError(f"{self.what}: {name} shape {list(got)}, expected NHWC {list(want)} (onnx2tf "
+                raise ExportError(f"{self.what}: {name} shape {list(got)}, expected {list(want)} (onnx2tf "
                                   "changed the layout)")
+
+    def check_shape(self, patch_frames: int, n_mels: int) -> None:
+        """The autoencoder's check: NHWC ``[1, T, M, 1]`` in and out."""
+        self.check_io((1, patch_frames, n_mels, 1), (1, patch_frames, n_mels, 1))
 
     @staticmethod
     def _quant(d) -> tuple[float, int] | None:
@@ -131,15 +146,17 @@ class TFLiteModel:
         return sorted({d["op_name"] for d in self.it._get_ops_details()} - {"DELEGATE"})
 
     def run_raw(self, x: np.ndarray) -> np.ndarray:
-        """One patch in the model's own input dtype ``[T, M]`` → raw output ``[T, M]``."""
+        """One patch in the model's own input dtype ``[T, M]`` → raw output without the batch axis (``[T, M]`` for
+        the autoencoder's image output, ``[n_classes]`` for the classifier)."""
         self.it.set_tensor(self.inp["index"], np.ascontiguousarray(x)[None, :, :, None])
         self.it.invoke()
-        return self.it.get_tensor(self.out["index"])[0, :, :, 0].copy()
+        return self.it.get_tensor(self.out["index"])[0].reshape(self.out_shape).copy()
 
     def run(self, Xn: np.ndarray) -> np.ndarray:
-        """Normalised patches ``[n, T, M]`` → float reconstructions ``[n, T, M]`` (quantised in, dequantised out)."""
+        """Float patches ``[n, T, M]`` (as the model's float input expects them) → float outputs ``[n, *out_shape]``
+        (quantised in, dequantised out for the int8 model)."""
         iq, oq = self.input_quant, self.output_quant
-        out = np.empty(Xn.shape, np.float32)
+        out = np.empty((len(Xn), *self.out_shape), np.float32)
         for i in range(len(Xn)):
             x = quantize(Xn[i], *iq) if iq else Xn[i].astype(np.float32)
             y = self.run_raw(x)
@@ -151,7 +168,8 @@ def tflm_check(int8_bytes: bytes, Xq: np.ndarray, max_arena: int = 4 << 20) -> d
     """Run the int8 model in the TensorFlow Lite Micro interpreter (PyPI ``tflite-micro``).
 
     Finds the smallest tensor arena (16-byte resolution) in which the model allocates and runs, and returns the raw
-    int8 outputs for ``Xq`` ``[n, T, M]`` so that they can be compared with LiteRT's.
+    int8 outputs for ``Xq`` ``[n, T, M]`` (``[n, T, M]`` for the autoencoder, ``[n, n_classes]`` for the classifier;
+    see :func:`squeeze_image`) so that they can be compared with LiteRT's.
     """
     try:
         from importlib.metadata import version
@@ -191,9 +209,11 @@ def tflm_check(int8_bytes: bytes, Xq: np.ndarray, max_arena: int = 4 << 20) -> d
             else:
                 hi = mid
         it = make(hi)
-        outs = np.empty(Xq.shape, np.int8)
+        outs = []
         for i in range(len(Xq)):
             it.set_input(np.ascontiguousarray(Xq[i])[None, :, :, None], 0)
             it.invoke()
-            outs[i] = it.get_output(0)[0, :, :, 0]
+            y = np.asarray(it.get_output(0))[0]
+            outs.append(y.reshape(squeeze_image(y.shape)).astype(np.int8))
+        outs = np.stack(outs) if outs else np.zeros((0,), np.int8)
     return {"available": True, "version": ver, "runs": True, "arena_bytes": int(hi), "outputs": outs}

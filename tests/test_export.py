@@ -132,6 +132,7 @@ def test_export_writes_every_artifact_and_a_consistent_manifest(exported):
         assert 0.0 <= rt["auc"] <= 1.0 and set(rt["auc_by_fault"]) == {"cavitation", "bearing-outer",
                                                                        "electrical-arc"}
     assert m["parity"]["patches"]["normal_held_out"] > 0 and m["parity"]["patches"]["fault"] > 0
+    assert m["classifier"] == {"included": False, "reason": "site pump-t has no classifier"}
     assert m["timing_seconds"]["total"] < 120
 
 
@@ -446,6 +447,7 @@ def test_size_gate_fails_with_exit_3_through_the_model_route(exported, tmp_path)
     assert not size["passed"] and size["limit"] == 1000 and size["value"] > 1000
     assert all(g["passed"] for g in m["gates"]["checks"] if g["gate"] != "size")
     assert "provisional" in m["threshold"]["source"] and m["threshold"]["site_pytorch"] is None
+    assert m["classifier"] == {"included": False, "reason": "no --classifier given"}
     assert (out / "manifest.json").read_text() == before  # untouched
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".fw.")]  # no temp dir left behind
 
