@@ -52,14 +52,16 @@ def demo(
     = Path("demo-out"),
     epochs: Annotated[int, typer.Option(min=1, help="Training epochs (early stopping may end sooner).")] = 12,
     seed: Annotated[int, typer.Option(help="Seed for simulation and training.")] = 7,
-    export: Annotated[bool, typer.Option(help="Export the firmware model at the end.")] = True,
+    export: Annotated[bool, typer.Option(help="Export the firmware model(s) at the end.")] = True,
+    classifier: Annotated[bool, typer.Option(help="Train a fault classifier too, so alarms name the fault.")] = True,
 ) -> None:
-    """Run the whole story on simulated audio: simulate a pump site → train → calibrate → evaluate → score a
-    developing fault → export firmware."""
+    """Run the whole story on simulated audio: simulate a pump site → train → calibrate → evaluate → train a fault
+    classifier → monitor a developing fault → report → export firmware."""
     with user_errors():
         from firmware_export.demo import DemoConfig, run_demo
 
-        run_demo(DemoConfig(out=out, epochs=epochs, seed=seed, export=export), say=console.print)
+        run_demo(DemoConfig(out=out, epochs=epochs, seed=seed, export=export, classifier=classifier),
+                 say=console.print)
 
 
 def main() -> None:

@@ -771,7 +771,7 @@ def _summary(df, alarms, current: dict) -> str:
     for info in alarms["info"] if len(alarms) else []:
         label = fault_label(info) if isinstance(info, dict) else ""
         if label:
-            key = label.split(" (", 1)[0]
+            key = label.split(" (", 1)[0].removeprefix("classifier hit: ")
             named[key] = named.get(key, 0) + 1
     if named:
         cards.insert(3, ("likely faults", _e(", ".join(f"{k} ×{v}" for k, v in sorted(named.items(),
@@ -790,6 +790,10 @@ def fault_label(info: dict) -> str:
     prefix = "classifier hit: " if info.get("kind") == "classifier" else ""
     if likely:
         p = probs.get(likely)
+        if f.get("confident", True) is False:  # named, but under the class's precision threshold
+            thr = (f.get("thresholds") or {}).get(likely)
+            return (f"{likely}? (p = {p:.2f}" + (f", under its threshold {thr:.2f}" if isinstance(thr, (int, float))
+                                                 else "") + ")") if isinstance(p, (int, float)) else f"{likely}?"
         return prefix + str(likely) + (f" (p = {p:.2f})" if isinstance(p, (int, float)) else "")
     faults = [(v, c) for c, v in probs.items() if c != "normal" and isinstance(v, (int, float))]
     if faults:

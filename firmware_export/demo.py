@@ -1,8 +1,9 @@
 """The end-to-end demo on simulated audio (what ``humwatch demo`` and ``make demo`` run).
 
 simulate a pump site → train the autoencoder on normal audio → create the site and calibrate it on 30 min of its
-audio (with injected faults) → evaluate on held-out normal and faulty clips → monitor 10 min of normal operation and
-then a developing cavitation fault → write the reliability report → export the firmware model.
+audio (with injected faults) → evaluate on held-out normal and faulty clips → train a fault classifier on labelled
+simulated clips and attach it to the site → monitor 10 min of normal operation and then a developing cavitation
+fault → write the reliability report → export the firmware models.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ class DemoConfig:
     epochs: int = 12
     seed: int = 7
     export: bool = True
+    classifier: bool = True
+    classifier_clips: int = 20  # labelled simulated clips per class
+    classifier_epochs: int = 15
 
 
 def _sim(path: Path, cfg: DemoConfig, seed: int, minutes: float, fault: str = "none", severity: float = 0.0) -> Path:
@@ -53,10 +57,11 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict:
     t0 = time.time()
     out = cfg.out
     audio = out / "audio"
-    steps = 7 if cfg.export else 6
-    say(f"[1/{steps}] simulating a {cfg.machine} in a {cfg.background} background: {cfg.train_minutes:g} min to "
-        f"train on, {cfg.calibration_minutes:g} min to calibrate on, {cfg.test_clips} normal + "
-        f"{3 * cfg.test_clips} faulty test clips")
+    steps = 6 + cfg.export + cfg.classifier
+    step = iter(range(1, steps + 1))
+    say(f"[{next(step)}/{steps}] simulating a {cfg.machine} in a {cfg.background} background: "
+        f"{cfg.train_minutes:g} min to train on, {cfg.calibration_minutes:g} min to calibrate on, "
+        f"{cfg.test_clips} normal + {3 * cfg.test_clips} faulty test clips")
     per_file = 2.0
     train_files = [_sim(audio / "train" / f"normal_{i:02d}.flac", cfg, cfg.seed * 1000 + i, per_file)
                    for i in range(max(1, int(round(cfg.train_minutes / per_file))))]
@@ -70,7 +75,7 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict:
             _sim(test_dir / f"anomaly_{fault}_{i:02d}.flac", cfg, cfg.seed * 1000 + 600 + 10 * i + j,
                  cfg.clip_seconds / 60, fault, sev)
 
-    say(f"[2/{steps}] training the conv autoencoder on normal audio only ({cfg.epochs} epochs max)")
+    say(f"[{next(step)}/{steps}] training the conv autoencoder on normal audio only ({cfg.epochs} epochs max)")
     recs = [file_log_mel(f, DEFAULT_PARAMS) for f in train_files]
     det = fit_detector("ae", recs, DEFAULT_PARAMS, train_config=TrainConfig(epochs=cfg.epochs, seed=cfg.seed))
     model_dir = det.save(out / "model", extra={"training_data": fingerprint_files(train_files)})
@@ -78,7 +83,8 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict:
     say(f"      best epoch {h['best_epoch']} of {h['epochs_run']}, val loss {h['best_val_loss']:.4f}, "
         f"{h['train_seconds']:.0f} s")
 
-    say(f"[3/{steps}] creating site demo-pump and calibrating it on {cfg.calibration_minutes:g} min of its audio")
+    say(f"[{next(step)}/{steps}] creating site demo-pump and calibrating it on {cfg.calibration_minutes:g} min of "
+        "its audio")
     store = SiteStore(out / "sites")
     # The demo owns this site: a re-run starts it afresh, so its score log and report tell one story.
     shutil.rmtree(store.site("demo-pump").dir, ignore_errors=True)
@@ -94,7 +100,7 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict:
         f"{th['false_alarms_per_day']:.2g}/day; lowest injected severity detected: "
         + ", ".join(f"{k} {v if v is not None else '-'}" for k, v in low.items()))
 
-    say(f"[4/{steps}] evaluating on held-out clips (clip score = mean patch error)")
+    say(f"[{next(step)}/{steps}] evaluating on held-out clips (clip score = mean patch error)")
     det = load_detector(model_dir)
     ev = evaluate(lambda p: float(score_file(det, p)[1].mean()), test_dir)
     m = ev.metrics()
@@ -105,8 +111,10 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict:
         per_fault[fault] = auc_pauc(y[idx], ev.scores[idx])[0]
     say(f"      AUC {m['auc']:.3f}, pAUC {m['pauc']:.3f}; " + ", ".join(f"{k} {v:.3f}" for k, v in per_fault.items()))
 
-    say(f"[5/{steps}] monitoring {cfg.monitor_minutes:g} min of normal operation, then 3 min in which cavitation "
-        "develops (severity ramps 0 → 0.8 after the first minute)")
+    classifier = _classifier_step(site, cfg, out, say, f"[{next(step)}/{steps}]") if cfg.classifier else None
+
+    say(f"[{next(step)}/{steps}] monitoring {cfg.monitor_minutes:g} min of normal operation, then 3 min in which "
+        "cavitation develops (severity ramps 0 → 0.8 after the first minute)")
     mon_dir = audio / "monitor"
     _sim(mon_dir / "1_normal.flac", cfg, cfg.seed * 1000 + 800, cfg.monitor_minutes)
     _developing_fault(mon_dir / "2_developing_cavitation.flac", cfg, "cavitation")
@@ -118,25 +126,30 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict:
     false = [a for a in alarms if a["t"] < fault_start]
     caught = [a for a in alarms if a["t"] >= fault_start]
     first_alarm = (caught[0]["t"] - fault_start) if caught else None
+    fault = (caught[0].get("fault") or {}) if caught else {}
+    named = fault.get("likely")
+    named_as = (named + ("" if fault.get("confident") else "?")) if named else "unknown"
     say(f"      {state.patches} patches scored: {len(false)} alarm(s) during normal operation; "
         + (f"the developing fault raised an alarm {first_alarm:.0f} s after it began"
-           if first_alarm is not None else "the developing fault raised no alarm"))
+           if first_alarm is not None else "the developing fault raised no alarm")
+        + (f", named {named_as} by the classifier" if caught and classifier else ""))
 
     report_path = None
     try:
         from calibration.report import write_report
     except ImportError:
-        say(f"[6/{steps}] report: not available in this build, skipped")
+        say(f"[{next(step)}/{steps}] report: not available in this build, skipped")
     else:
         report_path = out / "report.html"
         write_report(site, report_path)
-        say(f"[6/{steps}] reliability report: {report_path}")
+        say(f"[{next(step)}/{steps}] reliability report: {report_path}")
 
     summary = {"seconds": None, "model": str(model_dir), "site": str(site.dir), "calibration": rec["id"],
                "threshold": th["threshold"], "false_alarms_per_day": th["false_alarms_per_day"],
                "lowest_severity_detected": low, "auc": m["auc"], "pauc": m["pauc"], "auc_per_fault": per_fault,
                "monitored_patches": state.patches, "alarms_during_normal": len(false),
-               "fault_alarm_after_s": first_alarm, "report": str(report_path) if report_path else None}
+               "fault_alarm_after_s": first_alarm, "fault_named": named, "classifier": classifier,
+               "report": str(report_path) if report_path else None}
     if cfg.export:
         summary["firmware"] = _export_step(site, store, out, say, steps)
     summary["seconds"] = round(time.time() - t0, 1)
@@ -149,13 +162,42 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict:
     return summary
 
 
+def _classifier_step(site, cfg: DemoConfig, out: Path, say, tag: str) -> dict:
+    """Train a fault classifier on labelled simulated clips and attach it to the demo site."""
+    from anomaly.audio import file_log_mel
+    from anomaly.classify import ClassifyConfig, FaultClassifier, evaluate_classifier
+    from anomaly.dataset import SIM_CLASSES, load_dataset, write_sim_dataset
+    from anomaly.features import DEFAULT_PARAMS
+    from calibration.calibrate import classifier_hash
+
+    say(f"{tag} training a fault classifier on {cfg.classifier_clips} labelled simulated clips per class "
+        f"({', '.join(SIM_CLASSES)}) and attaching it to the site")
+    clips = out / "audio" / "faults"
+    sets = {}
+    for part, n, seed in (("train", cfg.classifier_clips, cfg.seed), ("test", max(2, cfg.classifier_clips // 4),
+                                                                      cfg.seed + 1)):
+        shutil.rmtree(clips / part, ignore_errors=True)  # same arguments give the same files: regenerate
+        sets[part] = load_dataset(write_sim_dataset(clips / part, n, seed=seed, severity_range=(0.3, 1.0)))
+    train, test = sets["train"], sets["test"]
+    clf = FaultClassifier(train.classes, DEFAULT_PARAMS, ClassifyConfig(epochs=cfg.classifier_epochs, seed=cfg.seed))
+    clf.fit([file_log_mel(f, DEFAULT_PARAMS) for f in train.files], train.Y, precision=0.9)
+    cdir = clf.save(out / "classifier")
+    ev = evaluate_classifier(clf, [file_log_mel(f, DEFAULT_PARAMS) for f in test.files], test.Y, test.classes)
+    cfg_site = site.config()
+    cfg_site.classifier_path, cfg_site.classifier_hash = str(cdir.resolve()), classifier_hash(cdir)
+    site.save_config(cfg_site)
+    say(f"      mAP {ev['map']:.3f} on {len(test.files)} held-out clips; calibration error "
+        f"{clf.ece_['val_before']:.3f} → {clf.ece_['val_after']:.3f} after temperature scaling")
+    return {"dir": str(cdir), "map": ev["map"], "held_out_clips": len(test.files)}
+
+
 def _export_step(site, store, out: Path, say, steps: int) -> str | None:
     try:
         from firmware_export.export import export_site  # noqa: F401  (present once the export issue has landed)
     except ImportError:
         say(f"[{steps}/{steps}] firmware export: not available in this build, skipped")
         return None
-    say(f"[{steps}/{steps}] exporting the int8 firmware model for the site")
+    say(f"[{steps}/{steps}] exporting the int8 firmware model(s) for the site")
     from firmware_export.export import export_site
 
     result = export_site(site, out / "firmware")

@@ -206,3 +206,29 @@ def test_layout_2_log_is_upgraded_in_place(tmp_path):
     con = sqlite3.connect(path)
     assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
     con.close()
+
+
+def test_naming_below_the_class_threshold_is_marked_unconfident(world, tmp_path):
+    s = _site(world, tmp_path)
+    _attach(s, world)
+    with Monitor(s, MonitorConfig(start_utc=T0)) as mon:
+        names = mon.clf.classes
+        mon.class_thr = np.full(len(names), 0.9)
+
+        def window(p_cav, p_normal):
+            p = np.zeros(len(names))
+            p[names.index("cavitation")], p[names.index("normal")] = p_cav, p_normal
+            mon.window.clear()
+            for _ in range(5):
+                mon.window.append((True, p))
+            return mon._fault()
+
+        f = window(0.95, 0.0)
+        assert (f["likely"], f["confident"], f["fired"]) == ("cavitation", True, ["cavitation"])
+        f = window(0.6, 0.1)
+        assert (f["likely"], f["confident"], f["fired"]) == ("cavitation", False, [])
+        assert fault_label({"fault": f}).startswith("cavitation? (p = 0.60, under its threshold 0.90")
+        assert window(0.4, 0.1)["likely"] is None  # less probable than not
+        assert window(0.6, 0.7)["likely"] is None  # "normal" is more probable
+        assert fault_label({"fault": window(0.4, 0.1)}).startswith("unknown (no class over its threshold; closest "
+                                                                   "cavitation")
