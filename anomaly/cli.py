@@ -160,6 +160,12 @@ def train(
     augment: Annotated[bool, typer.Option(help="Time shift, gain, noise and SpecAugment masks.")] = True,
     samples_per_epoch: Annotated[int, typer.Option(min=64, help="Random crops drawn per epoch.")] = 2048,
     threads: Annotated[int, typer.Option(min=1, help="CPU threads for training.")] = 2,
+    score: Annotated[str, typer.Option(help="ae: mse (mean squared error; what the firmware export computes) | "
+                                       "gaussian (Mahalanobis distance of the log per-band errors: two-sided, "
+                                       "flags damped or missing sounds too; not exportable yet).")] = "mse",
+    mask_frames: Annotated[int, typer.Option(min=0, help="ae: 0 = reconstruct the patch; 24 = interpolate each "
+                                             "hidden 24-frame block from the rest (4 passes per patch; best with "
+                                             "--score gaussian, see docs/benchmarks.md).")] = 0,
 ) -> None:
     """Train a detector on normal audio only.
 
@@ -185,11 +191,17 @@ def train(
             arch = ArchConfig(widths=_parse_widths(widths), bottleneck=bottleneck)
         except ValueError as e:
             raise DataError(str(e)) from None
+        if detector != "ae" and (score != "mse" or mask_frames):
+            raise DataError("--score and --mask-frames are options of the autoencoder (--detector ae)")
+        if mask_frames and DEFAULT_PARAMS.patch_frames % mask_frames:
+            raise DataError(f"--mask-frames must divide the patch length {DEFAULT_PARAMS.patch_frames} (e.g. 24, 32, "
+                            f"48), got {mask_frames}")
+        cfg = TrainConfig(epochs=epochs, seed=seed, samples_per_epoch=samples_per_epoch, threads=threads, score=score,
+                          mask_frames=mask_frames)
         files = find_audio(normal)
         recs = _read_recordings(files, DEFAULT_PARAMS)
         minutes = sum(r.shape[0] for r in recs) * DEFAULT_PARAMS.hop_length / DEFAULT_PARAMS.sample_rate / 60
         console.print(f"{len(files)} normal recordings, {minutes:.1f} min")
-        cfg = TrainConfig(epochs=epochs, seed=seed, samples_per_epoch=samples_per_epoch, threads=threads)
         if not augment:
             cfg = cfg.without_augmentation()
         with progress() as bar:
@@ -218,7 +230,9 @@ def _print_model_summary(det, out) -> None:
                       "there, unchanged, for the model to load)")
     if isinstance(det, AutoencoderDetector):
         h = det.history_
-        console.print(f"  {count_params(det.model_):,} parameters, {count_macs(det.model_) / 1e6:.2f} M MACs/patch; "
+        passes = det.forward_passes()
+        console.print(f"  {count_params(det.model_):,} parameters, {passes * count_macs(det.model_) / 1e6:.2f} M "
+                      f"MACs/patch{f' ({passes} passes)' if passes > 1 else ''}; "
                       f"best epoch {h['best_epoch']} of {h['epochs_run']} ({h['split']}), "
                       f"val loss {h['best_val_loss']:.4f}, {h['train_seconds']:.0f} s")
     console.print(f"  provisional threshold {det.threshold_:.4g} (mean + 4σ of validation scores; "

@@ -27,7 +27,7 @@ from anomaly.atomic import atomic_dir
 from anomaly.errors import DataError, ModelError, NotFittedError, one_line
 from anomaly.features import DEFAULT_PARAMS, FeatureParams
 from anomaly.model import ArchConfig, ConvAutoencoder, count_macs, count_params
-from anomaly.train import Split, TrainConfig, split_recordings, train_autoencoder
+from anomaly.train import Split, TrainConfig, mask_positions, masked_error_maps, split_recordings, train_autoencoder
 
 FORMAT_VERSION = 1
 DETECTORS = ("ae", "ocsvm", "iforest")
@@ -127,8 +127,22 @@ class Detector:
         return Path(directory)
 
 
+BAND_ERROR_EPS = 1e-4  # floor inside log(band error)
+
+
 class AutoencoderDetector(Detector):
-    """Reconstruction error of the convolutional autoencoder (per-patch MSE in the normalised domain)."""
+    """Reconstruction (or interpolation) error of the convolutional autoencoder.
+
+    Per patch the network gives a squared-error map in the normalised domain (with ``mask_frames`` > 0, the
+    interpolation objective: the error of each grid block when it is hidden, see
+    :func:`anomaly.train.masked_error_maps`); its time average is the 64-band error vector ``e``.
+
+    * ``score="mse"`` (default, what the firmware export computes): the mean of ``e`` -- per-patch MSE.
+    * ``score="gaussian"``: the squared Mahalanobis distance of ``log(e + 1e-4)`` from a Gaussian (Ledoit-Wolf
+      shrinkage) fitted on the training patches' vectors: a two-sided score, so a patch whose error spectrum is
+      *unusually low or differently shaped* -- a missing or damped transient -- is anomalous too, not only one with
+      more error than usual. Better on the real valve recordings (docs/benchmarks.md); not exportable yet.
+    """
 
     kind = "ae"
 
@@ -158,8 +172,34 @@ class AutoencoderDetector(Detector):
         self.model_, self.history_ = train_autoencoder(split, self.arch, cfg, on_epoch)
         self.history_["split"] = split.how
         self.history_["n_train_frames"] = int(sum(r.shape[0] for r in split.train))
+        self.gauss_mean_ = self.gauss_prec_ = None
+        if cfg.score == "gaussian":
+            # The error Gaussian: fitted on the training part's patches, so the threshold below (on held-out
+            # validation patches) is not optimistic.
+            from sklearn.covariance import LedoitWolf
+
+            grid = np.concatenate([r[: r.shape[0] // self.params.patch_frames * self.params.patch_frames]
+                                   .reshape(-1, self.params.patch_frames, self.params.n_mels) for r in split.train])
+            lw = LedoitWolf().fit(self._log_bands(self._errors(grid).mean(dim=1).double().numpy()))
+            self.gauss_mean_ = lw.location_.astype(np.float64)
+            self.gauss_prec_ = lw.precision_.astype(np.float64)
         self._set_threshold(self._score_normalised(split.val))
         return self
+
+    def forward_passes(self) -> int:
+        """Network invocations per patch: one per hidden block of the grid (1 for the plain autoencoder)."""
+        return len(mask_positions(self.arch.patch_frames, self.train_config.mask_frames) or [None])
+
+    @staticmethod
+    def _log_bands(bands: np.ndarray) -> np.ndarray:
+        return np.log(np.asarray(bands, np.float64) + BAND_ERROR_EPS)
+
+    def _score_bands(self, bands: np.ndarray) -> np.ndarray:
+        """Patch scores from band-error vectors ``[n, n_mels]``."""
+        if getattr(self, "gauss_prec_", None) is None:
+            return np.asarray(bands, np.float64).mean(axis=1)
+        z = self._log_bands(bands) - self.gauss_mean_
+        return np.einsum("ij,jk,ik->i", z, self.gauss_prec_, z)
 
     def _normalise(self, X: np.ndarray) -> torch.Tensor:
         return torch.from_numpy((X - self.mean_) / self.std_).unsqueeze(1)
@@ -169,17 +209,17 @@ class AutoencoderDetector(Detector):
         """Squared error maps ``[n, T, M]`` for normalised patches."""
         x = Xn if isinstance(Xn, torch.Tensor) else torch.from_numpy(Xn).unsqueeze(1)
         self.model_.eval()
-        out = [(self.model_(b) - b).square_().squeeze(1) for b in x.split(batch)]
+        out = [masked_error_maps(self.model_, b, self.train_config.mask_frames) for b in x.split(batch)]
         return torch.cat(out) if out else torch.zeros(0, self.params.patch_frames, self.params.n_mels)
 
     def _score_normalised(self, Xn: np.ndarray) -> np.ndarray:
-        return self._errors(Xn).mean(dim=1).double().mean(dim=1).numpy()
+        return self._score_bands(self._errors(Xn).mean(dim=1).double().numpy())
 
     def _score(self, X: np.ndarray) -> np.ndarray:
-        return self._errors(self._normalise(X)).mean(dim=1).double().mean(dim=1).numpy()
+        return self._score_normalised(self._normalise(X))
 
     def band_errors(self, X) -> np.ndarray:
-        """Mean squared error per mel band ``[n, n_mels]`` (which band deviated)."""
+        """Mean squared error per mel band ``[n, n_mels]`` (which band deviated; the score's input)."""
         self._check_fitted()
         X = _check_patches(X, self.params.n_mels, self.params.patch_frames)
         return self._errors(self._normalise(X)).mean(dim=1).numpy().astype(float)
@@ -188,15 +228,26 @@ class AutoencoderDetector(Detector):
         """``(score_samples [n], band_errors [n, n_mels])`` from one forward pass."""
         self._check_fitted()
         X = _check_patches(X, self.params.n_mels, self.params.patch_frames)
-        bands = self._errors(self._normalise(X)).mean(dim=1).double()
-        return bands.mean(dim=1).numpy(), bands.numpy()
+        bands = self._errors(self._normalise(X)).mean(dim=1).double().numpy()
+        return self._score_bands(bands), bands
 
     @torch.no_grad()
     def reconstruct(self, X) -> np.ndarray:
-        """Reconstructions in the raw log-mel domain ``[n, T, M]`` (for reports)."""
+        """Reconstructions in the raw log-mel domain ``[n, T, M]`` (for reports); with the interpolation objective
+        each grid block is the network's interpolation of that block from the rest of the patch."""
         self._check_fitted()
         X = _check_patches(X, self.params.n_mels, self.params.patch_frames)
-        y = self.model_(self._normalise(X)).squeeze(1).numpy()
+        x = self._normalise(X)
+        w = self.train_config.mask_frames
+        positions = mask_positions(self.params.patch_frames, w)
+        if positions is None:
+            y = self.model_(x).squeeze(1).numpy()
+        else:
+            y = np.empty(X.shape, np.float32)
+            for t0 in positions:
+                xm = x.clone()
+                xm[..., t0: t0 + w, :] = 0.0
+                y[:, t0: t0 + w] = self.model_(xm).squeeze(1).numpy()[:, t0: t0 + w]
         return y * self.std_ + self.mean_
 
     @torch.no_grad()
@@ -211,7 +262,9 @@ class AutoencoderDetector(Detector):
         m.update(
             normalisation={"mean": self.mean_.tolist(), "std": self.std_.tolist()},
             architecture={**self.arch.to_dict(), "params": count_params(self.model_),
-                          "macs_per_patch": count_macs(self.model_)},
+                          "macs_per_patch": count_macs(self.model_) * self.forward_passes(),
+                          "forward_passes_per_patch": self.forward_passes()},
+            score="mahalanobis of log band errors" if self.train_config.score == "gaussian" else "mse",
             training={**self.train_config.to_dict(), **{k: v for k, v in self.history_.items()
                                                         if k not in ("train_loss", "val_loss")},
                       "train_loss": [round(x, 6) for x in self.history_["train_loss"]],
@@ -221,7 +274,11 @@ class AutoencoderDetector(Detector):
 
     def _save_weights(self, d: Path) -> list[str]:
         torch.save(self.model_.state_dict(), d / "weights.pt")
-        return ["weights.pt"]
+        if getattr(self, "gauss_prec_", None) is None:
+            return ["weights.pt"]
+        np.savez(d / "scoring.npz", mean=self.gauss_mean_, precision=self.gauss_prec_,
+                 eps=np.array([BAND_ERROR_EPS]))
+        return ["weights.pt", "scoring.npz"]
 
     @classmethod
     def _from_meta(cls, meta: dict, d: Path, params: FeatureParams) -> AutoencoderDetector:
@@ -235,7 +292,24 @@ class AutoencoderDetector(Detector):
             raise ModelError(f"{d / 'weights.pt'}: corrupt or incompatible weights ({one_line(e)})") from None
         det.model_.eval()
         known = set(TrainConfig.__dataclass_fields__)
-        det.train_config = TrainConfig(**{k: v for k, v in meta.get("training", {}).items() if k in known})
+        training = {"mask_frames": 0, "score": "mse", **meta.get("training", {})}  # older models: plain AE, MSE
+        try:
+            det.train_config = TrainConfig(**{k: v for k, v in training.items() if k in known})
+        except DataError as e:
+            raise ModelError(f"{d / 'model.json'}: {e}") from None
+        det.gauss_mean_ = det.gauss_prec_ = None
+        if det.train_config.score == "gaussian":
+            if "scoring.npz" not in meta.get("files", {}):
+                raise ModelError(f"{d / 'model.json'}: a Gaussian-scored model without its scoring.npz")
+            try:
+                with np.load(d / "scoring.npz", allow_pickle=False) as z:
+                    det.gauss_mean_, det.gauss_prec_ = z["mean"], z["precision"]
+            except (OSError, ValueError, KeyError) as e:
+                raise ModelError(f"{d / 'scoring.npz'}: corrupt scoring state ({one_line(e)})") from None
+            n = det.params.n_mels
+            if det.gauss_mean_.shape != (n,) or det.gauss_prec_.shape != (n, n):
+                raise ModelError(f"{d / 'scoring.npz'}: expected mean [{n}] and precision [{n}, {n}], got "
+                                 f"{det.gauss_mean_.shape} and {det.gauss_prec_.shape}")
         det.mean_ = np.asarray(meta["normalisation"]["mean"], np.float32)
         det.std_ = np.asarray(meta["normalisation"]["std"], np.float32)
         det.history_ = meta.get("training", {})

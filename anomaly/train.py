@@ -11,6 +11,13 @@ masks and noise make it a denoising autoencoder):
   * noise: Gaussian noise of ``noise_std`` on the normalised input;
   * SpecAugment-style masks: one time mask of up to ``time_mask`` frames and one frequency mask of up to
     ``freq_mask`` mel bins, set to the normalised mean (0).
+
+Objective: with ``mask_frames`` > 0 (e.g. 24; the default 0 is the plain autoencoder) the network is trained to
+*interpolate*: a block of ``mask_frames`` frames at a random offset is set to 0 (the normalised mean) in the input
+and the loss is the MSE on that block only (IDNN-style; an identity mapping cannot solve it, so the model must learn
+the machine's temporal structure). Validation and scoring hide each block of the fixed grid ``0, mask_frames,
+2 * mask_frames, ...`` in turn (``patch_frames / mask_frames`` forward passes per patch) and keep the error of the
+hidden block (:func:`masked_error_maps`).
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ from torch import nn
 
 from anomaly.errors import DataError
 from anomaly.model import ArchConfig, ConvAutoencoder
+
+SCORES = ("mse", "gaussian")
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,14 @@ class TrainConfig:
     spec_masks: bool = True
     time_mask: int = 8
     freq_mask: int = 6
+    mask_frames: int = 0  # interpolation objective (e.g. 24; 0 = plain autoencoder); must divide the patch length
+    score: str = "mse"  # "mse" | "gaussian": Mahalanobis distance of the log band errors (see AutoencoderDetector)
+
+    def __post_init__(self) -> None:
+        if self.score not in SCORES:
+            raise DataError(f"score must be one of {', '.join(SCORES)}, got {self.score!r}")
+        if self.mask_frames < 0:
+            raise DataError(f"mask_frames must be >= 0, got {self.mask_frames}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -136,7 +153,13 @@ class _Sampler:
             x += rng.normal(0, cfg.noise_std, size=x.shape).astype(np.float32)
         if cfg.spec_masks:
             spec_masks_(x, rng, cfg.time_mask, cfg.freq_mask)
-        return x, target
+        weight = np.ones((n, T, 1), np.float32)
+        if cfg.mask_frames:  # hide one block per patch; the loss is taken on that block only
+            weight[:] = 0.0
+            for k, t0 in enumerate(rng.integers(0, T - cfg.mask_frames + 1, size=n)):
+                x[k, t0: t0 + cfg.mask_frames] = 0.0
+                weight[k, t0: t0 + cfg.mask_frames] = 1.0
+        return x, target, weight
 
 
 def spec_masks_(x, rng: np.random.Generator, time_mask: int, freq_mask: int) -> None:
@@ -148,6 +171,30 @@ def spec_masks_(x, rng: np.random.Generator, time_mask: int, freq_mask: int) -> 
         f0, fw = rng.integers(0, M), rng.integers(0, freq_mask + 1)
         x[k, ..., t0: t0 + tw, :] = 0.0
         x[k, ..., f0: f0 + fw] = 0.0
+
+
+def mask_positions(patch_frames: int, mask_frames: int) -> list[int] | None:
+    """Start frames of the scoring grid of hidden blocks (``None`` for the plain autoencoder)."""
+    if not mask_frames:
+        return None
+    if patch_frames % mask_frames:
+        raise ValueError(f"mask_frames {mask_frames} does not divide the patch length {patch_frames}")
+    return list(range(0, patch_frames, mask_frames))
+
+
+@torch.no_grad()
+def masked_error_maps(model: nn.Module, x: torch.Tensor, mask_frames: int) -> torch.Tensor:
+    """Squared error maps ``[B, T, M]`` of normalised patches ``x [B, 1, T, M]``: the plain reconstruction error
+    for ``mask_frames = 0``, else, for every block of the grid, the error of that block when it is hidden."""
+    positions = mask_positions(x.shape[-2], mask_frames)
+    if positions is None:
+        return (model(x) - x).square_().squeeze(1)
+    out = torch.empty(x.shape[0], x.shape[-2], x.shape[-1])
+    for t0 in positions:
+        xm = x.clone()
+        xm[..., t0: t0 + mask_frames, :] = 0.0
+        out[:, t0: t0 + mask_frames] = (model(xm) - x).square_().squeeze(1)[:, t0: t0 + mask_frames]
+    return out
 
 
 def train_autoencoder(
@@ -167,6 +214,7 @@ def train_autoencoder(
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(max(1, cfg.threads))
     try:
+        mask_positions(arch.patch_frames, cfg.mask_frames)  # fail early on a bad mask_frames
         model = ConvAutoencoder(arch)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         steps = max(1, cfg.samples_per_epoch // cfg.batch_size)
@@ -174,7 +222,6 @@ def train_autoencoder(
                                                     pct_start=0.15)
         sampler = _Sampler(split.train, arch.patch_frames, cfg, rng)
         val = torch.from_numpy(split.val).unsqueeze(1)
-        loss_fn = nn.MSELoss()
         best, best_state, best_epoch, bad = math.inf, None, 0, 0
         history = {"train_loss": [], "val_loss": []}
         t0 = time.time()
@@ -182,17 +229,16 @@ def train_autoencoder(
             model.train()
             tot = 0.0
             for _ in range(steps):
-                x, y = sampler.batch(cfg.batch_size)
-                x, y = torch.from_numpy(x).unsqueeze(1), torch.from_numpy(y).unsqueeze(1)
+                x, y, w = (torch.from_numpy(a).unsqueeze(1) for a in sampler.batch(cfg.batch_size))
                 opt.zero_grad(set_to_none=True)
-                loss = loss_fn(model(x), y)
+                loss = ((model(x) - y).square() * w).sum() / (w.sum() * y.shape[-1])
                 loss.backward()
                 opt.step()
                 sched.step()
                 tot += loss.item()
             model.eval()
             with torch.no_grad():
-                v = float(np.mean([loss_fn(model(b), b).item() for b in val.split(256)]))
+                v = float(torch.cat([masked_error_maps(model, b, cfg.mask_frames) for b in val.split(256)]).mean())
             tl = tot / steps
             history["train_loss"].append(tl)
             history["val_loss"].append(v)

@@ -1,7 +1,8 @@
 """Real-data benchmark: humwatch's default autoencoder against the DCASE 2020 Task 2 baseline on the same splits.
 
 Usage: python bench/dcase.py [--data ROOT] [--seeds 0] [--epochs-ours N] [--epochs-baseline N]
-                             [--out bench/results/dcase.json] [--machines GLOB]
+                             [--out bench/results/dcase.json] [--machines GLOB] [--score mse|gaussian]
+                             [--mask-frames N]
 
 For every ``<set>/<machine>`` under ROOT (default ``../shared/data`` from the project root) that has ``train/`` and
 ``test/``: train (a) ``fit_detector("ae", ...)`` with the default ArchConfig/TrainConfig (epochs and seed
@@ -90,8 +91,9 @@ def epoch_logger(who: str, epochs: int, every: int):
     return on_epoch
 
 
-def run_ours(train_files, test_paths, labels, epochs: int, seed: int, threads: int) -> dict:
-    cfg = TrainConfig(epochs=epochs, seed=seed, threads=threads)
+def run_ours(train_files, test_paths, labels, epochs: int, seed: int, threads: int, score: str = "mse",
+             mask_frames: int = 0) -> dict:
+    cfg = TrainConfig(epochs=epochs, seed=seed, threads=threads, score=score, mask_frames=mask_frames)
     t0 = time.perf_counter()
     recs = [file_log_mel(f, DEFAULT_PARAMS) for f in train_files]
     det = fit_detector("ae", recs, DEFAULT_PARAMS, train_config=cfg,
@@ -223,6 +225,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS.relative_to(PROJECT)})")
     ap.add_argument("--machines", default="*", help="only <set>/<machine> names matching this glob (default *)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads for both methods (default 2)")
+    ap.add_argument("--score", choices=("mse", "gaussian"), default="mse",
+                    help="ours: patch score (default mse, the humwatch default; gaussian = Mahalanobis of log band "
+                         "errors)")
+    ap.add_argument("--mask-frames", type=int, default=0,
+                    help="ours: 0 = plain autoencoder (default); 24 = interpolation objective")
     args = ap.parse_args(argv)
     seeds = parse_seeds(args.seeds)
 
@@ -242,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         "epochs_ours": args.epochs_ours, "epochs_baseline": args.epochs_baseline, "threads": args.threads,
         "feature_params": DEFAULT_PARAMS.to_dict(), "feature_params_hash": DEFAULT_PARAMS.hash(),
         "arch_config": ArchConfig(patch_frames=DEFAULT_PARAMS.patch_frames, n_mels=DEFAULT_PARAMS.n_mels).to_dict(),
-        "train_config": TrainConfig(epochs=args.epochs_ours).to_dict(),
+        "train_config": TrainConfig(epochs=args.epochs_ours, score=args.score,
+                                    mask_frames=args.mask_frames).to_dict(),
         "baseline_config": {**BASELINE_CONFIG.to_dict(), "epochs": args.epochs_baseline},
         "clip_score": {"ours": "mean of patch scores (max as extra columns)", "baseline": "mean of vector MSEs"},
         "x_realtime": "test audio seconds / scoring wall seconds incl. feature extraction, after 1 warm-up clip",
@@ -265,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         raw[name] = {m: [] for m in METHODS}
         for seed in seeds:
             log(f"  seed {seed}: ours (training ≤{args.epochs_ours} epochs)")
-            r = run_ours(train_files, test_paths, labels, args.epochs_ours, seed, args.threads)
+            r = run_ours(train_files, test_paths, labels, args.epochs_ours, seed, args.threads, args.score,
+                         args.mask_frames)
             raw[name]["ours"].append({"seed": seed, **r})
             log(f"    ours: AUC {r['auc']:.3f} pAUC {r['pauc']:.3f} (max: {r['auc_max']:.3f} / {r['pauc_max']:.3f}),"
                 f" {test_s / r['score_s']:.0f}x real time")

@@ -108,6 +108,13 @@ def _autoencoder(det, where: str):
     if not isinstance(det, AutoencoderDetector):
         raise ExportError(f"{where}: only the conv autoencoder ('ae') exports to firmware, this is a "
                           f"{det.kind!r} detector")
+    tc = det.train_config
+    if tc.score != "mse" or tc.mask_frames:
+        # The device computes one pass and the per-patch MSE (hw_score); the interpolation passes and the Gaussian
+        # score are not mirrored in firmware yet.
+        raise ExportError(f"{where}: firmware export supports the plain autoencoder with the MSE score; this model "
+                          f"uses score {tc.score!r} with mask_frames {tc.mask_frames} (train with --score mse "
+                          "--mask-frames 0 for firmware)")
     return det
 
 

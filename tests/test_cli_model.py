@@ -224,3 +224,32 @@ def test_score_bad_reduce(trained, data):
 def test_score_missing_audio(trained, tmp_path):
     r = invoke("score", tmp_path / "nothing.wav", "--model", trained[0])
     assert_one_error_line(r, "not found", "nothing.wav")
+
+
+def test_train_interpolating_gaussian_model_and_export_refuses_it(data, tmp_path):
+    out = tmp_path / "interp"
+    r = invoke("train", "--normal", data / "pump" / "train", "--out", out, *FAST, "--score", "gaussian",
+               "--mask-frames", "24")
+    assert r.exit_code == 0, r.output
+    assert "9.93 M MACs/patch (4 passes)" in r.output
+    assert sorted(p.name for p in out.iterdir()) == ["model.json", "scoring.npz", "weights.pt"]
+    ev = tmp_path / "ev.json"
+    assert invoke("evaluate", "--model", out, "--test", data / "pump" / "test", "--json", ev).exit_code == 0
+    assert json.loads(ev.read_text())["auc"] > 0.9
+    from anomaly.score import load_detector
+    from firmware_export.errors import ExportError
+    from firmware_export.export import _autoencoder
+
+    with pytest.raises(ExportError, match="score 'gaussian' with mask_frames 24"):
+        _autoencoder(load_detector(out), str(out))
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--score", "l1"], "score must be one of mse, gaussian"),
+    (["--mask-frames", "25"], "--mask-frames must divide the patch length 96"),
+    (["--detector", "ocsvm", "--score", "gaussian"], "options of the autoencoder"),
+])
+def test_bad_score_options(data, tmp_path, args, needle):
+    r = invoke("train", "--normal", data / "pump" / "train", "--out", tmp_path / "m", *FAST, *args)
+    assert_one_error_line(r, needle)
+    assert not (tmp_path / "m").exists()

@@ -559,3 +559,67 @@ def test_resaving_a_loaded_model_keeps_its_metadata(ae_dir, tmp_path):
     for key in ("epochs", "samples_per_epoch", "threads", "seed"):
         assert b["training"][key] == a["training"][key]
     assert b["threshold"] == a["threshold"] and b["normalisation"] == a["normalisation"]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Opt-in: the interpolation objective and the Gaussian (Mahalanobis) score
+
+
+@pytest.fixture(scope="module")
+def interp(sim, tmp_path_factory):
+    cfg = TrainConfig(**{**FAST.to_dict(), "mask_frames": 24, "score": "gaussian"})
+    det = AutoencoderDetector(train_config=cfg).fit(sim["train"])
+    return det, det.save(tmp_path_factory.mktemp("models") / "interp")
+
+
+def test_gaussian_score_is_the_mahalanobis_distance_of_log_band_errors(sim, interp):
+    det, _ = interp
+    X = sim["faulty"][:6]
+    bands = det.band_errors(X)
+    z = np.log(bands + 1e-4) - det.gauss_mean_
+    np.testing.assert_allclose(np.einsum("ij,jk,ik->i", z, det.gauss_prec_, z), det.score_samples(X), rtol=1e-6)
+    s2, b2 = det.score_with_bands(X)
+    np.testing.assert_allclose(s2, det.score_samples(X), rtol=1e-6)
+    np.testing.assert_allclose(b2, bands, rtol=1e-6)
+    # the stitched interpolations are in the raw log-mel domain; their normalised error gives the band errors
+    rec = det.reconstruct(X)
+    np.testing.assert_allclose((((rec - X) / det.std_) ** 2).mean(axis=1), bands, rtol=1e-4)
+    # the simulator sanity check holds for this variant too
+    sn, sa = det.score_samples(sim["normal"]), det.score_samples(sim["faulty"])
+    assert auc_pauc(np.r_[np.zeros(len(sn)), np.ones(len(sa))], np.r_[sn, sa])[0] > 0.9
+
+
+def test_gaussian_model_round_trip_and_cost(sim, interp):
+    det, d = interp
+    assert sorted(p.name for p in d.iterdir()) == ["model.json", "scoring.npz", "weights.pt"]
+    meta = json.loads((d / "model.json").read_text())
+    assert meta["score"] == "mahalanobis of log band errors"
+    assert meta["architecture"]["forward_passes_per_patch"] == 4
+    assert meta["architecture"]["macs_per_patch"] == 4 * 2_482_176  # four masked passes, under the 10 M budget
+    with np.load(d / "scoring.npz", allow_pickle=False) as z:  # plain arrays, no pickle
+        assert z["mean"].shape == (64,) and z["precision"].shape == (64, 64)
+    X = np.concatenate([sim["normal"][:4], sim["faulty"][:4]])
+    np.testing.assert_allclose(load_detector(d).score_samples(X), det.score_samples(X), rtol=1e-6)
+
+
+def test_gaussian_model_without_or_with_a_corrupt_scoring_file(interp, tmp_path):
+    _, d = interp
+    bad = Path(shutil.copytree(d, tmp_path / "m"))
+    (bad / "scoring.npz").write_bytes(b"not an npz")
+    with pytest.raises(ModelError, match="scoring.npz"):
+        load_detector(bad)
+    edit_meta(bad, lambda m: m["files"].pop("scoring.npz"))
+    with pytest.raises(ModelError, match="without its scoring.npz"):
+        load_detector(bad)
+
+
+def test_default_model_scores_mse(sim, ae, ae_dir):
+    assert json.loads((ae_dir / "model.json").read_text())["score"] == "mse"
+    assert not (ae_dir / "scoring.npz").exists()
+    X = sim["normal"][:4]
+    np.testing.assert_allclose(ae.band_errors(X).mean(1), ae.score_samples(X), rtol=1e-6)
+
+
+def test_bad_score_option_is_a_data_error():
+    with pytest.raises(DataError, match="score must be one of mse, gaussian"):
+        TrainConfig(score="l1")
