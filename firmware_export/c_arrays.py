@@ -147,10 +147,12 @@ const unsigned int {sym}_len = {n};
 
 def frontend_header(params: FeatureParams, mean: np.ndarray, std: np.ndarray, mic_offsets: np.ndarray | None,
                     input_quant: tuple[float, int], output_quant: tuple[float, int], decision: dict,
-                    identity: dict, banner: str) -> str:
+                    identity: dict, banner: str, score_gaussian: tuple | None = None) -> str:
     """The text of ``humwatch_frontend.h``.
 
     Args:
+        score_gaussian: ``(mean [n_mels], precision [n_mels, n_mels], eps)`` for a ``--score gaussian`` model
+            (HW_SCORE_KIND = HW_SCORE_GAUSSIAN and the two arrays), None for the MSE score.
         decision: ``threshold`` (int8 domain), ``k``, ``alarm_m``, ``alarm_n``, ``site_threshold_float`` (or None),
             ``threshold_source``.
         identity: ``model_hash``, ``site``, ``calibration_id``.
@@ -173,6 +175,20 @@ def frontend_header(params: FeatureParams, mean: np.ndarray, std: np.ndarray, mi
         else:
             fp_lines.append(f"#define {macro} {int(v)}")
     site_thr = decision.get("site_threshold_float")
+    if score_gaussian is None:
+        score_step = ("score = mean over the HW_PATCH_ELEMENTS elements of (x - y)^2, with the float x of step 5 "
+                      "(not its\n *      quantised copy), accumulated in float (HW_SCORE_KIND == HW_SCORE_MSE);")
+        score_block = "#define HW_SCORE_KIND HW_SCORE_MSE\n"
+    else:
+        g_mean, g_prec, g_eps = score_gaussian
+        score_step = ("HW_SCORE_KIND == HW_SCORE_GAUSSIAN: e[m] = mean over the frames of (x - y)^2 in band m (float "
+                      "x of\n *      step 5); z[m] = logf(e[m] + HW_BAND_ERROR_EPS) - hw_score_mean[m]; score = "
+                      "sum_ij z[i] *\n *      hw_score_precision[i * HW_N_MELS + j] * z[j] (squared Mahalanobis "
+                      "distance; accumulate in double);")
+        score_block = (f"#define HW_SCORE_KIND HW_SCORE_GAUSSIAN\n#define HW_BAND_ERROR_EPS {c_float(g_eps)}\n"
+                       "/* the error Gaussian: mean and precision (inverse covariance) of log band errors */\n"
+                       + float_array("hw_score_mean", g_mean, "HW_N_MELS")
+                       + float_array("hw_score_precision", g_prec, "HW_N_MELS * HW_N_MELS"))
     pow2 = p.n_fft & (p.n_fft - 1) == 0
     iscale, izp = input_quant
     oscale, ozp = output_quant
@@ -190,8 +206,7 @@ def frontend_header(params: FeatureParams, mean: np.ndarray, std: np.ndarray, mi
  *   6. q = clamp(roundf(x / HW_INPUT_SCALE) + HW_INPUT_ZERO_POINT, -128, 127) into the int8 input tensor
  *      [1][HW_PATCH_FRAMES][HW_N_MELS][1]: row = frame (time), column = mel band, frame-major;
  *   7. invoke; y = (out_q - HW_OUTPUT_ZERO_POINT) * HW_OUTPUT_SCALE is the reconstruction of x;
- *   8. score = mean over the HW_PATCH_ELEMENTS elements of (x - y)^2, with the float x of step 5 (not its
- *      quantised copy), accumulated in float;
+ *   8. {score_step}
  *   9. a patch is over when score > HW_SCORE_THRESHOLD; raise the alarm when at least HW_ALARM_M of the last
  *      HW_ALARM_N patches are over.
  * HW_SCORE_THRESHOLD was derived from this int8 model's own scores on the site's calibration audio with the site's
@@ -227,6 +242,10 @@ def frontend_header(params: FeatureParams, mean: np.ndarray, std: np.ndarray, mi
 #define HW_OUTPUT_SCALE {c_float(oscale)}
 #define HW_OUTPUT_ZERO_POINT {int(ozp)}
 
+/* -- score (step 8) -- */
+#define HW_SCORE_MSE 0
+#define HW_SCORE_GAUSSIAN 1
+{score_block}
 /* -- decision, in the int8 model's score domain ({decision['threshold_source']}) -- */
 #define HW_SCORE_THRESHOLD {c_float(decision['threshold'])}
 #define HW_THRESHOLD_K {c_float(decision['k'])}

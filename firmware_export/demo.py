@@ -128,11 +128,12 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict:
     first_alarm = (caught[0]["t"] - fault_start) if caught else None
     fault = (caught[0].get("fault") or {}) if caught else {}
     named = fault.get("likely")
-    named_as = (named + ("" if fault.get("confident") else "?")) if named else "unknown"
+    named_as = ((f"named {named}" if fault.get("confident") else f"probably {named} (under its precision "
+                 "threshold)") if named else "not matched to a known fault")
     say(f"      {state.patches} patches scored: {len(false)} alarm(s) during normal operation; "
         + (f"the developing fault raised an alarm {first_alarm:.0f} s after it began"
            if first_alarm is not None else "the developing fault raised no alarm")
-        + (f", named {named_as} by the classifier" if caught and classifier else ""))
+        + (f"; the classifier: {named_as}" if caught and classifier else ""))
 
     report_path = None
     try:

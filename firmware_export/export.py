@@ -109,13 +109,22 @@ def _autoencoder(det, where: str):
         raise ExportError(f"{where}: only the conv autoencoder ('ae') exports to firmware, this is a "
                           f"{det.kind!r} detector")
     tc = det.train_config
-    if tc.score != "mse" or tc.mask_frames:
-        # The device computes one pass and the per-patch MSE (hw_score); the interpolation passes and the Gaussian
-        # score are not mirrored in firmware yet.
-        raise ExportError(f"{where}: firmware export supports the plain autoencoder with the MSE score; this model "
-                          f"uses score {tc.score!r} with mask_frames {tc.mask_frames} (train with --score mse "
-                          "--mask-frames 0 for firmware)")
+    if tc.mask_frames:
+        # The device runs one pass per patch (hw_score); the interpolation objective's masked passes are not mirrored
+        # in firmware yet.
+        raise ExportError(f"{where}: firmware export supports the one-pass autoencoder; this model interpolates "
+                          f"hidden blocks (mask_frames {tc.mask_frames}, {det.forward_passes()} passes per patch); "
+                          "train with --mask-frames 0 for firmware")
     return det
+
+
+def _gaussian(det) -> tuple | None:
+    """``(mean, precision, eps)`` of a ``--score gaussian`` model, None for the MSE score."""
+    from anomaly.score import BAND_ERROR_EPS
+
+    if det.train_config.score != "gaussian":
+        return None
+    return np.asarray(det.gauss_mean_, np.float64), np.asarray(det.gauss_prec_, np.float64), BAND_ERROR_EPS
 
 
 def _model_inputs(model_dir: Path) -> dict:
@@ -296,7 +305,8 @@ def run_export(req: ExportRequest, on_progress: Callable[[str, float], None] | N
                                  for k, X in sets.items()},
                  "tflite_float": {k: fm.run(X) for k, X in sets.items()},
                  "tflite_int8": {k: qm.run(X) for k, X in sets.items()}}
-        scores = {rt: {k: parity.mse_scores(sets[k], r[k]) for k in sets} for rt, r in recon.items()}
+        gauss = _gaussian(det)
+        scores = {rt: {k: parity.patch_scores(sets[k], r[k], gauss) for k in sets} for rt, r in recon.items()}
         recon_diff = {rt: float(np.abs(recon[rt]["normal"] - recon["pytorch"]["normal"]).max())
                       for rt in recon if rt != "pytorch"}
         par = parity.summarise(scores, recon_diff, d.fault_names)
@@ -304,8 +314,8 @@ def run_export(req: ExportRequest, on_progress: Callable[[str, float], None] | N
         lap("parity")
 
         step("threshold on int8 scores", 0.8)
-        pt_thr_scores = parity.mse_scores(thr_n, parity.torch_reconstruct(model, thr_n))
-        q_thr_scores = parity.mse_scores(thr_n, qm.run(thr_n))
+        pt_thr_scores = parity.patch_scores(thr_n, parity.torch_reconstruct(model, thr_n), gauss)
+        q_thr_scores = parity.patch_scores(thr_n, qm.run(thr_n), gauss)
         pt_thr, _, _ = parity.threshold_rule(pt_thr_scores, src.k)
         q_thr, q_mean, q_std = parity.threshold_rule(q_thr_scores, src.k)
         report = None
@@ -417,8 +427,11 @@ def run_export(req: ExportRequest, on_progress: Callable[[str, float], None] | N
                           "scale": iq[0], "zero_point": iq[1]},
                 "output": {"name": "reconstruction of the normalised patch", "shape": [1, p.patch_frames, p.n_mels, 1],
                            "dtype": "int8", "scale": oq[0], "zero_point": oq[1]},
-                "score": "mean over the patch of (x - dequantised output)^2 with x the float normalised input; "
-                         "computed on the device in float (see humwatch_frontend.h)",
+                "score": ("mean over the patch of (x - dequantised output)^2 with x the float normalised input; "
+                          "computed on the device in float (see humwatch_frontend.h)") if gauss is None else
+                         ("squared Mahalanobis distance of log(per-band mean of (x - dequantised output)^2 + "
+                          "HW_BAND_ERROR_EPS) from the model's error Gaussian (hw_score_mean, hw_score_precision); "
+                          "computed on the device in float, the quadratic form in double (see humwatch_frontend.h)"),
             },
             "tflm": tflm,
             "latency_estimate": {
@@ -428,7 +441,9 @@ def run_export(req: ExportRequest, on_progress: Callable[[str, float], None] | N
             },
             "threshold": threshold,
             "parity": {
-                "score": "per-patch MSE between the float normalised input and each runtime's reconstruction",
+                "score": ("per-patch MSE" if gauss is None else "per-patch Gaussian score (Mahalanobis distance of "
+                          "the log band errors)") + " between the float normalised input and each runtime's "
+                                                    "reconstruction",
                 "patches": {"normal_held_out": int(len(check_n)), "fault": int(len(fault_n)),
                             "faults": list(data.INJECT_FAULTS), "severity": data.INJECT_SEVERITY,
                             "fault_mixing": "simulator fault component x (held-out RMS / 0.1), clipped to +-1, as "
@@ -460,7 +475,8 @@ def run_export(req: ExportRequest, on_progress: Callable[[str, float], None] | N
             p, det.mean_, det.std_, src.offsets, iq, oq,
             {"threshold": q_thr, "k": src.k, "alarm_m": src.alarm_m, "alarm_n": src.alarm_n,
              "site_threshold_float": src.reference_threshold, "threshold_source": src.threshold_source},
-            {"model_hash": src.model_hash, "site": src.site, "calibration_id": src.calibration_id}, banner))
+            {"model_hash": src.model_hash, "site": src.site, "calibration_id": src.calibration_id}, banner,
+            score_gaussian=gauss))
         for name in REF_SOURCES:
             shutil.copyfile(REF_DIR / name, tmp / name)
         names = list(OUTPUT_FILES)

@@ -32,6 +32,22 @@ def mse_scores(Xn: np.ndarray, recon: np.ndarray) -> np.ndarray:
     return np.square(d).mean(axis=(1, 2))
 
 
+def patch_scores(Xn: np.ndarray, recon: np.ndarray, gaussian: tuple | None = None) -> np.ndarray:
+    """The detector's patch scores ``[n]`` from normalised patches and reconstructions ``[n, T, M]``.
+
+    Args:
+        gaussian: ``(mean [M], precision [M, M], eps)`` for ``--score gaussian`` models: the squared Mahalanobis
+            distance of ``log(band errors + eps)``, as :meth:`anomaly.score.AutoencoderDetector._score_bands`;
+            None for the plain MSE.
+    """
+    if gaussian is None:
+        return mse_scores(Xn, recon)
+    mean, prec, eps = gaussian
+    bands = np.square(recon.astype(np.float64) - Xn.astype(np.float64)).mean(axis=1)
+    z = np.log(bands + eps) - mean
+    return np.einsum("ij,jk,ik->i", z, prec, z)
+
+
 def auc(normal: np.ndarray, fault: np.ndarray) -> float:
     """Area under the ROC curve (fault scores above normal ones = 1), ties counted half."""
     normal, fault = np.asarray(normal, float), np.asarray(fault, float)

@@ -240,7 +240,7 @@ def test_train_interpolating_gaussian_model_and_export_refuses_it(data, tmp_path
     from firmware_export.errors import ExportError
     from firmware_export.export import _autoencoder
 
-    with pytest.raises(ExportError, match="score 'gaussian' with mask_frames 24"):
+    with pytest.raises(ExportError, match="mask_frames 24, 4 passes per patch"):
         _autoencoder(load_detector(out), str(out))
 
 

@@ -506,3 +506,56 @@ def test_patches_of_injected_pieces_cover_the_run():
     sig = np.zeros((r - 1) * p.patch_hop_samples + p.min_samples, np.float32)
     assert patches(log_mel(sig, p), p).shape[0] == r
     assert _runs(np.array([1, 2, 3, 7, 9, 10])) == [(1, 3), (7, 7), (9, 10)]
+
+
+def test_gaussian_score_model_exports_and_the_c_score_matches(site_root, tmp_path):
+    """A --score gaussian model through the --model route: the header carries the error Gaussian, the int8 scores
+    correlate with PyTorch's, and the C score equals the Python score of the int8 output."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from anomaly.audio import file_log_mel, file_patches
+    from anomaly.score import fit_detector, load_detector
+    from anomaly.train import TrainConfig
+    from firmware_export.frontend_ref import DIR, HARNESS
+    from firmware_export.parity import patch_scores
+    from firmware_export.tflite import quantize
+
+    train = site_root / "train" / "normal.flac"
+    det = fit_detector("ae", [file_log_mel(train, DEFAULT_PARAMS)], DEFAULT_PARAMS,
+                       train_config=TrainConfig(epochs=2, samples_per_epoch=256, threads=1, score="gaussian"))
+    det.save(tmp_path / "gmodel")
+    out = tmp_path / "fw"
+    r = invoke("export", "--model", tmp_path / "gmodel", "--representative", site_root / "calib", "--out", out,
+               "--json")
+    assert r.exit_code == 0, r.output[-3000:]
+    m = json.loads((out / "manifest.json").read_text())
+    assert "Mahalanobis" in m["model"]["score"] and m["gates"]["passed"]
+    header = (out / "humwatch_frontend.h").read_text()
+    assert "#define HW_SCORE_KIND HW_SCORE_GAUSSIAN" in header and "hw_score_precision[HW_N_MELS * HW_N_MELS]" in header
+    if GCC is None:
+        pytest.skip("no gcc on this machine")
+    exe = tmp_path / "hwref"
+    r = subprocess.run([GCC, "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic", f"-I{out}",
+                        str(out / "hw_frontend.c"), str(DIR / HARNESS), "-lm", "-o", str(exe)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    det = load_detector(tmp_path / "gmodel")
+    (iscale, izp), (oscale, ozp) = ((m["model"][k]["scale"], m["model"][k]["zero_point"]) for k in ("input", "output"))
+    it = Interpreter(model_path=str(out / "model_int8.tflite"))
+    it.allocate_tensors()
+    i, o = it.get_input_details()[0], it.get_output_details()[0]
+    _, P = file_patches(site_root / "calib" / "site.flac", DEFAULT_PARAMS)
+    gauss = (det.gauss_mean_, det.gauss_prec_, 1e-4)
+    for X in (P[0], P[len(P) // 2]):
+        xn = ((X - det.mean_) / det.std_).astype(np.float32)
+        it.set_tensor(i["index"], quantize(xn, iscale, izp)[None, :, :, None])
+        it.invoke()
+        yq = it.get_tensor(o["index"])[0, :, :, 0]
+        y = (yq.astype(np.float32) - ozp) * np.float32(oscale)
+        want = float(patch_scores(xn[None], y[None], gauss)[0])
+        xn.tofile(tmp_path / "x.f32")
+        yq.tofile(tmp_path / "y.i8")
+        r = subprocess.run([str(exe), "score", str(tmp_path / "x.f32"), str(tmp_path / "y.i8")], capture_output=True,
+                           text=True)
+        assert r.returncode == 0, r.stderr
+        assert float(r.stdout.split()[0]) == pytest.approx(want, rel=SCORE_REL_TOL)

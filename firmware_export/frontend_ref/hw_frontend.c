@@ -97,6 +97,31 @@ void hw_normalise_quantise(const float *log_mel, float *x, int8_t *q) {
     }
 }
 
+#if HW_SCORE_KIND == HW_SCORE_GAUSSIAN
+float hw_score(const float *x, const int8_t *out_q, int n) {
+    /* n = frames * HW_N_MELS, frame-major. Band errors accumulate per band in float (96 terms); the quadratic form
+     * over 64 x 64 terms with mixed signs accumulates in double (4096 multiply-adds a patch, also fine in software). */
+    float band[HW_N_MELS];
+    double z[HW_N_MELS], total = 0.0;
+    int frames = n / HW_N_MELS, t, m, j;
+    for (m = 0; m < HW_N_MELS; m++) band[m] = 0.0f;
+    for (t = 0; t < frames; t++) {
+        for (m = 0; m < HW_N_MELS; m++) {
+            float d = x[t * HW_N_MELS + m] - hw_dequantise_output(out_q[t * HW_N_MELS + m]);
+            band[m] += d * d;
+        }
+    }
+    if (frames <= 0) return 0.0f;
+    for (m = 0; m < HW_N_MELS; m++)
+        z[m] = (double)logf(band[m] / (float)frames + HW_BAND_ERROR_EPS) - (double)hw_score_mean[m];
+    for (m = 0; m < HW_N_MELS; m++) {
+        double row = 0.0;
+        for (j = 0; j < HW_N_MELS; j++) row += (double)hw_score_precision[m * HW_N_MELS + j] * z[j];
+        total += z[m] * row;
+    }
+    return (float)total;
+}
+#else
 float hw_score(const float *x, const int8_t *out_q, int n) {
     /* row-wise partial sums keep the float accumulation error near 1e-6 relative for 6144 elements */
     float total = 0.0f;
@@ -112,6 +137,7 @@ float hw_score(const float *x, const int8_t *out_q, int n) {
     }
     return n > 0 ? total / (float)n : 0.0f;
 }
+#endif
 
 void hw_alarm_init(hw_alarm *a) {
     memset(a, 0, sizeof(*a));

@@ -44,7 +44,9 @@ void hw_normalise_quantise(const float *log_mel, float *x, int8_t *q);
 int8_t hw_quantise(float x);
 float hw_dequantise_output(int8_t q);
 
-/* Step 8: mean squared error between the float normalised patch x[n] and the dequantised model output out_q[n]. */
+/* Step 8: the patch score of the float normalised patch x[n] against the dequantised model output out_q[n]: the mean
+ * squared error (HW_SCORE_KIND == HW_SCORE_MSE) or the Mahalanobis distance of the log band errors
+ * (HW_SCORE_GAUSSIAN, a model trained with --score gaussian). */
 float hw_score(const float *x, const int8_t *out_q, int n);
 
 /* Step 9: the m-of-n alarm rule over consecutive patch scores. */
