@@ -160,9 +160,9 @@ def train(
     augment: Annotated[bool, typer.Option(help="Time shift, gain, noise and SpecAugment masks.")] = True,
     samples_per_epoch: Annotated[int, typer.Option(min=64, help="Random crops drawn per epoch.")] = 2048,
     threads: Annotated[int, typer.Option(min=1, help="CPU threads for training.")] = 2,
-    score: Annotated[str, typer.Option(help="ae: mse (mean squared error; what the firmware export computes) | "
-                                       "gaussian (Mahalanobis distance of the log per-band errors: two-sided, "
-                                       "flags damped or missing sounds too; not exportable yet).")] = "mse",
+    score: Annotated[str | None, typer.Option(help="ae: gaussian (Mahalanobis distance of the log per-band errors from "
+                                       "their distribution on normal audio: two-sided, flags damped or missing "
+                                       "sounds too; the default) | mse (plain mean squared error).")] = None,
     mask_frames: Annotated[int, typer.Option(min=0, help="ae: 0 = reconstruct the patch; 24 = interpolate each "
                                              "hidden 24-frame block from the rest (4 passes per patch; best with "
                                              "--score gaussian, see docs/benchmarks.md).")] = 0,
@@ -191,13 +191,13 @@ def train(
             arch = ArchConfig(widths=_parse_widths(widths), bottleneck=bottleneck)
         except ValueError as e:
             raise DataError(str(e)) from None
-        if detector != "ae" and (score != "mse" or mask_frames):
+        if detector != "ae" and (score is not None or mask_frames):
             raise DataError("--score and --mask-frames are options of the autoencoder (--detector ae)")
         if mask_frames and DEFAULT_PARAMS.patch_frames % mask_frames:
             raise DataError(f"--mask-frames must divide the patch length {DEFAULT_PARAMS.patch_frames} (e.g. 24, 32, "
                             f"48), got {mask_frames}")
-        cfg = TrainConfig(epochs=epochs, seed=seed, samples_per_epoch=samples_per_epoch, threads=threads, score=score,
-                          mask_frames=mask_frames)
+        cfg = TrainConfig(epochs=epochs, seed=seed, samples_per_epoch=samples_per_epoch, threads=threads,
+                          score=score or TrainConfig().score, mask_frames=mask_frames)
         files = find_audio(normal)
         recs = _read_recordings(files, DEFAULT_PARAMS)
         minutes = sum(r.shape[0] for r in recs) * DEFAULT_PARAMS.hop_length / DEFAULT_PARAMS.sample_rate / 60

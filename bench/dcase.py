@@ -225,9 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS.relative_to(PROJECT)})")
     ap.add_argument("--machines", default="*", help="only <set>/<machine> names matching this glob (default *)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads for both methods (default 2)")
-    ap.add_argument("--score", choices=("mse", "gaussian"), default="mse",
-                    help="ours: patch score (default mse, the humwatch default; gaussian = Mahalanobis of log band "
-                         "errors)")
+    ap.add_argument("--score", choices=("mse", "gaussian"), default=TrainConfig().score,
+                    help=f"ours: patch score (default {TrainConfig().score}, the humwatch default; gaussian = "
+                         "Mahalanobis of log band errors, mse = mean squared error)")
     ap.add_argument("--mask-frames", type=int, default=0,
                     help="ours: 0 = plain autoencoder (default); 24 = interpolation objective")
     args = ap.parse_args(argv)

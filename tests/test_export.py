@@ -353,6 +353,8 @@ def test_c_score_and_decision_match_the_int8_model(exported, hwref, tmp_path):
 
     from anomaly.audio import file_patches
     from anomaly.score import load_detector
+    from firmware_export.export import _gaussian
+    from firmware_export.parity import patch_scores
     from firmware_export.tflite import dequantize, quantize
 
     det = load_detector(exported["root"] / "model")
@@ -369,7 +371,7 @@ def test_c_score_and_decision_match_the_int8_model(exported, hwref, tmp_path):
         it.set_tensor(i["index"], quantize(xn, iscale, izp)[None, :, :, None])
         it.invoke()
         yq = it.get_tensor(o["index"])[0, :, :, 0]
-        want = float(np.mean((xn.astype(np.float64) - dequantize(yq, oscale, ozp)) ** 2))
+        want = float(patch_scores(xn[None], dequantize(yq, oscale, ozp)[None], _gaussian(det))[0])
         xn.tofile(tmp_path / "x.f32")
         yq.tofile(tmp_path / "y.i8")
         r = subprocess.run([str(hwref), "score", str(tmp_path / "x.f32"), str(tmp_path / "y.i8")],
