@@ -160,9 +160,10 @@ def train(
     augment: Annotated[bool, typer.Option(help="Time shift, gain, noise and SpecAugment masks.")] = True,
     samples_per_epoch: Annotated[int, typer.Option(min=64, help="Random crops drawn per epoch.")] = 2048,
     threads: Annotated[int, typer.Option(min=1, help="CPU threads for training.")] = 2,
-    score: Annotated[str | None, typer.Option(help="ae: gaussian (Mahalanobis distance of the log per-band errors from "
-                                       "their distribution on normal audio: two-sided, flags damped or missing "
-                                       "sounds too; the default) | mse (plain mean squared error).")] = None,
+    score: Annotated[str | None, typer.Option(help="ae: mse (mean squared error; the default) | gaussian "
+                                              "(Mahalanobis distance of the log per-band errors from their "
+                                              "distribution on normal audio: two-sided, also flags sounds that got "
+                                              "weaker; see docs/model.md).")] = None,
     mask_frames: Annotated[int, typer.Option(min=0, help="ae: 0 = reconstruct the patch; 24 = interpolate each "
                                              "hidden 24-frame block from the rest (4 passes per patch; best with "
                                              "--score gaussian, see docs/benchmarks.md).")] = 0,

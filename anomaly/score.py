@@ -137,11 +137,11 @@ class AutoencoderDetector(Detector):
     interpolation objective: the error of each grid block when it is hidden, see
     :func:`anomaly.train.masked_error_maps`); its time average is the 64-band error vector ``e``.
 
-    * ``score="mse"`` (default, what the firmware export computes): the mean of ``e`` -- per-patch MSE.
+    * ``score="mse"`` (default): the mean of ``e`` -- per-patch MSE.
     * ``score="gaussian"``: the squared Mahalanobis distance of ``log(e + 1e-4)`` from a Gaussian (Ledoit-Wolf
       shrinkage) fitted on the training patches' vectors: a two-sided score, so a patch whose error spectrum is
       *unusually low or differently shaped* -- a missing or damped transient -- is anomalous too, not only one with
-      more error than usual. Better on the real valve recordings (docs/benchmarks.md); not exportable yet.
+      more error than usual. Better on the real recordings (docs/benchmarks.md); exported like the MSE.
     """
 
     kind = "ae"

@@ -58,7 +58,7 @@ class TrainConfig:
     time_mask: int = 8
     freq_mask: int = 6
     mask_frames: int = 0  # interpolation objective (e.g. 24; 0 = plain autoencoder); must divide the patch length
-    score: str = "gaussian"  # "gaussian": Mahalanobis distance of the log band errors (see AutoencoderDetector) | "mse"
+    score: str = "mse"  # "mse" | "gaussian": Mahalanobis distance of the log band errors (see AutoencoderDetector)
 
     def __post_init__(self) -> None:
         if self.score not in SCORES:

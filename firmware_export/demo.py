@@ -100,7 +100,7 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict:
         f"{th['false_alarms_per_day']:.2g}/day; lowest injected severity detected: "
         + ", ".join(f"{k} {v if v is not None else '-'}" for k, v in low.items()))
 
-    say(f"[{next(step)}/{steps}] evaluating on held-out clips (clip score = mean patch error)")
+    say(f"[{next(step)}/{steps}] evaluating on held-out clips (clip score = mean patch score)")
     det = load_detector(model_dir)
     ev = evaluate(lambda p: float(score_file(det, p)[1].mean()), test_dir)
     m = ev.metrics()

@@ -160,17 +160,15 @@ def test_band_errors_reconstruct_embed(sim, ae):
     X = sim["faulty"][:6]
     bands = ae.band_errors(X)
     assert bands.shape == (6, 64) and (bands >= 0).all()
-    # the default score: squared Mahalanobis distance of the log band errors from the training patches' Gaussian
-    z = np.log(bands + 1e-4) - ae.gauss_mean_
-    np.testing.assert_allclose(np.einsum("ij,jk,ik->i", z, ae.gauss_prec_, z), ae.score_samples(X), rtol=1e-6)
+    np.testing.assert_allclose(bands.mean(1), ae.score_samples(X), rtol=1e-6)  # the default score: MSE
     s2, b2 = ae.score_with_bands(X)
     np.testing.assert_allclose(s2, ae.score_samples(X), rtol=1e-6)
     np.testing.assert_allclose(b2, bands, rtol=1e-6)
     rec = ae.reconstruct(X)
     assert rec.shape == (6, 96, 64) and np.isfinite(rec).all()
-    # the reconstruction is in the raw log-mel domain: its error, normalised, gives the band errors
-    norm_err = (((rec - X) / ae.std_) ** 2).mean(axis=1)
-    np.testing.assert_allclose(norm_err, bands, rtol=1e-4)
+    # the reconstruction is in the raw log-mel domain: its error, normalised, is the score
+    norm_err = (((rec - X) / ae.std_) ** 2).mean(axis=(1, 2))
+    np.testing.assert_allclose(norm_err, ae.score_samples(X), rtol=1e-4)
     assert ae.embed(X).shape == (6, 32)
     assert ae.score_samples(np.zeros((0, 96, 64), np.float32)).shape == (0,)
 
@@ -180,7 +178,7 @@ def test_band_errors_reconstruct_embed(sim, ae):
 
 
 def test_save_load_round_trip(sim, ae, ae_dir):
-    assert sorted(p.name for p in ae_dir.iterdir()) == ["model.json", "scoring.npz", "weights.pt"]
+    assert sorted(p.name for p in ae_dir.iterdir()) == ["model.json", "weights.pt"]
     X = np.concatenate([sim["normal"][:5], sim["faulty"][:5]])
     det = load_detector(ae_dir)
     assert isinstance(det, AutoencoderDetector)
@@ -197,7 +195,7 @@ def test_save_load_round_trip(sim, ae, ae_dir):
     arch = meta["architecture"]
     assert arch["widths"] == [8, 16, 32, 32] and arch["bottleneck"] == 32
     assert arch["params"] == 80337 and arch["macs_per_patch"] == 2_482_176
-    assert arch["forward_passes_per_patch"] == 1 and meta["score"] == "mahalanobis of log band errors"
+    assert arch["forward_passes_per_patch"] == 1 and meta["score"] == "mse"
     tr = meta["training"]
     assert isinstance(tr["train_loss"], list) and len(tr["train_loss"]) == 2
     assert len(tr["val_loss"]) == 2 and tr["epochs"] == 2 and tr["samples_per_epoch"] == 512 and tr["seed"] == 0
@@ -205,10 +203,7 @@ def test_save_load_round_trip(sim, ae, ae_dir):
     v = meta["validation"]
     assert v["n_patches"] >= 1 and v["score_std"] >= 0 and v["score_p99"] >= v["score_mean"] - 1e-12
     assert meta["threshold"] == pytest.approx(v["score_mean"] + 4 * v["score_std"])
-    assert set(meta["files"]) == {"weights.pt", "scoring.npz"}
-    assert all(re.fullmatch(r"[0-9a-f]{64}", h) for h in meta["files"].values())
-    with np.load(ae_dir / "scoring.npz", allow_pickle=False) as z:  # plain arrays: the error Gaussian
-        assert z["mean"].shape == (64,) and z["precision"].shape == (64, 64)
+    assert set(meta["files"]) == {"weights.pt"} and re.fullmatch(r"[0-9a-f]{64}", meta["files"]["weights.pt"])
 
     state = torch.load(ae_dir / "weights.pt", weights_only=True)  # a plain state dict, no pickled objects
     assert isinstance(state, dict) and all(isinstance(t, torch.Tensor) for t in state.values())
@@ -233,7 +228,7 @@ def test_save_replaces_an_existing_dir(ae, tmp_path):
     d.mkdir()
     (d / "stale.txt").write_text("old")
     ae.save(d)
-    assert sorted(p.name for p in d.iterdir()) == ["model.json", "scoring.npz", "weights.pt"]
+    assert sorted(p.name for p in d.iterdir()) == ["model.json", "weights.pt"]
 
 
 def test_missing_model_dir(tmp_path):
