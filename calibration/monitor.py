@@ -176,9 +176,8 @@ class Monitor:
                 "offset_s": round(offset, 2), "top_bands": self._top_bands(bands) if bands is not None else []}
         if self.clf is not None:
             info["fault"] = self._fault(fault_class)
-            if fault_class is not None:
-                info["fault"]["likely"] = fault_class
-        if self.clf is not None:
+            if fault_class is not None:  # the class's own m-of-n rule fired: it names the alarm
+                info["fault"].update(likely=fault_class, confident=True)
             f = info["fault"]["likely"] or "unknown"
             self.state.alarm_faults[f] = self.state.alarm_faults.get(f, 0) + 1
         self.log.alarm(self.run, t, score, info)

@@ -128,7 +128,8 @@ def test_classifier_hit_alone_raises_its_own_alarm(world, tmp_path, monkeypatch)
     kinds = [a["kind"] for a in alarms["info"]]
     assert kinds == ["classifier"] and state.alarms == 1  # one onset: the rule stays active on the whole file
     info = alarms["info"].iloc[0]
-    assert info["fault"]["likely"] == "electrical-arc" and "p(electrical-arc)" in info["rule"]
+    assert info["fault"]["likely"] == "electrical-arc" and info["fault"]["confident"]
+    assert "p(electrical-arc)" in info["rule"]
     assert fault_label(info).startswith("classifier hit: electrical-arc")
 
 
