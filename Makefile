@@ -41,6 +41,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/calibration_speed.py
 	$(BIN)/python bench/monitor.py
 	$(BIN)/python bench/dcase.py
+	$(BIN)/python bench/export.py
+	$(BIN)/python bench/int8_gaussian.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info demo-out
