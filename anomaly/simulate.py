@@ -784,30 +784,35 @@ def _check_config(config: object) -> SimConfig:
     return config
 
 
-def iter_simulate(config: SimConfig, seconds: float, block_seconds: float = 10.0) -> Iterator[np.ndarray]:
-    """Yield float32 mono blocks at 16 kHz.
+def iter_simulate(config: SimConfig, seconds: float, block_seconds: float = 10.0, *,
+                  start_s: float = 0.0) -> Iterator[np.ndarray]:
+    """Yield float32 mono blocks at 16 kHz covering ``[start_s, start_s + seconds)`` of the unit's timeline.
 
     The concatenation is identical whatever ``block_seconds`` is (deterministic per seed); the last block may be
-    shorter. Arguments are validated at the call, not at the first ``next()``.
+    shorter. ``start_s`` continues the same unit (seed) later in time: consecutive ranges join seamlessly.
+    Arguments are validated at the call, not at the first ``next()``.
 
     Raises:
-        DataError: a non-SimConfig config, negative/non-finite seconds, or a block shorter than one sample.
+        DataError: a non-SimConfig config, negative/non-finite seconds or start_s, or a block shorter than one sample.
     """
     config = _check_config(config)
     total = _n_samples(seconds, "seconds")
+    start = _n_samples(start_s, "start_s")
     block = _n_samples(block_seconds, "block_seconds")
     if block < 1:
         raise DataError(f"block_seconds must be at least one sample (1/{SAMPLE_RATE} s), got {block_seconds!r}")
-    return _blocks(_Renderer(config), 0, total, block)
+    return _blocks(_Renderer(config), start, total, block)
 
 
-def simulate(config: SimConfig, seconds: float) -> np.ndarray:
-    """Simulate ``seconds`` of audio: float32 ``[n_samples]``, equal to the concatenation of :func:`iter_simulate`."""
+def simulate(config: SimConfig, seconds: float, *, start_s: float = 0.0) -> np.ndarray:
+    """Simulate ``seconds`` of audio from ``start_s`` on: float32 ``[n_samples]``, equal to the concatenation of
+    :func:`iter_simulate`."""
     config = _check_config(config)
     total = _n_samples(seconds, "seconds")
+    start = _n_samples(start_s, "start_s")
     out = np.empty(total, dtype=np.float32)
     pos = 0
-    for b in _blocks(_Renderer(config), 0, total, 60 * SAMPLE_RATE):
+    for b in _blocks(_Renderer(config), start, total, 60 * SAMPLE_RATE):
         out[pos : pos + len(b)] = b
         pos += len(b)
     return out
@@ -843,8 +848,9 @@ def fault_signal(fault: str, severity: float, seconds: float, *, seed: int = 0, 
 
 
 def write_audio(path: str | Path, config: SimConfig, minutes: float, *,
-                progress: Callable[[float], None] | None = None) -> Path:
-    """Stream a simulation into a 16-bit PCM FLAC (or WAV, by suffix) at 16 kHz mono.
+                progress: Callable[[float], None] | None = None, start_s: float = 0.0) -> Path:
+    """Stream a simulation into a 16-bit PCM FLAC (or WAV, by suffix) at 16 kHz mono; ``start_s`` continues the
+    same unit later in time (e.g. monitoring audio after a calibration recording).
 
     The file is written to a temp file beside ``path`` and renamed into place at the end, so an interrupted run
     (including KeyboardInterrupt raised by ``progress``) leaves no partial file at ``path``. ``progress(fraction)``
@@ -867,7 +873,7 @@ def write_audio(path: str | Path, config: SimConfig, minutes: float, *,
     except (TypeError, ValueError):
         raise DataError(f"minutes must be a number, got {minutes!r}") from None
     total = _n_samples(seconds, "minutes * 60")
-    blocks = iter_simulate(config, seconds)
+    blocks = iter_simulate(config, seconds, start_s=start_s)
     with atomic_path(path, suffix=path.suffix) as tmp:
         with sf.SoundFile(str(tmp), mode="w", samplerate=SAMPLE_RATE, channels=1, subtype="PCM_16",
                           format=fmt) as fh:

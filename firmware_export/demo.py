@@ -2,8 +2,8 @@
 
 simulate a pump site → train the autoencoder on normal audio → create the site and calibrate it on 30 min of its
 audio (with injected faults) → evaluate on held-out normal and faulty clips → train a fault classifier on labelled
-simulated clips and attach it to the site → monitor 10 min of normal operation and then a developing cavitation
-fault → write the reliability report → export the firmware models.
+simulated clips and attach it to the site → monitor the same pump after its calibration recording: 10 min of normal
+operation, then a developing cavitation fault → write the reliability report → export the firmware models.
 """
 
 from __future__ import annotations
@@ -37,10 +37,18 @@ class DemoConfig:
     classifier_epochs: int = 15
 
 
-def _sim(path: Path, cfg: DemoConfig, seed: int, minutes: float, fault: str = "none", severity: float = 0.0) -> Path:
+def _sim(path: Path, cfg: DemoConfig, seed: int, minutes: float, fault: str = "none", severity: float = 0.0,
+         start_s: float = 0.0) -> Path:
+    """Simulated audio of unit ``seed`` (each seed is one physical unit of the machine), from ``start_s`` on."""
     from anomaly.simulate import SimConfig, write_audio
 
-    return write_audio(path, SimConfig(cfg.machine, fault, severity, cfg.background, seed=seed), minutes)
+    return write_audio(path, SimConfig(cfg.machine, fault, severity, cfg.background, seed=seed), minutes,
+                       start_s=start_s)
+
+
+def _site_unit(cfg: DemoConfig) -> int:
+    """The seed of the site's own pump: its calibration recording, and later what is monitored."""
+    return cfg.seed * 1000 + 300
 
 
 def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict:
@@ -65,7 +73,7 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict:
     per_file = 2.0
     train_files = [_sim(audio / "train" / f"normal_{i:02d}.flac", cfg, cfg.seed * 1000 + i, per_file)
                    for i in range(max(1, int(round(cfg.train_minutes / per_file))))]
-    cal_file = _sim(audio / "calibration" / "site_normal.flac", cfg, cfg.seed * 1000 + 300, cfg.calibration_minutes)
+    cal_file = _sim(audio / "calibration" / "site_normal.flac", cfg, _site_unit(cfg), cfg.calibration_minutes)
     faults = ("cavitation", "bearing-outer", "electrical-arc")
     test_dir = audio / "test"
     for i in range(cfg.test_clips):
@@ -116,7 +124,8 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict:
     say(f"[{next(step)}/{steps}] monitoring {cfg.monitor_minutes:g} min of normal operation, then 3 min in which "
         "cavitation develops (severity ramps 0 → 0.8 after the first minute)")
     mon_dir = audio / "monitor"
-    _sim(mon_dir / "1_normal.flac", cfg, cfg.seed * 1000 + 800, cfg.monitor_minutes)
+    # The site's own pump, after its calibration recording: 10 normal minutes, then the developing fault.
+    _sim(mon_dir / "1_normal.flac", cfg, _site_unit(cfg), cfg.monitor_minutes, start_s=cfg.calibration_minutes * 60)
     _developing_fault(mon_dir / "2_developing_cavitation.flac", cfg, "cavitation")
     start = time.time() - 3600.0  # pretend it was recorded during the last hour
     with Monitor(site, MonitorConfig(start_utc=start)) as mon:
@@ -213,8 +222,8 @@ def _developing_fault(path: Path, cfg: DemoConfig, fault: str) -> Path:
     from anomaly.atomic import atomic_path
     from anomaly.simulate import SAMPLE_RATE, SimConfig, fault_signal, simulate
 
-    healthy = SimConfig(cfg.machine, "none", 0.0, cfg.background, seed=cfg.seed * 1000 + 900)
-    base = simulate(healthy, 180.0)
+    healthy = SimConfig(cfg.machine, "none", 0.0, cfg.background, seed=_site_unit(cfg))
+    base = simulate(healthy, 180.0, start_s=(cfg.calibration_minutes + cfg.monitor_minutes) * 60)
     add = fault_signal(fault, 0.8, 120.0, seed=healthy.seed + 1, machine=healthy.machine, start_s=60.0)
     ramp = np.linspace(0.0, 1.0, add.size, dtype=np.float32)
     base[60 * SAMPLE_RATE: 60 * SAMPLE_RATE + add.size] += ramp * add

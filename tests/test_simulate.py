@@ -433,3 +433,18 @@ def test_a_few_seconds_render_quickly():
     simulate(cfg, 20.0)
     # ~0.1 s here; 60 min in < 20 s needs < 0.33 s per 60 s. The bound is loose so that a busy CI box passes.
     assert time.perf_counter() - t0 < 3.0
+
+
+def test_start_s_continues_the_same_unit_seamlessly(tmp_path):
+    """Audio from start_s on is the same unit later in time: two halves join into the whole, sample for sample."""
+    import soundfile as sf
+
+    from anomaly.simulate import SimConfig, simulate, write_audio
+
+    cfg = SimConfig("pump", "none", 0.0, "factory", seed=3)
+    whole = simulate(cfg, 20.0)
+    np.testing.assert_array_equal(np.concatenate([simulate(cfg, 12.5), simulate(cfg, 7.5, start_s=12.5)]), whole)
+    x, sr = sf.read(write_audio(tmp_path / "later.flac", cfg, 7.5 / 60, start_s=12.5), dtype="float32")
+    assert sr == 16000 and np.abs(x - whole[200000:]).max() <= 1.0 / 32767 + 1e-6  # 16-bit rounding
+    with pytest.raises(DataError, match="start_s must be finite and >= 0"):
+        simulate(cfg, 1.0, start_s=-1.0)
