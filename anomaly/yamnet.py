@@ -17,14 +17,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from anomaly.errors import DataError, ModelError, one_line
+from anomaly.quiet import captured_fds
 
 EMBEDDING_DIM = 1024
 PATCH_FRAMES, N_MELS = 96, 64
@@ -45,36 +43,10 @@ def path_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[list[str]]:
-    """Keep TensorFlow's / LiteRT's C++ log lines (written to file descriptors 1 and 2) out of the console; the
-    captured text is appended to the yielded list afterwards."""
-    out: list[str] = []
-    for s in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            s.flush()
-    saved, tmp = [], tempfile.TemporaryFile(mode="w+b")
-    try:
-        for fd in (1, 2):
-            try:
-                saved.append((fd, os.dup(fd)))
-                os.dup2(tmp.fileno(), fd)
-            except OSError:
-                pass
-        yield out
-    finally:
-        for fd, dup in saved:
-            os.dup2(dup, fd)
-            os.close(dup)
-        tmp.seek(0)
-        out.append(tmp.read().decode(errors="replace"))
-        tmp.close()
-
-
 def _import_tf(what: Path):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        with _quiet():
+        with captured_fds():
             import tensorflow as tf
     except ImportError:
         raise ModelError(f"reading {what} needs TensorFlow, which is not installed (pip install tensorflow-cpu; it is "
@@ -100,7 +72,7 @@ class _TFLiteRunner:
         except ImportError:
             Interpreter = _import_tf(path).lite.Interpreter  # noqa: N806
         try:
-            with _quiet():
+            with captured_fds():
                 self.it = Interpreter(model_path=str(path), num_threads=threads)
         except Exception as e:  # the interpreter raises ValueError / RuntimeError for files it cannot read
             raise ModelError(f"{path}: not a usable TFLite model ({one_line(e)})") from None
@@ -138,7 +110,7 @@ class _SavedModelRunner:
             tf.config.threading.set_intra_op_parallelism_threads(threads)
             tf.config.threading.set_inter_op_parallelism_threads(1)
         try:
-            with _quiet():
+            with captured_fds():
                 self.loaded = tf.saved_model.load(str(path))  # keep a reference: the signature needs its variables
         except Exception as e:  # TensorFlow raises many kinds (OSError, ValueError, its own errors)
             raise ModelError(f"{path}: not a loadable SavedModel ({one_line(e)})") from None
@@ -211,7 +183,7 @@ class YamnetEmbedder:
         self._batch = None if len(shape) == 2 else shape[0]  # None: dynamic (or no batch dimension)
         self._rank2 = len(shape) == 2
         try:  # one small call now, so that a model that cannot run fails at load time
-            with _quiet():
+            with captured_fds():
                 self.embed(np.zeros((2, PATCH_FRAMES, N_MELS), np.float32))
         except ModelError:
             raise
