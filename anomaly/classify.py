@@ -28,7 +28,6 @@ threshold of best F1.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
 import time
@@ -46,6 +45,7 @@ from anomaly import __version__
 from anomaly.atomic import atomic_dir
 from anomaly.errors import DataError, ModelError, one_line
 from anomaly.features import DEFAULT_PARAMS, FeatureParams
+from anomaly.score import file_sha256
 from anomaly.train import spec_masks_
 
 FORMAT_VERSION = 1
@@ -406,14 +406,6 @@ def choose_threshold(p: np.ndarray, y: np.ndarray, target: float) -> dict:
 # The classifier
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class FaultClassifier:
     """Train with :meth:`fit`, use with :meth:`predict_clips` / :meth:`predict_file`, persist with :meth:`save`."""
 
@@ -702,7 +694,7 @@ class FaultClassifier:
         with atomic_dir(directory) as tmp:
             torch.save(self.net_.state_dict(), tmp / "weights.pt")
             meta = self.meta()
-            meta["files"] = {"weights.pt": _sha256(tmp / "weights.pt")}
+            meta["files"] = {"weights.pt": file_sha256(tmp / "weights.pt")}
             meta.update(extra or {})
             (tmp / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
         return Path(directory)
@@ -739,7 +731,7 @@ def load_classifier(directory: str | Path, params: FeatureParams | None = DEFAUL
         for f, digest in meta.get("files", {}).items():
             if not (d / f).is_file():
                 raise ModelError(f"{d}: missing weights file {f}")
-            if _sha256(d / f) != digest:
+            if file_sha256(d / f) != digest:
                 raise ModelError(f"{d / f}: checksum mismatch (file corrupt or modified)")
         known = set(ClassifyConfig.__dataclass_fields__)
         cfg = ClassifyConfig(**{k: v for k, v in meta.get("training", {}).items() if k in known})

@@ -495,14 +495,18 @@ def file_sha256(path: Path) -> str:
 
 
 
-def model_hash(directory: str | Path) -> str:
-    """Identity of a model directory: sha256 (16 hex) over its model.json and weight files."""
+def directory_hash(directory: str | Path, files) -> str:
+    """sha256 (16 hex) over a model directory's ``model.json`` and the sha256 of each of ``files`` (its weights)."""
     d = Path(directory)
-    meta = read_meta(d)
     h = hashlib.sha256((d / "model.json").read_bytes())
-    for f in sorted(meta.get("files", {})):
+    for f in sorted(files):
         h.update(file_sha256(d / f).encode())
     return h.hexdigest()[:16]
+
+
+def model_hash(directory: str | Path) -> str:
+    """Identity of a model directory: sha256 (16 hex) over its model.json and weight files."""
+    return directory_hash(directory, read_meta(directory).get("files", {}))
 
 
 def read_meta(directory: str | Path) -> dict:

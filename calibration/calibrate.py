@@ -17,7 +17,15 @@ from scipy import stats
 
 from anomaly.audio import ReadStats, audio_info, find_audio, iter_blocks
 from anomaly.features import FeatureParams, MicResponse, PatchStream, patch_starts
-from anomaly.score import AutoencoderDetector, Detector, file_sha256, load_detector, model_hash, score_file
+from anomaly.score import (
+    AutoencoderDetector,
+    Detector,
+    directory_hash,
+    file_sha256,
+    load_detector,
+    model_hash,
+    score_file,
+)
 from calibration.errors import CalibrationError, SiteError
 from calibration.store import Site, utc_now
 from calibration.threshold import rule_onsets, threshold_report
@@ -85,22 +93,17 @@ def site_detector(site: Site, params: FeatureParams | None = None) -> tuple[Dete
 
 def classifier_hash(directory: str | Path) -> str:
     """Identity of a fault-classifier directory: sha256 (16 hex) over its model.json and the files it lists."""
-    import hashlib
     import json
 
     d = Path(directory)
     try:
-        raw = (d / "model.json").read_bytes()
-        files = json.loads(raw).get("files", {})
+        files = json.loads((d / "model.json").read_bytes()).get("files", {})
     except (OSError, ValueError, AttributeError) as e:
         raise SiteError(f"{d}: not a readable fault-classifier directory ({e.__class__.__name__}: {e})") from None
-    h = hashlib.sha256(raw)
-    for f in sorted(files):
-        try:
-            h.update(file_sha256(d / f).encode())
-        except OSError:
-            raise SiteError(f"{d}: the classifier's file {f} is missing") from None
-    return h.hexdigest()[:16]
+    missing = [f for f in sorted(files) if not (d / f).is_file()]
+    if missing:
+        raise SiteError(f"{d}: the classifier's file {missing[0]} is missing")
+    return directory_hash(d, files)
 
 
 def site_classifier(site: Site, params: FeatureParams | None = None):
