@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+from pathlib import Path
+
 from typer.testing import CliRunner
 
 from humwatch_cli import app
@@ -27,3 +31,16 @@ def assert_one_error_line(result, *needles: str, exit_code: int | None = None) -
     for n in needles:
         assert n in lines[0], lines[0]
     return lines[0]
+
+
+GCC = shutil.which("gcc")
+C_FLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic")
+
+
+def build_c(include_dir: Path, sources, exe: Path) -> Path:
+    """Compile C sources (a reference implementation and its test harness) against the generated headers in
+    ``include_dir``, warnings as errors; assert that it builds."""
+    r = subprocess.run([GCC, *C_FLAGS, f"-I{include_dir}", *map(str, sources), "-lm", "-o", str(exe)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return exe

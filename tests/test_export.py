@@ -18,12 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import invoke
+from helpers import GCC, build_c, invoke
 
 from anomaly.features import DEFAULT_PARAMS, FeatureParams, log_mel, patches
 from firmware_export.targets import TFLM_BUILTIN_OPS
 
-GCC = shutil.which("gcc")
 GXX = shutil.which("g++")
 
 # Tolerances of the C front end against anomaly.features.log_mel (float32 radix-2 FFT and sparse mel sums against
@@ -93,11 +92,7 @@ def hwref(exported, tmp_path_factory) -> Path:
     exe = tmp_path_factory.mktemp("cref") / "hwref"
     from firmware_export.frontend_ref import DIR, HARNESS
 
-    r = subprocess.run([GCC, "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic", f"-I{out}",
-                        str(out / "hw_frontend.c"), str(DIR / HARNESS), "-lm", "-o", str(exe)],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    return exe
+    return build_c(out, [out / "hw_frontend.c", DIR / HARNESS], exe)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -329,10 +324,7 @@ def test_c_frontend_follows_the_header_for_other_params_and_mic_offsets(params, 
     for name in SOURCES:
         shutil.copyfile(DIR / name, tmp_path / name)
     exe = tmp_path / "hwref"
-    r = subprocess.run([GCC, "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic", f"-I{tmp_path}",
-                        str(tmp_path / "hw_frontend.c"), str(DIR / HARNESS), "-lm", "-o", str(exe)],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    build_c(tmp_path, [tmp_path / "hw_frontend.c", DIR / HARNESS], exe)
     t = np.arange(2 * params.sample_rate) / params.sample_rate
     sig = (0.2 * np.sin(2 * np.pi * 440 * t) + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
     sig.tofile(tmp_path / "s.f32")
@@ -537,10 +529,7 @@ def test_gaussian_score_model_exports_and_the_c_score_matches(site_root, tmp_pat
     if GCC is None:
         pytest.skip("no gcc on this machine")
     exe = tmp_path / "hwref"
-    r = subprocess.run([GCC, "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic", f"-I{out}",
-                        str(out / "hw_frontend.c"), str(DIR / HARNESS), "-lm", "-o", str(exe)],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    build_c(out, [out / "hw_frontend.c", DIR / HARNESS], exe)
     det = load_detector(tmp_path / "gmodel")
     (iscale, izp), (oscale, ozp) = ((m["model"][k]["scale"], m["model"][k]["zero_point"]) for k in ("input", "output"))
     it = Interpreter(model_path=str(out / "model_int8.tflite"))

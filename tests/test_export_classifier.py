@@ -17,12 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import assert_one_error_line, invoke
+from helpers import GCC, assert_one_error_line, build_c, invoke
 
 from anomaly.features import DEFAULT_PARAMS
 from firmware_export.targets import TFLM_BUILTIN_OPS
 
-GCC = shutil.which("gcc")
 GXX = shutil.which("g++")
 CLASSES = ("normal", "cavitation", "bearing-outer", "electrical-arc")
 CLF_GATES = {"classifier_size", "classifier_ops", "classifier_float_parity", "classifier_correlation",
@@ -287,11 +286,7 @@ def hwclf(exported, tmp_path_factory) -> Path:
 
     out = exported["out"]
     exe = tmp_path_factory.mktemp("clfref") / "hwclf"
-    r = subprocess.run([GCC, "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic", f"-I{out}",
-                        str(out / "hw_classifier.c"), str(DIR / CLASSIFIER_HARNESS), "-lm", "-o", str(exe)],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    return exe
+    return build_c(out, [out / "hw_classifier.c", DIR / CLASSIFIER_HARNESS], exe)
 
 
 def test_c_classifier_reference_matches_python(exported, hwclf, tmp_path):

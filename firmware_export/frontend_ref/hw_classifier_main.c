@@ -11,19 +11,7 @@
 #include <string.h>
 
 #include "hw_classifier.h"
-
-static void *read_all(const char *path, long *size) {
-    FILE *f = fopen(path, "rb");
-    void *buf;
-    if (!f) { perror(path); exit(2); }
-    fseek(f, 0, SEEK_END);
-    *size = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    buf = malloc(*size > 0 ? (size_t)*size : 1u);
-    if (!buf || fread(buf, 1, (size_t)*size, f) != (size_t)*size) { fprintf(stderr, "read %s failed\n", path); exit(2); }
-    fclose(f);
-    return buf;
-}
+#include "hw_harness_io.h"
 
 int main(int argc, char **argv) {
     long size, i, n;
