@@ -109,7 +109,9 @@ class Monitor:
         self.clf, self.clf_hash = site_classifier(site, self.det.params)
         if self.clf is not None:
             self.class_thr = self.clf.threshold_array
-            self.class_rules = {c: AlarmRule(sc.alarm_m, sc.alarm_n) for c in sc.classifier_alarm}
+            # class name -> (its column in the probabilities, its m-of-n rule); the index is looked up once here
+            self.class_rules = {c: (self.clf.classes.index(c), AlarmRule(sc.alarm_m, sc.alarm_n))
+                                for c in sc.classifier_alarm}
             self.window: deque[tuple[bool, np.ndarray]] = deque(maxlen=sc.alarm_n)
         self.log = ScoreLog(site.dir / "scores.sqlite")
         self.log.prune(cfg.retention_days)
@@ -225,12 +227,11 @@ class Monitor:
                     if self.rule.push(over):
                         self._raise_alarm(float(ts[i]), float(s), b, file, float(offs[i]))
                     if probs is not None:
-                        for c, rule in self.class_rules.items():
-                            k = self.clf.classes.index(c)
+                        for c, (k, rule) in self.class_rules.items():
                             if rule.push(probs[i, k] >= self.class_thr[k]):
                                 self._raise_alarm(float(ts[i]), float(s), b, file, float(offs[i]), "classifier", c)
                     self.state.in_alarm = self.rule.active or (
-                        probs is not None and any(r.active for r in self.class_rules.values()))
+                        probs is not None and any(r.active for _, r in self.class_rules.values()))
             self.state.audio_seconds += block.size / p.sample_rate
             if self.on_update:
                 self.on_update(self.state)
