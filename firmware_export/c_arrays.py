@@ -147,10 +147,12 @@ const unsigned int {sym}_len = {n};
 
 def frontend_header(params: FeatureParams, mean: np.ndarray, std: np.ndarray, mic_offsets: np.ndarray | None,
                     input_quant: tuple[float, int], output_quant: tuple[float, int], decision: dict,
-                    identity: dict, banner: str, score_gaussian: tuple | None = None) -> str:
+                    identity: dict, banner: str, score_gaussian: tuple | None = None, mask_frames: int = 0) -> str:
     """The text of ``humwatch_frontend.h``.
 
     Args:
+        mask_frames: 0 for the plain autoencoder (HW_FORWARD_PASSES 1); else the interpolation objective's block
+            width (HW_MASK_FRAMES, HW_FORWARD_PASSES = patch_frames / mask_frames passes per patch).
         score_gaussian: ``(mean [n_mels], precision [n_mels, n_mels], eps)`` for a ``--score gaussian`` model
             (HW_SCORE_KIND = HW_SCORE_GAUSSIAN and the two arrays), None for the MSE score.
         decision: ``threshold`` (int8 domain), ``k``, ``alarm_m``, ``alarm_n``, ``site_threshold_float`` (or None),
@@ -190,6 +192,14 @@ def frontend_header(params: FeatureParams, mean: np.ndarray, std: np.ndarray, mi
                        + float_array("hw_score_mean", g_mean, "HW_N_MELS")
                        + float_array("hw_score_precision", g_prec, "HW_N_MELS * HW_N_MELS"))
     pow2 = p.n_fft & (p.n_fft - 1) == 0
+    if mask_frames and p.patch_frames % mask_frames:
+        raise ValueError(f"mask_frames {mask_frames} does not divide patch_frames {p.patch_frames}")
+    passes = p.patch_frames // mask_frames if mask_frames else 1
+    step7_extra = "" if not mask_frames else (
+        ".\n *      HW_MASK_FRAMES > 0 (a model trained with the interpolation objective): invoke HW_FORWARD_PASSES "
+        "times\n *      per patch; for pass k the input rows [k*HW_MASK_FRAMES, (k+1)*HW_MASK_FRAMES) are set to "
+        "HW_INPUT_ZERO_POINT\n *      (x = 0) and only those rows of the output are kept; the assembled output is y "
+        "(hw_pass_input,\n *      hw_pass_collect)")
     iscale, izp = input_quant
     oscale, ozp = output_quant
     return f"""/* humwatch_frontend.h: {banner}
@@ -205,7 +215,7 @@ def frontend_header(params: FeatureParams, mean: np.ndarray, std: np.ndarray, mi
  *   5. x[m] = (logmel[m] - hw_norm_mean[m]) * hw_norm_inv_std[m] (the model's per-band normalisation);
  *   6. q = clamp(roundf(x / HW_INPUT_SCALE) + HW_INPUT_ZERO_POINT, -128, 127) into the int8 input tensor
  *      [1][HW_PATCH_FRAMES][HW_N_MELS][1]: row = frame (time), column = mel band, frame-major;
- *   7. invoke; y = (out_q - HW_OUTPUT_ZERO_POINT) * HW_OUTPUT_SCALE is the reconstruction of x;
+ *   7. invoke; y = (out_q - HW_OUTPUT_ZERO_POINT) * HW_OUTPUT_SCALE is the reconstruction of x{step7_extra};
  *   8. {score_step}
  *   9. a patch is over when score > HW_SCORE_THRESHOLD; raise the alarm when at least HW_ALARM_M of the last
  *      HW_ALARM_N patches are over.
@@ -241,6 +251,10 @@ def frontend_header(params: FeatureParams, mean: np.ndarray, std: np.ndarray, mi
 #define HW_INPUT_ZERO_POINT {int(izp)}
 #define HW_OUTPUT_SCALE {c_float(oscale)}
 #define HW_OUTPUT_ZERO_POINT {int(ozp)}
+
+/* -- network passes per patch (step 7): 1, or one per hidden block of an interpolation model -- */
+#define HW_MASK_FRAMES {int(mask_frames)}
+#define HW_FORWARD_PASSES {passes}
 
 /* -- score (step 8) -- */
 #define HW_SCORE_MSE 0

@@ -108,13 +108,6 @@ def _autoencoder(det, where: str):
     if not isinstance(det, AutoencoderDetector):
         raise ExportError(f"{where}: only the conv autoencoder ('ae') exports to firmware, this is a "
                           f"{det.kind!r} detector")
-    tc = det.train_config
-    if tc.mask_frames:
-        # The device runs one pass per patch (hw_score); the interpolation objective's masked passes are not mirrored
-        # in firmware yet.
-        raise ExportError(f"{where}: firmware export supports the one-pass autoencoder; this model interpolates "
-                          f"hidden blocks (mask_frames {tc.mask_frames}, {det.forward_passes()} passes per patch); "
-                          "train with --mask-frames 0 for firmware")
     return det
 
 
@@ -292,6 +285,10 @@ def run_export(req: ExportRequest, on_progress: Callable[[str, float], None] | N
     del d.threshold, d.check, d.faults, d.representative, d.extra_faults
     lap("audio")
 
+    w = det.train_config.mask_frames
+    if w:
+        # An interpolation model only ever sees inputs with one block hidden: calibrate the int8 ranges on those.
+        rep_n = parity.hide_blocks(rep_n, w)
     with tempfile.TemporaryDirectory(prefix="humwatch-export-") as work_s, atomic_dir(req.out) as tmp:
         work = Path(work_s)
         conv = pipeline.convert_model(model, "model", tmp, work, p.patch_frames, p.n_mels, rep_n,
@@ -300,11 +297,11 @@ def run_export(req: ExportRequest, on_progress: Callable[[str, float], None] | N
 
         step("parity: PyTorch, ONNX Runtime, TFLite float and int8", 0.7)
         sets = {"normal": check_n, "fault": fault_n}
-        recon = {"pytorch": {k: parity.torch_reconstruct(model, X) for k, X in sets.items()},
-                 "onnxruntime": {k: onnx_export.run_onnxruntime(tmp / "model.onnx", X)[:, 0]
-                                 for k, X in sets.items()},
-                 "tflite_float": {k: fm.run(X) for k, X in sets.items()},
-                 "tflite_int8": {k: qm.run(X) for k, X in sets.items()}}
+        # One network pass per patch, or (interpolation objective) one per hidden block, assembled as on the device.
+        runs = {"pytorch": lambda X: parity.torch_reconstruct(model, X),
+                "onnxruntime": lambda X: onnx_export.run_onnxruntime(tmp / "model.onnx", X)[:, 0],
+                "tflite_float": fm.run, "tflite_int8": qm.run}
+        recon = {rt: {k: parity.interpolated(run, X, w) for k, X in sets.items()} for rt, run in runs.items()}
         gauss = _gaussian(det)
         scores = {rt: {k: parity.patch_scores(sets[k], r[k], gauss) for k in sets} for rt, r in recon.items()}
         recon_diff = {rt: float(np.abs(recon[rt]["normal"] - recon["pytorch"]["normal"]).max())
@@ -314,8 +311,8 @@ def run_export(req: ExportRequest, on_progress: Callable[[str, float], None] | N
         lap("parity")
 
         step("threshold on int8 scores", 0.8)
-        pt_thr_scores = parity.patch_scores(thr_n, parity.torch_reconstruct(model, thr_n), gauss)
-        q_thr_scores = parity.patch_scores(thr_n, qm.run(thr_n), gauss)
+        pt_thr_scores = parity.patch_scores(thr_n, parity.interpolated(runs["pytorch"], thr_n, w), gauss)
+        q_thr_scores = parity.patch_scores(thr_n, parity.interpolated(qm.run, thr_n, w), gauss)
         pt_thr, _, _ = parity.threshold_rule(pt_thr_scores, src.k)
         q_thr, q_mean, q_std = parity.threshold_rule(q_thr_scores, src.k)
         report = None
@@ -391,7 +388,8 @@ def run_export(req: ExportRequest, on_progress: Callable[[str, float], None] | N
         failed = [g for g in gates if not g["passed"]]
 
         # -- manifest -------------------------------------------------------------------------------------------
-        macs = macs_by_kind(model, p.patch_frames, p.n_mels)
+        passes = det.forward_passes()
+        macs = {k: v * passes for k, v in macs_by_kind(model, p.patch_frames, p.n_mels).items()}
         from anomaly.model import count_macs, count_params
 
         manifest = {
@@ -416,7 +414,9 @@ def run_export(req: ExportRequest, on_progress: Callable[[str, float], None] | N
             "model": {
                 "architecture": det.arch.to_dict(),
                 "params": count_params(model),
-                "macs_per_patch": count_macs(model),
+                "macs_per_patch": count_macs(model) * passes,
+                "forward_passes_per_patch": passes,
+                "mask_frames": w,
                 "macs_by_kind": macs,
                 "onnx": conv.onnx_info,
                 "tflite_ops": ops,
@@ -427,6 +427,11 @@ def run_export(req: ExportRequest, on_progress: Callable[[str, float], None] | N
                           "scale": iq[0], "zero_point": iq[1]},
                 "output": {"name": "reconstruction of the normalised patch", "shape": [1, p.patch_frames, p.n_mels, 1],
                            "dtype": "int8", "scale": oq[0], "zero_point": oq[1]},
+                "passes": ("one invocation per patch" if not w else
+                           f"{passes} invocations per patch (interpolation objective): for pass k the input's frames "
+                           f"[{w}k, {w}k + {w}) are set to the input zero point (x = 0) and only those frames of the "
+                           "output are kept; the assembled output is the 'reconstruction' the score uses "
+                           "(hw_pass_input, hw_pass_collect)"),
                 "score": ("mean over the patch of (x - dequantised output)^2 with x the float normalised input; "
                           "computed on the device in float (see humwatch_frontend.h)") if gauss is None else
                          ("squared Mahalanobis distance of log(per-band mean of (x - dequantised output)^2 + "
@@ -476,7 +481,7 @@ def run_export(req: ExportRequest, on_progress: Callable[[str, float], None] | N
             {"threshold": q_thr, "k": src.k, "alarm_m": src.alarm_m, "alarm_n": src.alarm_n,
              "site_threshold_float": src.reference_threshold, "threshold_source": src.threshold_source},
             {"model_hash": src.model_hash, "site": src.site, "calibration_id": src.calibration_id}, banner,
-            score_gaussian=gauss))
+            score_gaussian=gauss, mask_frames=w))
         for name in REF_SOURCES:
             shutil.copyfile(REF_DIR / name, tmp / name)
         names = list(OUTPUT_FILES)

@@ -1,14 +1,20 @@
 """Scores of one set of patches from every runtime, and how far each runtime is from PyTorch.
 
-The score is the same everywhere: the mean squared error between the *float* normalised input patch and the
-runtime's reconstruction (dequantised for the int8 model). That is what the device computes (the C reference's
-``hw_score``), so the int8 figures here are the device's figures.
+The score is the same everywhere: computed from the *float* normalised input patch and the runtime's reconstruction
+(dequantised for the int8 model) -- the MSE, or the Gaussian score of the log band errors. That is what the device
+computes (the C reference's ``hw_score``), so the int8 figures here are the device's figures. For a model trained
+with the interpolation objective the "reconstruction" is assembled from one pass per hidden block
+(:func:`interpolated`), as the device's pass loop assembles it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
+
+from anomaly.train import mask_positions
 
 RUNTIMES = ("pytorch", "onnxruntime", "tflite_float", "tflite_int8")
 
@@ -24,6 +30,38 @@ def torch_outputs(model: torch.nn.Module, X: np.ndarray, batch: int = 256) -> np
 def torch_reconstruct(model: torch.nn.Module, Xn: np.ndarray, batch: int = 256) -> np.ndarray:
     """The autoencoder's reconstructions ``[n, T, M]`` of normalised patches ``[n, T, M]``."""
     return torch_outputs(model, Xn, batch)[:, 0] if len(Xn) else np.zeros_like(Xn)
+
+
+def interpolated(run: Callable[[np.ndarray], np.ndarray], Xn: np.ndarray, mask_frames: int) -> np.ndarray:
+    """The patch "reconstruction" ``[n, T, M]`` the score is computed from, for any runtime.
+
+    Args:
+        run: one runtime's network, normalised patches ``[n, T, M]`` in, outputs ``[n, T, M]`` out.
+        mask_frames: 0 for the plain autoencoder (one pass: ``run(Xn)``); else the block width of the interpolation
+            objective: for every block of the grid, the block is set to 0 (the normalised mean; it quantises to the
+            input zero point exactly) and the network's output *on that block* is kept, as
+            :func:`anomaly.train.masked_error_maps` does in training and scoring.
+    """
+    positions = mask_positions(Xn.shape[1], mask_frames)
+    if positions is None or not len(Xn):
+        return run(Xn)
+    out = np.empty(Xn.shape, np.float32)
+    for t0 in positions:
+        xm = np.array(Xn, np.float32, copy=True)
+        xm[:, t0: t0 + mask_frames] = 0.0
+        out[:, t0: t0 + mask_frames] = run(xm)[:, t0: t0 + mask_frames]
+    return out
+
+
+def hide_blocks(Xn: np.ndarray, mask_frames: int) -> np.ndarray:
+    """A copy of patches ``[n, T, M]`` with block ``i mod passes`` of patch ``i`` set to 0: the inputs an
+    interpolation model sees, in equal shares (its int8 representative set)."""
+    positions = mask_positions(Xn.shape[1], mask_frames)
+    out = np.array(Xn, np.float32, copy=True)
+    for i in range(len(out)):
+        t0 = positions[i % len(positions)]
+        out[i, t0: t0 + mask_frames] = 0.0
+    return out
 
 
 def mse_scores(Xn: np.ndarray, recon: np.ndarray) -> np.ndarray:

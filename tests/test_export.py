@@ -550,3 +550,84 @@ def test_gaussian_score_model_exports_and_the_c_score_matches(site_root, tmp_pat
                            text=True)
         assert r.returncode == 0, r.stderr
         assert float(r.stdout.split()[0]) == pytest.approx(want, rel=SCORE_REL_TOL)
+
+
+def test_interpolating_model_exports_and_the_c_pass_loop_matches(site_root, tmp_path):
+    """A --mask-frames 24 --score gaussian model: four passes per patch. The C pass loop (hw_pass_input, the int8
+    model, hw_pass_collect, hw_score) reproduces Python's assembled int8 score, which tracks PyTorch's."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from anomaly.audio import file_log_mel, file_patches
+    from anomaly.score import fit_detector, load_detector
+    from anomaly.train import TrainConfig
+    from firmware_export.frontend_ref import DIR, HARNESS
+    from firmware_export.parity import interpolated, patch_scores
+    from firmware_export.tflite import quantize
+
+    train = site_root / "train" / "normal.flac"
+    det = fit_detector("ae", [file_log_mel(train, DEFAULT_PARAMS)], DEFAULT_PARAMS,
+                       train_config=TrainConfig(epochs=2, samples_per_epoch=256, threads=1, score="gaussian",
+                                                mask_frames=24))
+    det.save(tmp_path / "imodel")
+    out = tmp_path / "fw"
+    r = invoke("export", "--model", tmp_path / "imodel", "--representative", site_root / "calib", "--out", out,
+               "--json")
+    assert r.exit_code == 0, r.output[-3000:]
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["gates"]["passed"]
+    assert m["model"]["forward_passes_per_patch"] == 4 and m["model"]["mask_frames"] == 24
+    assert m["model"]["macs_per_patch"] == 4 * 2_482_176
+    assert sum(m["model"]["macs_by_kind"].values()) == m["model"]["macs_per_patch"]
+    header = (out / "humwatch_frontend.h").read_text()
+    assert "#define HW_MASK_FRAMES 24" in header and "#define HW_FORWARD_PASSES 4" in header
+    if GCC is None:
+        pytest.skip("no gcc on this machine")
+    exe = tmp_path / "hwref"
+    build_c(out, [out / "hw_frontend.c", DIR / HARNESS], exe)
+    det = load_detector(tmp_path / "imodel")
+    (iscale, izp), (oscale, ozp) = ((m["model"][k]["scale"], m["model"][k]["zero_point"]) for k in ("input", "output"))
+    it = Interpreter(model_path=str(out / "model_int8.tflite"))
+    it.allocate_tensors()
+    i, o = it.get_input_details()[0], it.get_output_details()[0]
+
+    def int8_run(Xn):  # LiteRT int8 on float patches [n, T, M] -> dequantised outputs
+        ys = []
+        for xn in Xn:
+            it.set_tensor(i["index"], quantize(xn, iscale, izp)[None, :, :, None])
+            it.invoke()
+            ys.append((it.get_tensor(o["index"])[0, :, :, 0].astype(np.float32) - ozp) * np.float32(oscale))
+        return np.stack(ys)
+
+    _, P = file_patches(site_root / "calib" / "site.flac", DEFAULT_PARAMS)
+    gauss = (det.gauss_mean_, det.gauss_prec_, 1e-4)
+    Xn = ((P - det.mean_) / det.std_).astype(np.float32)
+    # Python: the assembled int8 output tracks PyTorch's interpolation, and its score the detector's own score
+    py = patch_scores(Xn, interpolated(int8_run, Xn, 24), gauss)
+    assert np.corrcoef(py, det.score_samples(P))[0, 1] > 0.9
+    for k in (0, len(P) // 2):
+        xn = Xn[k]
+        quantize(xn, iscale, izp).tofile(tmp_path / "q.i8")
+        r = subprocess.run([str(exe), "passes", str(tmp_path / "q.i8"), str(tmp_path / "p")], capture_output=True,
+                           text=True)
+        assert r.returncode == 0 and r.stdout.strip() == "4", r.stderr
+        inputs = np.fromfile(tmp_path / "p.inputs.i8", np.int8).reshape(4, *xn.shape)
+        q = quantize(xn, iscale, izp)
+        for b in range(4):  # block b hidden at the input zero point, the rest untouched
+            assert (inputs[b, 24 * b: 24 * b + 24] == izp).all()
+            keep = np.ones(len(q), bool)
+            keep[24 * b: 24 * b + 24] = False
+            assert (inputs[b][keep] == q[keep]).all()
+        outs = []
+        for b in range(4):
+            it.set_tensor(i["index"], inputs[b][None, :, :, None])
+            it.invoke()
+            outs.append(it.get_tensor(o["index"])[0, :, :, 0])
+        np.stack(outs).astype(np.int8).tofile(tmp_path / "outs.i8")
+        r = subprocess.run([str(exe), "assemble", str(tmp_path / "outs.i8"), str(tmp_path / "p")], capture_output=True,
+                           text=True)
+        assert r.returncode == 0, r.stderr
+        xn.tofile(tmp_path / "x.f32")
+        r = subprocess.run([str(exe), "score", str(tmp_path / "x.f32"), str(tmp_path / "p.y.i8")],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert float(r.stdout.split()[0]) == pytest.approx(py[k], rel=SCORE_REL_TOL)

@@ -97,6 +97,29 @@ void hw_normalise_quantise(const float *log_mel, float *x, int8_t *q) {
     }
 }
 
+#if HW_MASK_FRAMES > 0
+#if HW_PATCH_FRAMES % HW_MASK_FRAMES != 0 || HW_FORWARD_PASSES * HW_MASK_FRAMES != HW_PATCH_FRAMES
+#error "HW_MASK_FRAMES must divide HW_PATCH_FRAMES into HW_FORWARD_PASSES blocks"
+#endif
+#define HW_PASS_ROWS HW_MASK_FRAMES
+#else
+#define HW_PASS_ROWS HW_PATCH_FRAMES
+#endif
+
+void hw_pass_input(const int8_t *q, int8_t *input, int pass) {
+    memcpy(input, q, HW_PATCH_ELEMENTS);
+#if HW_MASK_FRAMES > 0
+    memset(input + pass * HW_PASS_ROWS * HW_N_MELS, HW_INPUT_ZERO_POINT, HW_PASS_ROWS * HW_N_MELS);
+#else
+    (void)pass;
+#endif
+}
+
+void hw_pass_collect(const int8_t *out_q, int8_t *y_q, int pass) {
+    int off = pass * HW_PASS_ROWS * HW_N_MELS;
+    memcpy(y_q + off, out_q + off, HW_PASS_ROWS * HW_N_MELS);
+}
+
 #if HW_SCORE_KIND == HW_SCORE_GAUSSIAN
 float hw_score(const float *x, const int8_t *out_q, int n) {
     /* n = frames * HW_N_MELS, frame-major. Band errors accumulate per band in float (96 terms); the quadratic form

@@ -6,7 +6,9 @@
  * suite (tests/test_export.py) compares this code with the Python front end on golden vectors.
  *
  * Per frame:  hw_frame_log_mel() -> hw_normalise_quantise() -> copy q into row `frame` of the input tensor.
- * Per patch:  invoke the model -> hw_score(x, output) -> hw_alarm_update().
+ * Per patch:  for pass k < HW_FORWARD_PASSES: hw_pass_input(q, input, k) -> invoke -> hw_pass_collect(output, y, k);
+ *             then hw_score(x, y) -> hw_alarm_update(). (One pass for the plain autoencoder; one per hidden block for a
+ *             model trained with the interpolation objective, HW_MASK_FRAMES > 0.)
  */
 #ifndef HW_FRONTEND_H
 #define HW_FRONTEND_H
@@ -43,6 +45,15 @@ void hw_normalise_quantise(const float *log_mel, float *x, int8_t *q);
 
 int8_t hw_quantise(float x);
 float hw_dequantise_output(int8_t q);
+
+/* Step 7, pass `pass` (0 .. HW_FORWARD_PASSES - 1) of a patch: the model's input tensor from the patch's int8 input
+ * q[HW_PATCH_ELEMENTS] (frame-major): a copy, with the rows of the pass's hidden block set to HW_INPUT_ZERO_POINT
+ * (x = 0, the normalised mean) when HW_MASK_FRAMES > 0. */
+void hw_pass_input(const int8_t *q, int8_t *input, int pass);
+
+/* After invoking pass `pass`: copy the rows the pass predicted (its hidden block; every row when HW_MASK_FRAMES == 0)
+ * from the model's output tensor out_q into y_q[HW_PATCH_ELEMENTS], the assembled output hw_score takes. */
+void hw_pass_collect(const int8_t *out_q, int8_t *y_q, int pass);
 
 /* Step 8: the patch score of the float normalised patch x[n] against the dequantised model output out_q[n]: the mean
  * squared error (HW_SCORE_KIND == HW_SCORE_MSE) or the Mahalanobis distance of the log band errors

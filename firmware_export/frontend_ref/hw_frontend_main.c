@@ -5,6 +5,10 @@
  *   hwref score X.f32 OUTQ.i8           one patch: float x and int8 model output -> prints the score and whether it
  *                                       is over HW_SCORE_THRESHOLD
  *   hwref alarm S1 S2 ...               prints the alarm state after each score (0/1)
+ *   hwref passes Q.i8 OUT               one patch's int8 input -> OUT.inputs.i8, the HW_FORWARD_PASSES model inputs
+ *                                       (hw_pass_input); prints the pass count
+ *   hwref assemble OUTS.i8 OUT          the HW_FORWARD_PASSES model outputs of one patch -> OUT.y.i8, the assembled
+ *                                       output (hw_pass_collect)
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,10 +72,51 @@ static int cmd_alarm(int argc, char **argv) {
     return 0;
 }
 
+static int cmd_passes(const char *qpath, const char *out) {
+    long qs;
+    int8_t *q = (int8_t *)read_all(qpath, &qs);
+    static int8_t input[HW_PATCH_ELEMENTS];
+    FILE *f = open_out(out, ".inputs.i8");
+    int k;
+    if (qs != HW_PATCH_ELEMENTS) {
+        fprintf(stderr, "expected %d elements\n", HW_PATCH_ELEMENTS);
+        return 2;
+    }
+    for (k = 0; k < HW_FORWARD_PASSES; k++) {
+        hw_pass_input(q, input, k);
+        fwrite(input, 1, HW_PATCH_ELEMENTS, f);
+    }
+    fclose(f);
+    free(q);
+    printf("%d\n", HW_FORWARD_PASSES);
+    return 0;
+}
+
+static int cmd_assemble(const char *outs_path, const char *out) {
+    long size;
+    int8_t *outs = (int8_t *)read_all(outs_path, &size);
+    static int8_t y[HW_PATCH_ELEMENTS];
+    FILE *f;
+    int k;
+    if (size != (long)HW_FORWARD_PASSES * HW_PATCH_ELEMENTS) {
+        fprintf(stderr, "expected %d x %d elements\n", HW_FORWARD_PASSES, HW_PATCH_ELEMENTS);
+        return 2;
+    }
+    for (k = 0; k < HW_FORWARD_PASSES; k++) hw_pass_collect(outs + (long)k * HW_PATCH_ELEMENTS, y, k);
+    f = open_out(out, ".y.i8");
+    fwrite(y, 1, HW_PATCH_ELEMENTS, f);
+    fclose(f);
+    free(outs);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc == 4 && strcmp(argv[1], "frontend") == 0) return cmd_frontend(argv[2], argv[3]);
     if (argc == 4 && strcmp(argv[1], "score") == 0) return cmd_score(argv[2], argv[3]);
     if (argc >= 2 && strcmp(argv[1], "alarm") == 0) return cmd_alarm(argc - 2, argv + 2);
-    fprintf(stderr, "usage: hwref frontend SAMPLES.f32 OUT | score X.f32 OUTQ.i8 | alarm S1 S2 ...\n");
+    if (argc == 4 && strcmp(argv[1], "passes") == 0) return cmd_passes(argv[2], argv[3]);
+    if (argc == 4 && strcmp(argv[1], "assemble") == 0) return cmd_assemble(argv[2], argv[3]);
+    fprintf(stderr, "usage: hwref frontend SAMPLES.f32 OUT | score X.f32 OUTQ.i8 | alarm S1 S2 ... | passes Q.i8 OUT "
+                    "| assemble OUTS.i8 OUT\n");
     return 2;
 }
