@@ -388,6 +388,22 @@ def test_c_alarm_rule_is_m_of_n(exported, hwref):
     assert int(state[0] + np.sum(state[1:] & ~state[:-1] & 1)) == rule_onsets(over, mm, n)
 
 
+def test_c_pass_loop_of_a_plain_model_is_one_unmasked_pass(exported, hwref, tmp_path):
+    header = (exported["out"] / "humwatch_frontend.h").read_text()
+    assert "#define HW_MASK_FRAMES 0" in header and "#define HW_FORWARD_PASSES 1" in header
+    assert exported["manifest"]["model"]["forward_passes_per_patch"] == 1
+    q = np.random.default_rng(3).integers(-128, 128, 96 * 64).astype(np.int8)
+    q.tofile(tmp_path / "q.i8")
+    r = subprocess.run([str(hwref), "passes", str(tmp_path / "q.i8"), str(tmp_path / "p")], capture_output=True,
+                       text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "1", r.stderr
+    assert np.array_equal(np.fromfile(tmp_path / "p.inputs.i8", np.int8), q)
+    r = subprocess.run([str(hwref), "assemble", str(tmp_path / "q.i8"), str(tmp_path / "p")], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    assert np.array_equal(np.fromfile(tmp_path / "p.y.i8", np.int8), q)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # errors and gates
 
