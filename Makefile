@@ -43,6 +43,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/dcase.py
 	$(BIN)/python bench/export.py
 	$(BIN)/python bench/int8_gaussian.py
+	$(BIN)/python bench/int8_gaussian.py --mask-frames 24
+	$(BIN)/python bench/false_alarms.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info demo-out
