@@ -48,3 +48,10 @@ def write_results(out: Path, rows: list[dict], threads: int) -> None:
                                "torch": torch.__version__, "platform": platform.platform(),
                                "load_avg": os.getloadavg()}, indent=2) + "\n")
     print(f"wrote {out}")
+
+
+def write_json(out: Path, res: dict) -> None:
+    """Write a bench's result dict (which carries its own ``seconds``) and say where."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2) + "\n")
+    print(f"{res['seconds']:.0f} s; JSON in {out}")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import tempfile
@@ -26,7 +25,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS  # noqa: E402
+from common import RESULTS, write_json  # noqa: E402
 
 import anomaly  # noqa: E402,F401  (sets the OpenMP wait policy before torch loads)
 
@@ -137,9 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     res = {"benchmark": "false_alarms", "sites": rows, "total": total, "hours_per_site": args.hours,
            "calibration_minutes": args.cal_minutes, "training": info, "seconds": round(time.time() - t0, 1),
            "cpu_count": os.cpu_count(), "load_avg": os.getloadavg()}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2) + "\n")
-    print(f"{res['seconds']:.0f} s; JSON in {out}")
+    write_json(out, res)
     return 0
 
 

@@ -15,16 +15,14 @@ what ``--score gaussian`` (and ``--mask-frames``) measure. JSON: bench/results/i
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from common import RESULTS, write_json  # noqa: E402  (puts the project root on sys.path too)
 
 import anomaly  # noqa: E402,F401  (sets the OpenMP wait policy before torch loads)
 from anomaly.evaluate import auc_pauc  # noqa: E402
@@ -34,7 +32,6 @@ from anomaly.score import AutoencoderDetector  # noqa: E402
 from anomaly.simulate import SimConfig, simulate  # noqa: E402
 from anomaly.train import TrainConfig  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
 FAULTS = (("cavitation", 0.3), ("bearing-outer", 0.3), ("electrical-arc", 0.3))
 
 
@@ -43,6 +40,8 @@ def frames(cfg: SimConfig, seconds: float) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import torch  # after ``anomaly``, which sets the OpenMP wait policy before torch loads
+
     from firmware_export.parity import hide_blocks, interpolated, pearson
     from firmware_export.pipeline import convert_model
 
@@ -104,9 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     for f, r in res["patch_auc"].items():
         print(f"{f:22} {r['gaussian_pytorch']:9.3f} {r['gaussian_int8']:10.3f} {r['mse_pytorch']:7.3f} "
               f"{r['mse_int8']:8.3f}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2) + "\n")
-    print(f"{res['seconds']:.0f} s; JSON in {out}")
+    write_json(out, res)
     return 0
 
 

@@ -518,78 +518,96 @@ def test_patches_of_injected_pieces_cover_the_run():
     assert _runs(np.array([1, 2, 3, 7, 9, 10])) == [(1, 3), (7, 7), (9, 10)]
 
 
-def test_gaussian_score_model_exports_and_the_c_score_matches(site_root, tmp_path):
-    """A --score gaussian model through the --model route: the header carries the error Gaussian, the int8 scores
-    correlate with PyTorch's, and the C score equals the Python score of the int8 output."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    from anomaly.audio import file_log_mel, file_patches
+def _export_tiny_model(site_root: Path, tmp_path: Path, **train: object) -> tuple[Path, dict, object]:
+    """Train a 2-epoch model with TrainConfig fields ``train`` on the fixture's training audio and export it through
+    the --model route. Returns ``(export dir, manifest, the detector as saved)``."""
+    from anomaly.audio import file_log_mel
     from anomaly.score import fit_detector, load_detector
     from anomaly.train import TrainConfig
+
+    det = fit_detector("ae", [file_log_mel(site_root / "train" / "normal.flac", DEFAULT_PARAMS)], DEFAULT_PARAMS,
+                       train_config=TrainConfig(epochs=2, samples_per_epoch=256, threads=1, **train))
+    det.save(tmp_path / "model")
+    out = tmp_path / "fw"
+    r = invoke("export", "--model", tmp_path / "model", "--representative", site_root / "calib", "--out", out,
+               "--json")
+    assert r.exit_code == 0, r.output[-3000:]
+    return out, json.loads((out / "manifest.json").read_text()), load_detector(tmp_path / "model")
+
+
+class _Int8Model:
+    """The export's model_int8.tflite in LiteRT, with the manifest's input/output quantisation."""
+
+    def __init__(self, out: Path, manifest: dict):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.it = Interpreter(model_path=str(out / "model_int8.tflite"))
+        self.it.allocate_tensors()
+        self.i, self.o = self.it.get_input_details()[0]["index"], self.it.get_output_details()[0]["index"]
+        self.iq, self.oq = ((manifest["model"][k]["scale"], manifest["model"][k]["zero_point"])
+                            for k in ("input", "output"))
+
+    def run_q(self, q: np.ndarray) -> np.ndarray:
+        """int8 input patch ``[T, M]`` -> int8 output ``[T, M]``."""
+        self.it.set_tensor(self.i, q[None, :, :, None])
+        self.it.invoke()
+        return self.it.get_tensor(self.o)[0, :, :, 0]
+
+    def run(self, Xn: np.ndarray) -> np.ndarray:
+        """Float normalised patches ``[n, T, M]`` -> dequantised outputs ``[n, T, M]``."""
+        from firmware_export.tflite import quantize
+
+        return np.stack([(self.run_q(quantize(x, *self.iq)).astype(np.float32) - self.oq[1]) * np.float32(self.oq[0])
+                         for x in Xn])
+
+
+def _hwref(out: Path, tmp_path: Path, *args) -> str:
+    """Build the C harness against the export's header (once per test) and run it; returns stdout."""
     from firmware_export.frontend_ref import DIR, HARNESS
+
+    exe = tmp_path / "hwref"
+    if not exe.exists():
+        build_c(out, [out / "hw_frontend.c", DIR / HARNESS], exe)
+    r = subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_gaussian_score_model_exports_and_the_c_score_matches(site_root, tmp_path):
+    """A --score gaussian model through the --model route: the header carries the error Gaussian, and the C score
+    equals the Python score of the int8 output."""
+    from anomaly.audio import file_patches
     from firmware_export.parity import patch_scores
     from firmware_export.tflite import quantize
 
-    train = site_root / "train" / "normal.flac"
-    det = fit_detector("ae", [file_log_mel(train, DEFAULT_PARAMS)], DEFAULT_PARAMS,
-                       train_config=TrainConfig(epochs=2, samples_per_epoch=256, threads=1, score="gaussian"))
-    det.save(tmp_path / "gmodel")
-    out = tmp_path / "fw"
-    r = invoke("export", "--model", tmp_path / "gmodel", "--representative", site_root / "calib", "--out", out,
-               "--json")
-    assert r.exit_code == 0, r.output[-3000:]
-    m = json.loads((out / "manifest.json").read_text())
+    out, m, det = _export_tiny_model(site_root, tmp_path, score="gaussian")
     assert "Mahalanobis" in m["model"]["score"] and m["gates"]["passed"]
     header = (out / "humwatch_frontend.h").read_text()
     assert "#define HW_SCORE_KIND HW_SCORE_GAUSSIAN" in header and "hw_score_precision[HW_N_MELS * HW_N_MELS]" in header
     if GCC is None:
         pytest.skip("no gcc on this machine")
-    exe = tmp_path / "hwref"
-    build_c(out, [out / "hw_frontend.c", DIR / HARNESS], exe)
-    det = load_detector(tmp_path / "gmodel")
-    (iscale, izp), (oscale, ozp) = ((m["model"][k]["scale"], m["model"][k]["zero_point"]) for k in ("input", "output"))
-    it = Interpreter(model_path=str(out / "model_int8.tflite"))
-    it.allocate_tensors()
-    i, o = it.get_input_details()[0], it.get_output_details()[0]
+    q8 = _Int8Model(out, m)
     _, P = file_patches(site_root / "calib" / "site.flac", DEFAULT_PARAMS)
     gauss = (det.gauss_mean_, det.gauss_prec_, 1e-4)
     for X in (P[0], P[len(P) // 2]):
         xn = ((X - det.mean_) / det.std_).astype(np.float32)
-        it.set_tensor(i["index"], quantize(xn, iscale, izp)[None, :, :, None])
-        it.invoke()
-        yq = it.get_tensor(o["index"])[0, :, :, 0]
-        y = (yq.astype(np.float32) - ozp) * np.float32(oscale)
+        yq = q8.run_q(quantize(xn, *q8.iq))
+        y = (yq.astype(np.float32) - q8.oq[1]) * np.float32(q8.oq[0])
         want = float(patch_scores(xn[None], y[None], gauss)[0])
         xn.tofile(tmp_path / "x.f32")
         yq.tofile(tmp_path / "y.i8")
-        r = subprocess.run([str(exe), "score", str(tmp_path / "x.f32"), str(tmp_path / "y.i8")], capture_output=True,
-                           text=True)
-        assert r.returncode == 0, r.stderr
-        assert float(r.stdout.split()[0]) == pytest.approx(want, rel=SCORE_REL_TOL)
+        got = _hwref(out, tmp_path, "score", tmp_path / "x.f32", tmp_path / "y.i8")
+        assert float(got.split()[0]) == pytest.approx(want, rel=SCORE_REL_TOL)
 
 
 def test_interpolating_model_exports_and_the_c_pass_loop_matches(site_root, tmp_path):
     """A --mask-frames 24 --score gaussian model: four passes per patch. The C pass loop (hw_pass_input, the int8
     model, hw_pass_collect, hw_score) reproduces Python's assembled int8 score, which tracks PyTorch's."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    from anomaly.audio import file_log_mel, file_patches
-    from anomaly.score import fit_detector, load_detector
-    from anomaly.train import TrainConfig
-    from firmware_export.frontend_ref import DIR, HARNESS
+    from anomaly.audio import file_patches
     from firmware_export.parity import interpolated, patch_scores
     from firmware_export.tflite import quantize
 
-    train = site_root / "train" / "normal.flac"
-    det = fit_detector("ae", [file_log_mel(train, DEFAULT_PARAMS)], DEFAULT_PARAMS,
-                       train_config=TrainConfig(epochs=2, samples_per_epoch=256, threads=1, score="gaussian",
-                                                mask_frames=24))
-    det.save(tmp_path / "imodel")
-    out = tmp_path / "fw"
-    r = invoke("export", "--model", tmp_path / "imodel", "--representative", site_root / "calib", "--out", out,
-               "--json")
-    assert r.exit_code == 0, r.output[-3000:]
-    m = json.loads((out / "manifest.json").read_text())
+    out, m, det = _export_tiny_model(site_root, tmp_path, score="gaussian", mask_frames=24)
     assert m["gates"]["passed"]
     assert m["model"]["forward_passes_per_patch"] == 4 and m["model"]["mask_frames"] == 24
     assert m["model"]["macs_per_patch"] == 4 * 2_482_176
@@ -598,52 +616,25 @@ def test_interpolating_model_exports_and_the_c_pass_loop_matches(site_root, tmp_
     assert "#define HW_MASK_FRAMES 24" in header and "#define HW_FORWARD_PASSES 4" in header
     if GCC is None:
         pytest.skip("no gcc on this machine")
-    exe = tmp_path / "hwref"
-    build_c(out, [out / "hw_frontend.c", DIR / HARNESS], exe)
-    det = load_detector(tmp_path / "imodel")
-    (iscale, izp), (oscale, ozp) = ((m["model"][k]["scale"], m["model"][k]["zero_point"]) for k in ("input", "output"))
-    it = Interpreter(model_path=str(out / "model_int8.tflite"))
-    it.allocate_tensors()
-    i, o = it.get_input_details()[0], it.get_output_details()[0]
-
-    def int8_run(Xn):  # LiteRT int8 on float patches [n, T, M] -> dequantised outputs
-        ys = []
-        for xn in Xn:
-            it.set_tensor(i["index"], quantize(xn, iscale, izp)[None, :, :, None])
-            it.invoke()
-            ys.append((it.get_tensor(o["index"])[0, :, :, 0].astype(np.float32) - ozp) * np.float32(oscale))
-        return np.stack(ys)
-
+    q8 = _Int8Model(out, m)
     _, P = file_patches(site_root / "calib" / "site.flac", DEFAULT_PARAMS)
     gauss = (det.gauss_mean_, det.gauss_prec_, 1e-4)
     Xn = ((P - det.mean_) / det.std_).astype(np.float32)
-    # Python: the assembled int8 output tracks PyTorch's interpolation, and its score the detector's own score
-    py = patch_scores(Xn, interpolated(int8_run, Xn, 24), gauss)
+    # Python: the int8 output assembled from the four passes gives scores that track the detector's own
+    py = patch_scores(Xn, interpolated(q8.run, Xn, 24), gauss)
     assert np.corrcoef(py, det.score_samples(P))[0, 1] > 0.9
     for k in (0, len(P) // 2):
         xn = Xn[k]
-        quantize(xn, iscale, izp).tofile(tmp_path / "q.i8")
-        r = subprocess.run([str(exe), "passes", str(tmp_path / "q.i8"), str(tmp_path / "p")], capture_output=True,
-                           text=True)
-        assert r.returncode == 0 and r.stdout.strip() == "4", r.stderr
+        q = quantize(xn, *q8.iq)
+        q.tofile(tmp_path / "q.i8")
+        assert _hwref(out, tmp_path, "passes", tmp_path / "q.i8", tmp_path / "p").strip() == "4"
         inputs = np.fromfile(tmp_path / "p.inputs.i8", np.int8).reshape(4, *xn.shape)
-        q = quantize(xn, iscale, izp)
         for b in range(4):  # block b hidden at the input zero point, the rest untouched
-            assert (inputs[b, 24 * b: 24 * b + 24] == izp).all()
-            keep = np.ones(len(q), bool)
-            keep[24 * b: 24 * b + 24] = False
-            assert (inputs[b][keep] == q[keep]).all()
-        outs = []
-        for b in range(4):
-            it.set_tensor(i["index"], inputs[b][None, :, :, None])
-            it.invoke()
-            outs.append(it.get_tensor(o["index"])[0, :, :, 0])
-        np.stack(outs).astype(np.int8).tofile(tmp_path / "outs.i8")
-        r = subprocess.run([str(exe), "assemble", str(tmp_path / "outs.i8"), str(tmp_path / "p")], capture_output=True,
-                           text=True)
-        assert r.returncode == 0, r.stderr
+            hidden = np.zeros(len(q), bool)
+            hidden[24 * b: 24 * b + 24] = True
+            assert (inputs[b][hidden] == q8.iq[1]).all() and (inputs[b][~hidden] == q[~hidden]).all()
+        np.stack([q8.run_q(inputs[b]) for b in range(4)]).astype(np.int8).tofile(tmp_path / "outs.i8")
+        _hwref(out, tmp_path, "assemble", tmp_path / "outs.i8", tmp_path / "p")
         xn.tofile(tmp_path / "x.f32")
-        r = subprocess.run([str(exe), "score", str(tmp_path / "x.f32"), str(tmp_path / "p.y.i8")],
-                           capture_output=True, text=True)
-        assert r.returncode == 0, r.stderr
-        assert float(r.stdout.split()[0]) == pytest.approx(py[k], rel=SCORE_REL_TOL)
+        got = _hwref(out, tmp_path, "score", tmp_path / "x.f32", tmp_path / "p.y.i8")
+        assert float(got.split()[0]) == pytest.approx(py[k], rel=SCORE_REL_TOL)
