@@ -27,7 +27,15 @@ from anomaly.atomic import atomic_dir
 from anomaly.errors import DataError, ModelError, NotFittedError, one_line
 from anomaly.features import DEFAULT_PARAMS, FeatureParams
 from anomaly.model import ArchConfig, ConvAutoencoder, count_macs, count_params
-from anomaly.train import Split, TrainConfig, mask_positions, masked_error_maps, split_recordings, train_autoencoder
+from anomaly.train import (
+    Split,
+    TrainConfig,
+    assemble_passes,
+    mask_positions,
+    masked_error_maps,
+    split_recordings,
+    train_autoencoder,
+)
 
 FORMAT_VERSION = 1
 DETECTORS = ("ae", "ocsvm", "iforest")
@@ -237,17 +245,8 @@ class AutoencoderDetector(Detector):
         each grid block is the network's interpolation of that block from the rest of the patch."""
         self._check_fitted()
         X = _check_patches(X, self.params.n_mels, self.params.patch_frames)
-        x = self._normalise(X)
-        w = self.train_config.mask_frames
-        positions = mask_positions(self.params.patch_frames, w)
-        if positions is None:
-            y = self.model_(x).squeeze(1).numpy()
-        else:
-            y = np.empty(X.shape, np.float32)
-            for t0 in positions:
-                xm = x.clone()
-                xm[..., t0: t0 + w, :] = 0.0
-                y[:, t0: t0 + w] = self.model_(xm).squeeze(1).numpy()[:, t0: t0 + w]
+        y = assemble_passes(lambda z: self.model_(torch.from_numpy(z).unsqueeze(1)).squeeze(1).numpy(),
+                            ((X - self.mean_) / self.std_).astype(np.float32), self.train_config.mask_frames)
         return y * self.std_ + self.mean_
 
     @torch.no_grad()

@@ -182,6 +182,27 @@ def mask_positions(patch_frames: int, mask_frames: int) -> list[int] | None:
     return list(range(0, patch_frames, mask_frames))
 
 
+def assemble_passes(run: Callable[[np.ndarray], np.ndarray], Xn: np.ndarray, mask_frames: int) -> np.ndarray:
+    """The output the score compares with ``Xn``, for any runtime of the network (PyTorch, ONNX, TFLite).
+
+    Args:
+        run: the network on normalised patches ``[n, T, M]`` -> outputs ``[n, T, M]``.
+        Xn: normalised patches ``[n, T, M]``.
+        mask_frames: 0: one pass, ``run(Xn)``. Else, for every block of the grid, the block is set to 0 (the
+            normalised mean; it quantises to an int8 model's input zero point exactly) and ``run``'s output on that
+            block is kept: the interpolations stitched together, as :func:`masked_error_maps` scores them.
+    """
+    positions = mask_positions(Xn.shape[1], mask_frames)
+    if positions is None or not len(Xn):
+        return run(Xn)
+    out = np.empty(Xn.shape, np.float32)
+    for t0 in positions:
+        xm = np.array(Xn, np.float32, copy=True)
+        xm[:, t0: t0 + mask_frames] = 0.0
+        out[:, t0: t0 + mask_frames] = run(xm)[:, t0: t0 + mask_frames]
+    return out
+
+
 @torch.no_grad()
 def masked_error_maps(model: nn.Module, x: torch.Tensor, mask_frames: int) -> torch.Tensor:
     """Squared error maps ``[B, T, M]`` of normalised patches ``x [B, 1, T, M]``: the plain reconstruction error

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from anomaly.train import mask_positions
+from anomaly.train import assemble_passes, mask_positions
 
 RUNTIMES = ("pytorch", "onnxruntime", "tflite_float", "tflite_int8")
 
@@ -33,24 +33,10 @@ def torch_reconstruct(model: torch.nn.Module, Xn: np.ndarray, batch: int = 256) 
 
 
 def interpolated(run: Callable[[np.ndarray], np.ndarray], Xn: np.ndarray, mask_frames: int) -> np.ndarray:
-    """The patch "reconstruction" ``[n, T, M]`` the score is computed from, for any runtime.
-
-    Args:
-        run: one runtime's network, normalised patches ``[n, T, M]`` in, outputs ``[n, T, M]`` out.
-        mask_frames: 0 for the plain autoencoder (one pass: ``run(Xn)``); else the block width of the interpolation
-            objective: for every block of the grid, the block is set to 0 (the normalised mean; it quantises to the
-            input zero point exactly) and the network's output *on that block* is kept, as
-            :func:`anomaly.train.masked_error_maps` does in training and scoring.
-    """
-    positions = mask_positions(Xn.shape[1], mask_frames)
-    if positions is None or not len(Xn):
-        return run(Xn)
-    out = np.empty(Xn.shape, np.float32)
-    for t0 in positions:
-        xm = np.array(Xn, np.float32, copy=True)
-        xm[:, t0: t0 + mask_frames] = 0.0
-        out[:, t0: t0 + mask_frames] = run(xm)[:, t0: t0 + mask_frames]
-    return out
+    """The output ``[n, T, M]`` the score is computed from, for one runtime ``run`` (normalised patches in, outputs
+    out): one pass, or for an interpolation model the hidden blocks' predictions stitched together, as the device's
+    pass loop (``hw_pass_input`` / ``hw_pass_collect``) assembles them. See :func:`anomaly.train.assemble_passes`."""
+    return assemble_passes(run, Xn, mask_frames)
 
 
 def hide_blocks(Xn: np.ndarray, mask_frames: int) -> np.ndarray:
