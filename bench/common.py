@@ -9,6 +9,10 @@ import platform
 import sys
 from pathlib import Path
 
+# Before any bench loads torch (import this module first): OpenMP threads sleep instead of spinning while they wait,
+# which on a shared 2-core machine is the difference between 4 s and 40 s an epoch (as anomaly/__init__.py does).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))

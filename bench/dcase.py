@@ -27,6 +27,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import common  # noqa: F401  (sets the OpenMP wait policy before torch loads)
 import numpy as np
 import soundfile as sf
 import torch

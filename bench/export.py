@@ -28,6 +28,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import common  # noqa: F401  (sets the OpenMP wait policy before torch loads)
 import torch
 
 PROJECT = Path(__file__).resolve().parents[1]
