@@ -44,7 +44,7 @@ def hide_blocks(Xn: np.ndarray, mask_frames: int) -> np.ndarray:
     interpolation model sees, in equal shares (its int8 representative set)."""
     positions = mask_positions(Xn.shape[1], mask_frames)
     out = np.array(Xn, np.float32, copy=True)
-    for i in range(len(out)):
+    for i in range(len(out) if positions else 0):
         t0 = positions[i % len(positions)]
         out[i, t0: t0 + mask_frames] = 0.0
     return out
