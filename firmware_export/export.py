@@ -312,7 +312,7 @@ def run_export(req: ExportRequest, on_progress: Callable[[str, float], None] | N
 
         step("threshold on int8 scores", 0.8)
         pt_thr_scores = parity.patch_scores(thr_n, parity.interpolated(runs["pytorch"], thr_n, w), gauss)
-        q_thr_scores = parity.patch_scores(thr_n, parity.interpolated(qm.run, thr_n, w), gauss)
+        q_thr_scores = parity.patch_scores(thr_n, parity.interpolated(runs["tflite_int8"], thr_n, w), gauss)
         pt_thr, _, _ = parity.threshold_rule(pt_thr_scores, src.k)
         q_thr, q_mean, q_std = parity.threshold_rule(q_thr_scores, src.k)
         report = None

@@ -88,11 +88,14 @@ def hwref(exported, tmp_path_factory) -> Path:
     """The C reference front end and its harness, built against the generated header."""
     if GCC is None:
         pytest.skip("no gcc on this machine")
-    out = exported["out"]
-    exe = tmp_path_factory.mktemp("cref") / "hwref"
+    return _build_hwref(exported["out"], tmp_path_factory.mktemp("cref") / "hwref")
+
+
+def _build_hwref(include_dir: Path, exe: Path) -> Path:
+    """The C reference front end (hw_frontend.c in ``include_dir``, beside its generated header) and its harness."""
     from firmware_export.frontend_ref import DIR, HARNESS
 
-    return build_c(out, [out / "hw_frontend.c", DIR / HARNESS], exe)
+    return build_c(include_dir, [include_dir / "hw_frontend.c", DIR / HARNESS], exe)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -311,7 +314,7 @@ def test_c_frontend_follows_the_header_for_other_params_and_mic_offsets(params, 
     """The header alone drives the C code: other FeatureParams and a microphone-response correction, no model
     conversion needed (header written directly by c_arrays.frontend_header)."""
     from firmware_export.c_arrays import frontend_header
-    from firmware_export.frontend_ref import DIR, HARNESS, SOURCES
+    from firmware_export.frontend_ref import DIR, SOURCES
 
     rng = np.random.default_rng(5)
     mean = rng.normal(-2, 1, params.n_mels).astype(np.float32)
@@ -324,7 +327,7 @@ def test_c_frontend_follows_the_header_for_other_params_and_mic_offsets(params, 
     for name in SOURCES:
         shutil.copyfile(DIR / name, tmp_path / name)
     exe = tmp_path / "hwref"
-    build_c(tmp_path, [tmp_path / "hw_frontend.c", DIR / HARNESS], exe)
+    _build_hwref(tmp_path, exe)
     t = np.arange(2 * params.sample_rate) / params.sample_rate
     sig = (0.2 * np.sin(2 * np.pi * 440 * t) + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
     sig.tofile(tmp_path / "s.f32")
@@ -555,19 +558,16 @@ class _Int8Model:
 
     def run(self, Xn: np.ndarray) -> np.ndarray:
         """Float normalised patches ``[n, T, M]`` -> dequantised outputs ``[n, T, M]``."""
-        from firmware_export.tflite import quantize
+        from firmware_export.tflite import dequantize, quantize
 
-        return np.stack([(self.run_q(quantize(x, *self.iq)).astype(np.float32) - self.oq[1]) * np.float32(self.oq[0])
-                         for x in Xn])
+        return np.stack([dequantize(self.run_q(quantize(x, *self.iq)), *self.oq) for x in Xn])
 
 
 def _hwref(out: Path, tmp_path: Path, *args) -> str:
     """Build the C harness against the export's header (once per test) and run it; returns stdout."""
-    from firmware_export.frontend_ref import DIR, HARNESS
-
     exe = tmp_path / "hwref"
     if not exe.exists():
-        build_c(out, [out / "hw_frontend.c", DIR / HARNESS], exe)
+        _build_hwref(out, exe)
     r = subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     return r.stdout
@@ -578,7 +578,7 @@ def test_gaussian_score_model_exports_and_the_c_score_matches(site_root, tmp_pat
     equals the Python score of the int8 output."""
     from anomaly.audio import file_patches
     from firmware_export.parity import patch_scores
-    from firmware_export.tflite import quantize
+    from firmware_export.tflite import dequantize, quantize
 
     out, m, det = _export_tiny_model(site_root, tmp_path, score="gaussian")
     assert "Mahalanobis" in m["model"]["score"] and m["gates"]["passed"]
@@ -592,8 +592,7 @@ def test_gaussian_score_model_exports_and_the_c_score_matches(site_root, tmp_pat
     for X in (P[0], P[len(P) // 2]):
         xn = ((X - det.mean_) / det.std_).astype(np.float32)
         yq = q8.run_q(quantize(xn, *q8.iq))
-        y = (yq.astype(np.float32) - q8.oq[1]) * np.float32(q8.oq[0])
-        want = float(patch_scores(xn[None], y[None], gauss)[0])
+        want = float(patch_scores(xn[None], dequantize(yq, *q8.oq)[None], gauss)[0])
         xn.tofile(tmp_path / "x.f32")
         yq.tofile(tmp_path / "y.i8")
         got = _hwref(out, tmp_path, "score", tmp_path / "x.f32", tmp_path / "y.i8")
