@@ -203,6 +203,16 @@ def _plain_log(axis) -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
+def _finish_time_chart(fig, ax, ylabel: str, legend_cols: int) -> str:
+    """Finish a chart over UTC time (labels, date ticks, grid, legend) and render it."""
+    ax.set_ylabel(ylabel)
+    ax.set_xlabel("time (UTC)")
+    _date_axis(ax)
+    ax.grid(alpha=0.25)
+    ax.legend(loc="upper left", fontsize=7, ncols=legend_cols, framealpha=0.85)
+    return _png(fig)
+
+
 def _date_axis(ax) -> None:
     import matplotlib.dates as mdates
 
@@ -285,12 +295,7 @@ def _timeline_png(df, alarms, changes: list[tuple[float, str]], refused: list[tu
         if top > 8 * float(np.nanmedian(df["threshold"])):
             ax.set_yscale("log")
             _plain_log(ax.yaxis)
-        ax.set_ylabel("anomaly score")
-        ax.set_xlabel("time (UTC)")
-        _date_axis(ax)
-        ax.grid(alpha=0.25)
-        ax.legend(loc="upper left", fontsize=7, ncols=4, framealpha=0.85)
-        return _png(fig)
+        return _finish_time_chart(fig, ax, "anomaly score", legend_cols=4)
 
 
 def _histogram_png(scores: np.ndarray, baseline: np.ndarray, thresholds: list[float]) -> str:
@@ -850,12 +855,7 @@ def _fault_png(df, cols: list[str], thresholds: dict[str, float]) -> str:
             if thr is not None:
                 ax.axhline(thr, color=colour, lw=0.7, ls=":")
         ax.set_ylim(-0.02, 1.02)
-        ax.set_ylabel("class probability")
-        ax.set_xlabel("time (UTC)")
-        _date_axis(ax)
-        ax.grid(alpha=0.25)
-        ax.legend(loc="upper left", fontsize=7, ncols=6, framealpha=0.85)
-        return _png(fig)
+        return _finish_time_chart(fig, ax, "class probability", legend_cols=6)
 
 
 def _fault_section(site: Site, df, alarms) -> str:
