@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from anomaly.cli_util import console, progress, user_errors
+from anomaly.decision import DEFAULT_K, describe_threshold
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -236,8 +237,8 @@ def _print_model_summary(det, out) -> None:
                       f"MACs/patch{f' ({passes} passes)' if passes > 1 else ''}; "
                       f"best epoch {h['best_epoch']} of {h['epochs_run']} ({h['split']}), "
                       f"val loss {h['best_val_loss']:.4f}, {h['train_seconds']:.0f} s")
-    console.print(f"  provisional threshold {det.threshold_:.4g} (mean + 4σ of validation scores; "
-                  f"a site calibration replaces it)")
+    console.print(f"  provisional threshold {det.threshold_:.4g} ({describe_threshold(DEFAULT_K)} of validation "
+                  "scores; a site calibration replaces it)")
 
 
 Reduce = Annotated[str, typer.Option(help="Clip score: mean | max of the patch scores.")]

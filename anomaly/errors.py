@@ -35,5 +35,9 @@ class DataError(HumwatchError, ValueError):
     """A data set or test directory that cannot be used as given."""
 
 
+class DecisionError(HumwatchError, ValueError):
+    """A threshold or alarm-rule setting that is malformed or out of range (``k = 7``, an alarm rule ``6 of 5``)."""
+
+
 class HumwatchWarning(UserWarning):
     """Something usable but suspicious; the CLI prints these as one ``warning:`` line."""

@@ -3,7 +3,8 @@
 Every detector has ``fit``, ``score_samples`` (one score per patch, **higher = more anomalous**; note this is the
 opposite sign of scikit-learn's own outlier detectors), ``decision_function = score - threshold_`` (positive =
 anomalous), ``clip_score`` and learned state with a trailing underscore. ``threshold_`` set by ``fit`` is a
-provisional mean + 4σ of the validation scores; a site calibration replaces it.
+provisional threshold on the validation scores, by the rule of :mod:`anomaly.decision` (mean + k·σ with its default
+k); a site calibration replaces it.
 
 A model directory holds ``model.json`` (versioned metadata: FeatureParams and their hash, normalisation,
 architecture, training-data fingerprint, validation metrics) and the weights: ``weights.pt`` (a plain state dict,
@@ -24,6 +25,7 @@ import torch
 
 from anomaly import __version__
 from anomaly.atomic import atomic_dir
+from anomaly.decision import DEFAULT_K, fit_threshold
 from anomaly.errors import DataError, ModelError, NotFittedError, one_line
 from anomaly.features import DEFAULT_PARAMS, FeatureParams
 from anomaly.model import ArchConfig, ConvAutoencoder, count_macs, count_params
@@ -106,8 +108,9 @@ class Detector:
 
     def _set_threshold(self, val_scores: np.ndarray) -> None:
         v = np.asarray(val_scores, float)
-        self.threshold_ = float(v.mean() + 4 * v.std())
-        self.validation_ = {"n_patches": int(v.size), "score_mean": float(v.mean()), "score_std": float(v.std()),
+        fit = fit_threshold(v, DEFAULT_K)
+        self.threshold_ = fit.value
+        self.validation_ = {"n_patches": fit.n, "score_mean": fit.mean, "score_std": fit.std,
                             "score_p99": float(np.percentile(v, 99))}
 
     # -- persistence ------------------------------------------------------------------------------------------

@@ -54,13 +54,13 @@ def one_site(args: tuple) -> dict:
     import numpy as np
     import torch
 
+    from anomaly.decision import MOfN
     from anomaly.features import DEFAULT_PARAMS as P
     from anomaly.features import log_mel, patches
     from anomaly.score import load_detector, model_hash
     from anomaly.simulate import SimConfig, simulate, write_audio
     from calibration.calibrate import CalibrationRequest, calibrate
     from calibration.store import SiteConfig, SiteStore
-    from calibration.threshold import rule_onsets
 
     torch.set_num_threads(1)
     models, seed, background, hours, cal_minutes = args
@@ -93,7 +93,8 @@ def one_site(args: tuple) -> dict:
         sc = np.concatenate(scores[s])
         over = sc > out[s]["threshold"]
         m, n = out[s]["rule"]
-        out[s].update(patches=int(sc.size), exceedance=float(over.mean()), alarms=rule_onsets(over, m, n),
+        alarms = int(MOfN(m, n).onsets(sc, out[s]["threshold"]).size)
+        out[s].update(patches=int(sc.size), exceedance=float(over.mean()), alarms=alarms,
                       promised_alarms=out[s]["promised_per_day"] * hours / 24.0)
     return out
 

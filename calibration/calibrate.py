@@ -16,6 +16,7 @@ import numpy as np
 from scipy import stats
 
 from anomaly.audio import ReadStats, audio_info, find_audio, iter_blocks
+from anomaly.decision import K_RANGE, MOfN, over
 from anomaly.features import FeatureParams, MicResponse, PatchStream, patch_starts
 from anomaly.score import (
     AutoencoderDetector,
@@ -28,7 +29,7 @@ from anomaly.score import (
 )
 from calibration.errors import CalibrationError, SiteError
 from calibration.store import Site, utc_now
-from calibration.threshold import rule_onsets, threshold_report
+from calibration.threshold import threshold_report
 
 CALIBRATION_FORMAT = 1
 CHUNK_PATCHES = 64  # ~1 min chunks for the threshold/check interleave
@@ -253,13 +254,14 @@ def findings(b: Baseline, det: Detector) -> list[Finding]:
     return out
 
 
-def threshold_findings(rep, m: int, n: int) -> list[Finding]:
+def threshold_findings(rep, rule: MOfN) -> list[Finding]:
     """Advice when the expected false-alarm rate is high."""
     out = []
     if rep.false_alarms_per_day > 1.0:
         out.append(Finding("warning", f"about {rep.false_alarms_per_day:.2g} false alarms per day expected: the "
                                       f"baseline's score tail is heavy (extremal index {rep.extremal_index:.2f}); "
-                                      f"consider a larger k (up to 5) or a stricter rule than {m} of {n}, and check "
+                                      f"consider a larger k (up to {K_RANGE[1]:g}) or a stricter rule than "
+                                      f"{rule.short}, and check "
                                       "the recording for intermittent noise that is not the machine"))
     return out
 
@@ -272,7 +274,7 @@ def _minutes_finding(b: Baseline) -> list[Finding]:
 
 
 # -- validation: injected simulator faults and known fault recordings -----------------------------------------------
-def inject_faults(det: Detector, b: Baseline, threshold: float, m: int, n: int, machine: str = "pump",
+def inject_faults(det: Detector, b: Baseline, threshold: float, rule: MOfN, machine: str = "pump",
                   severities: Sequence[float] = INJECT_SEVERITIES, seed: int = 0,
                   offsets: np.ndarray | None = None) -> dict:
     """Mix simulator faults into held-out site audio at several severities and measure detection."""
@@ -301,15 +303,14 @@ def inject_faults(det: Detector, b: Baseline, threshold: float, m: int, n: int, 
             mixed = np.clip(base + add[: base.size] * (rms / 0.1), -1.0, 1.0)
             X = patches(log_mel(mixed, p, offsets), p)
             sc = det.score_samples(X)
-            over = sc > threshold
-            rows.append({"severity": sev, "patches": int(sc.size), "detection_rate": float(over.mean()),
-                         "rule_fired": bool(rule_onsets(over, m, n) > 0)})
+            rows.append({"severity": sev, "patches": int(sc.size), "detection_rate": float(over(sc, threshold).mean()),
+                         "rule_fired": bool(rule.onsets(sc, threshold).size)})
         detected = [r["severity"] for r in rows if r["detection_rate"] >= DETECTED_SHARE]
         results[fault] = {"by_severity": rows, "lowest_severity_detected": min(detected) if detected else None}
     return results
 
 
-def validate_with(det: Detector, directory: Path, threshold: float, m: int, n: int,
+def validate_with(det: Detector, directory: Path, threshold: float, rule: MOfN,
                   offsets: np.ndarray | None = None) -> dict:
     """Detection on known fault recordings; a file's fault is its name up to the first digit-only part, or its folder
     (``anomaly_cavitation_03.flac`` → ``anomaly_cavitation``; ``bearing/rec1.wav`` → ``bearing``)."""
@@ -318,12 +319,11 @@ def validate_with(det: Detector, directory: Path, threshold: float, m: int, n: i
     groups: dict[str, list[dict]] = {}
     for f in files:
         _, sc, _ = score_file(det, f, offsets)
-        over = sc > threshold
         parts = [x for x in f.stem.split("_") if not x.isdigit()]
         name = "_".join(parts) if f.parent == Path(directory) else f.parent.name
         groups.setdefault(name or f.stem, []).append(
-            {"file": str(f), "patches": int(sc.size), "detection_rate": float(over.mean()),
-             "rule_fired": bool(rule_onsets(over, m, n) > 0)})
+            {"file": str(f), "patches": int(sc.size), "detection_rate": float(over(sc, threshold).mean()),
+             "rule_fired": bool(rule.onsets(sc, threshold).size)})
     return {g: {"files": rows, "detection_rate": float(np.mean([r["detection_rate"] for r in rows])),
                 "files_alarmed": int(sum(r["rule_fired"] for r in rows))} for g, rows in groups.items()}
 
@@ -381,12 +381,12 @@ def build_record(site: Site, req: CalibrationRequest, kind: str = "calibration",
     _check_not_training_audio(det, req.files)
     b = collect_baseline(det, req.files, offsets, on_progress=on_progress)
     thr_mask, check_mask = b.split()
-    rep = threshold_report(b.scores[thr_mask], cfg.k, cfg.alarm_m, cfg.alarm_n, det.params.patch_seconds,
-                           seed=req.seed)
+    rule = cfg.rule
+    rep = threshold_report(b.scores[thr_mask], cfg.k, rule, det.params.patch_seconds, seed=req.seed)
     check = b.scores[check_mask]
-    over = check > rep.threshold
+    check_over = over(check, rep.threshold)
     check_days = check.size * det.params.patch_seconds / 86400.0
-    onsets = rule_onsets(over, cfg.alarm_m, cfg.alarm_n)
+    onsets = int(rule.onsets(check, rep.threshold).size)
     record = {
         "format_version": CALIBRATION_FORMAT,
         "kind": kind,
@@ -401,10 +401,10 @@ def build_record(site: Site, req: CalibrationRequest, kind: str = "calibration",
                   "check_patches": int(check_mask.sum()), "clipped_share": b.clipped_share,
                   "forced": bool(req.force and b.minutes < req.min_minutes)},
         "threshold": rep.to_dict(),
-        "check": {"patches": int(check.size), "observed_exceedance": float(over.mean()) if check.size else None,
+        "check": {"patches": int(check.size), "observed_exceedance": float(check_over.mean()) if check.size else None,
                   "predicted_exceedance": rep.exceedance, "observed_alarms": onsets,
                   "observed_alarms_per_day": onsets / check_days if check_days else None},
-        "findings": [f.to_dict() for f in findings(b, det) + threshold_findings(rep, cfg.alarm_m, cfg.alarm_n)
+        "findings": [f.to_dict() for f in findings(b, det) + threshold_findings(rep, rule)
                      + _minutes_finding(b)],
         "baseline": {
             "score_sample": _sample(b.scores[thr_mask], SCORE_SAMPLE, req.seed),
@@ -416,12 +416,11 @@ def build_record(site: Site, req: CalibrationRequest, kind: str = "calibration",
     }
     if req.inject:
         say("injecting simulator faults into held-out audio")
-        record["validation"]["injected"] = inject_faults(det, b, rep.threshold, cfg.alarm_m, cfg.alarm_n,
-                                                         machine=cfg.machine, seed=req.seed, offsets=offsets)
+        record["validation"]["injected"] = inject_faults(det, b, rep.threshold, rule, machine=cfg.machine,
+                                                         seed=req.seed, offsets=offsets)
     if req.validate_dir is not None:
         say(f"scoring known fault recordings in {req.validate_dir}")
-        record["validation"]["known_faults"] = validate_with(det, req.validate_dir, rep.threshold, cfg.alarm_m,
-                                                             cfg.alarm_n, offsets)
+        record["validation"]["known_faults"] = validate_with(det, req.validate_dir, rep.threshold, rule, offsets)
     return record, b
 
 

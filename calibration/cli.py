@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from anomaly.cli_util import console, err_console, progress, user_errors
+from anomaly.decision import DEFAULT_K, DEFAULT_RULE, K_RANGE, MOfN, describe_threshold
 
 app = typer.Typer(no_args_is_help=True)
 site_app = typer.Typer(no_args_is_help=True, help="Create and inspect sites (one per installation).")
@@ -24,23 +25,14 @@ def _store(sites_dir):
     return SiteStore(sites_dir)
 
 
-def _parse_rule(rule: str) -> tuple[int, int]:
-    from calibration.errors import SiteError
-
-    try:
-        m, n = (int(x) for x in rule.lower().replace(" of ", "/").split("/"))
-    except ValueError:
-        raise SiteError(f"--alarm must look like 3/5 (alarm when 3 of the last 5 patches exceed), got {rule!r}") \
-            from None
-    return m, n
-
-
 @site_app.command("create")
 def site_create(
     name: Annotated[str, typer.Argument(help="Site name: a-z, 0-9, '-', '_' (e.g. pump-3).")],
     model: Annotated[Path, typer.Option("--model", "-m", help="Model directory from `humwatch train`.")],
-    k: Annotated[float, typer.Option(help="Threshold = mean + k·σ of the baseline scores (3-5).")] = 4.0,
-    alarm: Annotated[str, typer.Option(help="Alarm rule m/n: alarm when m of the last n patches exceed.")] = "3/5",
+    k: Annotated[float, typer.Option(help=f"Threshold = mean + k·σ of the baseline scores ({K_RANGE[0]:g}-"
+                                     f"{K_RANGE[1]:g}).")] = DEFAULT_K,
+    alarm: Annotated[str, typer.Option(help="Alarm rule m/n: alarm when m of the last n patches exceed.")]
+    = DEFAULT_RULE.spelling,
     machine: Annotated[str, typer.Option(help="What is monitored (free text; pump/compressor/fan/motor also "
                                          "picks the simulator machine for --inject-faults).")] = "",
     microphone: Annotated[str, typer.Option(help="Microphone make/model and mounting (free text).")] = "",
@@ -60,7 +52,7 @@ def site_create(
         load_detector(model)  # fail now, not at calibration time
         if response is not None:
             MicResponse.from_csv(response)
-        m, n = _parse_rule(alarm)
+        rule = MOfN.parse(alarm)
         store = _store(sites_dir)
         model_path = model.resolve()
         site_dir = store.site(name).dir.resolve()
@@ -68,9 +60,10 @@ def site_create(
             model_path = model_path.relative_to(site_dir)
         cfg = SiteConfig(name=name, model_path=str(model_path), model_hash=model_hash(model), machine=machine,
                          microphone=microphone, response_curve=str(response.resolve()) if response else "", k=k,
-                         alarm_m=m, alarm_n=n, recalibration_days=interval_days, source=source)
+                         alarm_m=rule.m, alarm_n=rule.n, recalibration_days=interval_days, source=source)
         site = store.create(cfg)
-        console.print(f"created site {name} in {site.dir}  (threshold mean + {k:g}σ; alarm: {cfg.alarm_rule})")
+        console.print(f"created site {name} in {site.dir}  (threshold {describe_threshold(k)}; alarm: "
+                      f"{cfg.alarm_rule})")
         console.print(f"next: humwatch calibrate --site {name} --from <30-60 min of normal audio>")
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from anomaly.audio import audio_info, iter_blocks
+from anomaly.decision import over
 from anomaly.errors import AudioError, HumwatchWarning
 from anomaly.features import PatchStream, mel_centers
 from calibration.calibrate import site_classifier, site_detector
@@ -65,22 +66,6 @@ class MonitorState:
     alarm_faults: dict[str, int] = field(default_factory=dict)  # alarms per likely fault ("unknown": none fired)
 
 
-class AlarmRule:
-    """m of the last n patches over the threshold; reports the patch at which an alarm starts."""
-
-    def __init__(self, m: int, n: int):
-        self.m, self.n = m, n
-        self.window: deque[bool] = deque(maxlen=n)
-        self.active = False
-
-    def push(self, over: bool) -> bool:
-        self.window.append(bool(over))
-        now = sum(self.window) >= self.m
-        onset = now and not self.active
-        self.active = now
-        return onset
-
-
 def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
 
@@ -101,18 +86,21 @@ class Monitor:
                             f"now uses {self.model_hash}; calibrate again")
         th = self.calibration["threshold"]
         self.threshold = float(th["threshold"])
-        self.rule = AlarmRule(sc.alarm_m, sc.alarm_n)
-        self.state = MonitorState(self.threshold, f"{sc.alarm_m} of {sc.alarm_n}")
+        self.alarm_rule = sc.rule
+        self.rule = self.alarm_rule.stream(self.threshold)
+        self.state = MonitorState(self.threshold, self.alarm_rule.short)
         base = self.calibration.get("baseline", {}).get("band_error_mean")
         self.band_baseline = np.asarray(base, float) if base else None
         self.centers = mel_centers(self.det.params)
         self.clf, self.clf_hash = site_classifier(site, self.det.params)
         if self.clf is not None:
             self.class_thr = self.clf.threshold_array
-            # class name -> (its column in the probabilities, its m-of-n rule); the index is looked up once here
-            self.class_rules = {c: (self.clf.classes.index(c), AlarmRule(sc.alarm_m, sc.alarm_n))
-                                for c in sc.classifier_alarm}
-            self.window: deque[tuple[bool, np.ndarray]] = deque(maxlen=sc.alarm_n)
+            # class name -> (its column in the probabilities, the site's rule on it); the index is looked up once here
+            self.class_rules = {}
+            for c in sc.classifier_alarm:
+                k = self.clf.classes.index(c)
+                self.class_rules[c] = (k, self.alarm_rule.stream(self.class_thr[k], inclusive=True))
+            self.window: deque[tuple[bool, np.ndarray]] = deque(maxlen=self.alarm_rule.n)
         self.log = ScoreLog(site.dir / "scores.sqlite")
         self.log.prune(cfg.retention_days)
         self.alarms_path = site.dir / "alarms.jsonl"
@@ -169,9 +157,9 @@ class Monitor:
     def _raise_alarm(self, t: float, score: float, bands: np.ndarray | None, file: str | None, offset: float,
                      kind: str = "anomaly", fault_class: str | None = None) -> None:
         if kind == "anomaly":
-            rule = f"{self.rule.m} of the last {self.rule.n} patches over the threshold"
+            rule = self.alarm_rule.describe()
         else:
-            rule = f"{self.rule.m} of the last {self.rule.n} patches with p({fault_class}) over its threshold"
+            rule = self.alarm_rule.describe(f"with p({fault_class}) over its threshold")
         info = {"t_utc": _iso(t), "site": self.site.name, "kind": kind, "score": round(score, 6),
                 "threshold": self.threshold, "rule": rule,
                 "calibration": self.calibration["id"], "model_hash": self.model_hash, "file": file,
@@ -216,19 +204,19 @@ class Monitor:
                 offs = np.arange(before, stream.patches_emitted) * p.patch_hop_samples / p.sample_rate
                 ts = t0 + offs
                 self.log.append(self.run, ts, sc, bands, file, offs, probs)
+                exceeded = over(sc, self.threshold)
                 for i, s in enumerate(sc):
-                    over = s > self.threshold
                     self.state.recent.append(float(s))
                     self.state.patches += 1
                     b = None if bands is None else bands[i]
                     if probs is not None:
-                        self.window.append((bool(over), probs[i]))
+                        self.window.append((bool(exceeded[i]), probs[i]))
                         self._note_top_class(probs[i])
-                    if self.rule.push(over):
+                    if self.rule.update(s):
                         self._raise_alarm(float(ts[i]), float(s), b, file, float(offs[i]))
                     if probs is not None:
                         for c, (k, rule) in self.class_rules.items():
-                            if rule.push(probs[i, k] >= self.class_thr[k]):
+                            if rule.update(probs[i, k]):
                                 self._raise_alarm(float(ts[i]), float(s), b, file, float(offs[i]), "classifier", c)
                     self.state.in_alarm = self.rule.active or (
                         probs is not None and any(r.active for _, r in self.class_rules.values()))

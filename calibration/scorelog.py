@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from anomaly.decision import over
+
 SCHEMA_VERSION = 3  # 2: source paths in their own table; 3: classifier outputs
 READABLE_VERSIONS = (2, 3)
 DEFAULT_RETENTION_DAYS = 56
@@ -161,10 +163,11 @@ class ScoreLog:
         """Log patches: ``scores [n]``, ``bands [n, n_mels]`` or None, ``class_probs [n, n_classes]`` or None."""
         rows = []
         fid = self._file_id(file)
+        exceeded = over(scores, run.threshold)
         for i in range(len(scores)):
             b = None if bands is None else np.asarray(bands[i], "<f2").tobytes()
             c = None if class_probs is None else np.asarray(class_probs[i], "<f2").tobytes()
-            rows.append((float(t_utc[i]), float(scores[i]), int(scores[i] > run.threshold), b, run.run_id, fid,
+            rows.append((float(t_utc[i]), float(scores[i]), int(exceeded[i]), b, run.run_id, fid,
                          float(offsets[i]), c))
         self.con.executemany("INSERT INTO scores (t_utc, score, over, bands, run_id, file_id, offset_s, classes) "
                              "VALUES (?,?,?,?,?,?,?,?)", rows)

@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from anomaly.atomic import write_text
+from anomaly.decision import DEFAULT_K, DEFAULT_RULE, MOfN, check_k
+from anomaly.errors import DecisionError
 from calibration.errors import SiteError, SiteLockedError
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -55,9 +57,9 @@ class SiteConfig:
     machine: str = ""
     microphone: str = ""
     response_curve: str = ""
-    k: float = 4.0
-    alarm_m: int = 3
-    alarm_n: int = 5
+    k: float = DEFAULT_K  # the defaults of the threshold and alarm rules are anomaly.decision's
+    alarm_m: int = DEFAULT_RULE.m
+    alarm_n: int = DEFAULT_RULE.n
     recalibration_days: int = 30
     source: str = ""  # where `recalibrate --due` takes audio from: a directory, or "mic" / "mic:<device>"
     classifier_path: str = ""  # optional fault classifier (`humwatch site set-classifier`)
@@ -74,10 +76,11 @@ class SiteConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, kind):
                 raise SiteError(f"{name} must be a number{'' if kind is not int else ' (whole)'}, got {v!r}")
-        if not 3.0 <= float(self.k) <= 5.0:
-            raise SiteError(f"k must be between 3 and 5 (the threshold is mean + k sigma), got {self.k}")
-        if not (1 <= int(self.alarm_m) <= int(self.alarm_n) <= 60):
-            raise SiteError(f"alarm rule needs 1 <= m <= n <= 60, got {self.alarm_m} of {self.alarm_n}")
+        try:
+            check_k(self.k)
+            MOfN(self.alarm_m, self.alarm_n)
+        except DecisionError as e:
+            raise SiteError(str(e)) from None
         if not isinstance(self.classifier_alarm, list) or not all(isinstance(c, str) for c in self.classifier_alarm):
             raise SiteError(f"classifier_alarm must be a list of class names, got {self.classifier_alarm!r}")
         if self.classifier_alarm and not self.classifier_path:
@@ -86,8 +89,13 @@ class SiteConfig:
             raise SiteError(f"recalibration interval must be >= 1 day, got {self.recalibration_days}")
 
     @property
+    def rule(self) -> MOfN:
+        """The site's alarm rule (stored as ``alarm_m`` and ``alarm_n``)."""
+        return MOfN(self.alarm_m, self.alarm_n)
+
+    @property
     def alarm_rule(self) -> str:
-        return f"{self.alarm_m} of the last {self.alarm_n} patches over the threshold"
+        return self.rule.describe()
 
     def to_toml(self) -> str:
         d = asdict(self)

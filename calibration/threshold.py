@@ -1,11 +1,13 @@
 """Thresholds from baseline scores, and what they cost in false alarms.
 
-* The threshold in force is ``mean + k·σ`` of held-out baseline patch scores (k = 3…5, default 4).
+* The threshold in force is ``mean + k·σ`` of baseline patch scores (:func:`anomaly.decision.fit_threshold`: the rule,
+  its σ convention and its defaults live there).
 * Reported alongside: ``median + k·1.4826·MAD`` (robust to a few loud events) and the empirical 99.9 % quantile.
 * The per-patch exceedance probability at the threshold is estimated by peaks over threshold: a generalized Pareto
   distribution (``scipy.stats.genpareto``) fitted to the excesses over the 95th percentile, with a bootstrap
   confidence interval. Gaussian tails would be badly wrong for reconstruction errors, which are skewed.
-* The alarm rule raises an alarm when at least ``m`` of the last ``n`` patches exceed. Treating patches as
+* The alarm rule (an :class:`anomaly.decision.MOfN`) raises an alarm when at least ``m`` of the last ``n`` patches
+  exceed. Treating patches as
   independent with exceedance probability ``p``, an alarm *starts* at a patch when that patch exceeds and exactly
   ``m − 1`` of the ``n − 1`` before it did: rate ``p · C(n−1, m−1) · p^(m−1) · (1−p)^(n−m)`` per patch, times the
   patches per day (86 400 / 0.96 = 90 000).
@@ -27,6 +29,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import stats
 
+from anomaly.decision import MOfN, fit_threshold
 from calibration.errors import CalibrationError
 
 SECONDS_PER_DAY = 86400.0
@@ -37,28 +40,26 @@ def patches_per_day(patch_seconds: float) -> float:
     return SECONDS_PER_DAY / patch_seconds
 
 
-def alarm_onset_prob(p: float, m: int, n: int) -> float:
-    """Probability that an alarm starts at a given patch under the m-of-n rule, patches independent.
+def alarm_onset_prob(p: float, rule: MOfN) -> float:
+    """Probability that an alarm starts at a given patch under the m-of-n ``rule``, patches independent.
 
     An alarm starts at patch t when t exceeds, exactly m − 1 of the n − 1 patches before it do, and the patch that
     just left the window (t − n) did not (else the previous window already held m).
     """
+    m, n = _m_of_n(rule)
     p = min(max(float(p), 0.0), 1.0)
     return p * math.comb(n - 1, m - 1) * p ** (m - 1) * (1 - p) ** (n - m) * (1 - p)
 
 
-def alarms_per_day(p: float, m: int, n: int, patch_seconds: float) -> float:
-    return alarm_onset_prob(p, m, n) * patches_per_day(patch_seconds)
+def alarms_per_day(p: float, rule: MOfN, patch_seconds: float) -> float:
+    return alarm_onset_prob(p, rule) * patches_per_day(patch_seconds)
 
 
-def rule_onsets(over: np.ndarray, m: int, n: int) -> int:
-    """Count alarm onsets of the m-of-n rule over a boolean exceedance sequence."""
-    over = np.asarray(over, bool)
-    if over.size == 0:
-        return 0
-    c = np.convolve(over.astype(int), np.ones(n, int))[: over.size]  # exceedances in the window ending here
-    on = c >= m
-    return int(on[0] + np.sum(on[1:] & ~on[:-1]))
+def _m_of_n(rule) -> tuple[int, int]:
+    """The certificate's estimates are written for the m-of-n rule; another kind of rule needs its own."""
+    if not isinstance(rule, MOfN):
+        raise CalibrationError(f"the false-alarm estimate covers the m-of-n alarm rule, not {rule.kind!r}")
+    return rule.m, rule.n
 
 
 @dataclass
@@ -124,9 +125,9 @@ class ThresholdReport:
         return asdict(self)
 
 
-def threshold_report(scores: np.ndarray, k: float, m: int, n: int, patch_seconds: float,
+def threshold_report(scores: np.ndarray, k: float, rule: MOfN, patch_seconds: float,
                      n_boot: int = 100, seed: int = 0) -> ThresholdReport:
-    """Set ``mean + k·σ`` on ``scores`` and estimate its exceedance and false-alarm rate.
+    """Set ``mean + k·σ`` on ``scores`` and estimate its exceedance and false-alarm rate under the alarm ``rule``.
 
     Raises:
         CalibrationError: fewer than 100 scores, or non-finite scores.
@@ -136,8 +137,8 @@ def threshold_report(scores: np.ndarray, k: float, m: int, n: int, patch_seconds
         raise CalibrationError(f"need at least 100 patches to set a threshold, got {s.size}")
     if not np.isfinite(s).all():
         raise CalibrationError("baseline scores contain NaN or Inf")
-    mean, std = float(s.mean()), float(s.std(ddof=1))
-    thr = mean + k * std
+    fit = fit_threshold(s, k)
+    mean, std, thr = fit.mean, fit.std, fit.value
     med = float(np.median(s))
     mad = float(np.median(np.abs(s - med)))
     try:
@@ -162,21 +163,21 @@ def threshold_report(scores: np.ndarray, k: float, m: int, n: int, patch_seconds
         boots.append(pb if np.isfinite(pb) else float(np.mean(b > thr)))
     lo, hi = (float(x) for x in np.quantile(boots, [0.05, 0.95]))
     lo, hi = min(lo, p), max(hi, p)
-    theta, q, level = cluster_stats(s, m, n)
+    theta, q, level = cluster_stats(s, rule)
     c = theta * q
-    fa = max(alarms_per_day(p, m, n, patch_seconds), p * c * patches_per_day(patch_seconds))
-    fa_ci = tuple(max(alarms_per_day(x, m, n, patch_seconds), x * c * patches_per_day(patch_seconds)) for x in (lo, hi))
+    fa = max(alarms_per_day(p, rule, patch_seconds), p * c * patches_per_day(patch_seconds))
+    fa_ci = tuple(max(alarms_per_day(x, rule, patch_seconds), x * c * patches_per_day(patch_seconds)) for x in (lo, hi))
     return ThresholdReport(
         k=float(k), threshold=thr, mean=mean, std=std, n_patches=int(s.size),
         robust_threshold=med + k * MAD_TO_SIGMA * mad, quantile_999=float(np.quantile(s, 0.999)),
         max_score=float(s.max()), exceedance=p, exceedance_ci=(lo, hi), exceedance_method=method,
         false_alarms_per_day=fa, false_alarms_per_day_ci=fa_ci, extremal_index=theta, alarm_cluster_share=q,
         cluster_level=level,
-        alarm_m=m, alarm_n=n, tail=asdict(tail) if tail else None,
+        alarm_m=rule.m, alarm_n=rule.n, tail=asdict(tail) if tail else None,
     )
 
 
-def cluster_stats(scores: np.ndarray, m: int, n: int, quantile: float = 0.95) -> tuple[float, float, float]:
+def cluster_stats(scores: np.ndarray, rule: MOfN, quantile: float = 0.95) -> tuple[float, float, float]:
     """Runs declustering of the exceedances of ``scores`` (in recording order) over their ``quantile``.
 
     Returns:
@@ -184,6 +185,7 @@ def cluster_stats(scores: np.ndarray, m: int, n: int, quantile: float = 0.95) ->
         some ``n`` consecutive patches *beyond what independent patches would give by chance at that level*
         (otherwise independent data would count chance coincidences at the low level as clustering); the level.
     """
+    _, n = _m_of_n(rule)
     s = np.asarray(scores, float)
     level = float(np.quantile(s, quantile))
     idx = np.nonzero(s > level)[0]
@@ -195,6 +197,6 @@ def cluster_stats(scores: np.ndarray, m: int, n: int, quantile: float = 0.95) ->
     for c in clusters:
         over = np.zeros(c[-1] - c[0] + 1, bool)
         over[c - c[0]] = True
-        alarming += rule_onsets(over, m, n) > 0
-    by_chance = s.size * alarm_onset_prob(idx.size / s.size, m, n)
+        alarming += rule.onsets_over(over).size > 0
+    by_chance = s.size * alarm_onset_prob(idx.size / s.size, rule)
     return len(clusters) / idx.size, max(0.0, alarming - by_chance) / len(clusters), level

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from anomaly.decision import DEFAULT_RULE
 from anomaly.features import FeatureParams, hann_window, mel_filterbank
 
 MODEL_SYMBOL = "g_humwatch_model_data"
@@ -76,6 +77,16 @@ def _c_string(s: str) -> str:
         else:
             out.extend(f"\\{b:03o}" for b in ch.encode())
     return '"' + "".join(out) + '"'
+
+
+C_RULES = ("m_of_n",)  # the alarm-rule kinds the C reference implements (hw_alarm_update, hw_clf_alarm_update)
+
+
+def _c_rule(rule, prefix: str) -> str:
+    """The alarm rule's ``#define`` lines; a rule the C reference does not implement cannot be exported."""
+    if rule.kind not in C_RULES:
+        raise ValueError(f"the C reference implements the alarm rules {', '.join(C_RULES)}, not {rule.kind!r}")
+    return rule.c_defines(prefix)
 
 
 def _resolver_method(op: str) -> str:
@@ -155,8 +166,8 @@ def frontend_header(params: FeatureParams, mean: np.ndarray, std: np.ndarray, mi
             width (HW_MASK_FRAMES, HW_FORWARD_PASSES = patch_frames / mask_frames passes per patch).
         score_gaussian: ``(mean [n_mels], precision [n_mels, n_mels], eps)`` for a ``--score gaussian`` model
             (HW_SCORE_KIND = HW_SCORE_GAUSSIAN and the two arrays), None for the MSE score.
-        decision: ``threshold`` (int8 domain), ``k``, ``alarm_m``, ``alarm_n``, ``site_threshold_float`` (or None),
-            ``threshold_source``.
+        decision: ``threshold`` (int8 domain), ``k``, ``rule`` (an :mod:`anomaly.decision` alarm rule; its
+            ``c_defines`` give HW_ALARM_*), ``site_threshold_float`` (or None), ``threshold_source``.
         identity: ``model_hash``, ``site``, ``calibration_id``.
     """
     p = params
@@ -263,8 +274,7 @@ def frontend_header(params: FeatureParams, mean: np.ndarray, std: np.ndarray, mi
 /* -- decision, in the int8 model's score domain ({decision['threshold_source']}) -- */
 #define HW_SCORE_THRESHOLD {c_float(decision['threshold'])}
 #define HW_THRESHOLD_K {c_float(decision['k'])}
-#define HW_ALARM_M {int(decision['alarm_m'])}
-#define HW_ALARM_N {int(decision['alarm_n'])}
+{_c_rule(decision['rule'], "HW_ALARM")}
 /* the site's threshold for the float (PyTorch) model, for reference only: do not compare device scores with it */
 #define HW_SITE_THRESHOLD_FLOAT {c_float(site_thr) if site_thr is not None else "(-1.0f) /* none */"}
 
@@ -301,7 +311,8 @@ def classifier_header(params: FeatureParams, classes: Sequence[str], threshold_p
         threshold_logit: the same thresholds on the calibrated logit (sigmoid classifiers), or None (softmax).
         alarm: per class, whether a hit alone raises an alarm (the site's ``classifier_alarm``).
         info: ``model_hash``, ``temperature``, ``softmax`` (bool), ``precision_target``, ``backbone``,
-            ``anomaly_model_hash``, ``site``, ``alarm_m``, ``alarm_n`` (the site's m-of-n rule; default 3 of 5).
+            ``anomaly_model_hash``, ``site``, ``rule`` (the site's alarm rule; default
+            :data:`anomaly.decision.DEFAULT_RULE`).
     """
     p = params
     n = len(classes)
@@ -347,8 +358,7 @@ def classifier_header(params: FeatureParams, classes: Sequence[str], threshold_p
 #define HW_CLF_PATCH_FRAMES {p.patch_frames}
 #define HW_CLF_N_MELS {p.n_mels}
 #define HW_CLF_FEATURE_PARAMS_HASH "{p.hash()}"
-#define HW_CLF_ALARM_M {int(info.get('alarm_m', 3))}
-#define HW_CLF_ALARM_N {int(info.get('alarm_n', 5))}
+{_c_rule(info.get('rule') or DEFAULT_RULE, "HW_CLF_ALARM")}
 
 /* -- int8 input (raw log-mel) and output (calibrated logits) quantisation -- */
 #define HW_CLF_INPUT_SCALE {c_float(iscale)}

@@ -309,9 +309,9 @@ class ClassifierExport:
     thr_logit: np.ndarray | None
 
     def write_sources(self, out_dir: Path, params, banner: str, anomaly_model_hash: str, site: str | None,
-                      alarm_m: int, alarm_n: int) -> None:
+                      rule) -> None:
         """Write ``classifier_data.cc/.h``, ``humwatch_classifier.h`` and the C reference into ``out_dir``
-        (``alarm_m`` of ``alarm_n``: the site's rule, which alarm classes follow as the monitor does)."""
+        (``rule``: the site's alarm rule, which alarm classes follow as the monitor does)."""
         from firmware_export import c_arrays
         from firmware_export.frontend_ref import CLASSIFIER_SOURCES
         from firmware_export.frontend_ref import DIR as REF_DIR
@@ -326,7 +326,7 @@ class ClassifierExport:
             self.conv.input_quant, self.conv.output_quant,
             {"model_hash": self.cs.hash, "temperature": float(clf.temperature_), "softmax": self.cs.softmax,
              "precision_target": getattr(clf, "precision_target_", None), "backbone": self.cs.backbone,
-             "anomaly_model_hash": anomaly_model_hash, "site": site, "alarm_m": alarm_m, "alarm_n": alarm_n},
+             "anomaly_model_hash": anomaly_model_hash, "site": site, "rule": rule},
             banner))
         for name in CLASSIFIER_SOURCES:
             (out_dir / name).write_bytes((REF_DIR / name).read_bytes())

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from anomaly.decision import DEFAULT_K, DEFAULT_RULE, MOfN, fit_threshold
 from firmware_export.errors import ExportError, GateFailed
 from firmware_export.targets import DEFAULT_TARGET, TARGETS, TFLM_OPS_SOURCE, latency_estimate
 
@@ -36,8 +37,8 @@ MIN_PEARSON = 0.98
 MAX_AUC_DROP = 0.02
 MAX_FLOAT_RECON_DIFF = 1e-3
 TFLM_PATCHES = 8  # patches run through the (slow, reference-kernel) TFLM interpreter to compare with LiteRT
-# The classifier's gates (classifier_*) have their constants in firmware_export/classifier.py.
-DEFAULT_K, DEFAULT_ALARM_M, DEFAULT_ALARM_N = 4.0, 3, 5  # SiteConfig's defaults, for --model without a site
+# The classifier's gates (classifier_*) have their constants in firmware_export/classifier.py. Without a site
+# (--model), the threshold and alarm rules are anomaly.decision's defaults.
 
 OUTPUT_FILES = ("model.onnx", "model_float.tflite", "model_int8.tflite", "model_data.cc", "model_data.h",
                 "humwatch_frontend.h", "hw_frontend.h", "hw_frontend.c")
@@ -66,8 +67,7 @@ class Source:
     offsets: np.ndarray | None
     files: list[Path]
     k: float
-    alarm_m: int
-    alarm_n: int
+    rule: MOfN
     reference_threshold: float | None
     threshold_source: str
     machine: str
@@ -180,7 +180,7 @@ def _site_source(req: ExportRequest) -> Source:
         rc = rc if rc.is_absolute() else site.dir / rc
         inputs["response_curve_sha256"] = sha256_file(rc)
     return Source(kind="site", det=det, model_dir=site.model_dir(), model_hash=mh, offsets=offsets, files=files,
-                  k=float(th["k"]), alarm_m=int(th["alarm_m"]), alarm_n=int(th["alarm_n"]),
+                  k=float(th["k"]), rule=MOfN(int(th["alarm_m"]), int(th["alarm_n"])),
                   reference_threshold=float(th["threshold"]),
                   threshold_source=f"site {site.name} calibration {record['id']}: mean + {float(th['k']):g} sigma "
                                    "of the int8 model's scores on the calibration's threshold part",
@@ -202,7 +202,7 @@ def _model_source(req: ExportRequest) -> Source:
     files = find_audio(req.representative)
     mh = model_hash(model_dir)
     return Source(kind="model", det=det, model_dir=model_dir, model_hash=mh, offsets=None, files=files,
-                  k=DEFAULT_K, alarm_m=DEFAULT_ALARM_M, alarm_n=DEFAULT_ALARM_N, reference_threshold=None,
+                  k=DEFAULT_K, rule=DEFAULT_RULE, reference_threshold=None,
                   threshold_source=f"provisional (no site calibration): mean + {DEFAULT_K:g} sigma of the int8 model's "
                                    "scores on 2/3 of the --representative audio",
                   machine="pump",
@@ -313,14 +313,14 @@ def run_export(req: ExportRequest, on_progress: Callable[[str, float], None] | N
         step("threshold on int8 scores", 0.8)
         pt_thr_scores = parity.patch_scores(thr_n, parity.interpolated(runs["pytorch"], thr_n, w), gauss)
         q_thr_scores = parity.patch_scores(thr_n, parity.interpolated(runs["tflite_int8"], thr_n, w), gauss)
-        pt_thr, _, _ = parity.threshold_rule(pt_thr_scores, src.k)
-        q_thr, q_mean, q_std = parity.threshold_rule(q_thr_scores, src.k)
+        pt_thr = fit_threshold(pt_thr_scores, src.k).value
+        q_fit = fit_threshold(q_thr_scores, src.k)
+        q_thr, q_mean, q_std = q_fit.value, q_fit.mean, q_fit.std
         report = None
         if q_thr_scores.size >= 100:
             from calibration.threshold import threshold_report
 
-            report = threshold_report(q_thr_scores, src.k, src.alarm_m, src.alarm_n, p.patch_seconds,
-                                      seed=req.seed).to_dict()
+            report = threshold_report(q_thr_scores, src.k, src.rule, p.patch_seconds, seed=req.seed).to_dict()
             report.pop("tail", None)
         pt_all = np.r_[scores["pytorch"]["normal"], scores["pytorch"]["fault"]]
         q_all = np.r_[scores["tflite_int8"]["normal"], scores["tflite_int8"]["fault"]]
@@ -328,8 +328,8 @@ def run_export(req: ExportRequest, on_progress: Callable[[str, float], None] | N
         threshold = {
             "rule": f"mean + k * sigma (sample sigma) of the threshold part's patch scores, k = {src.k:g}",
             "source": src.threshold_source,
-            "k": src.k, "alarm_m": src.alarm_m, "alarm_n": src.alarm_n,
-            "alarm_rule": f"{src.alarm_m} of the last {src.alarm_n} patches over the threshold",
+            "k": src.k, "alarm_m": src.rule.m, "alarm_n": src.rule.n,
+            "alarm_rule": src.rule.describe(),
             "int8": q_thr, "int8_mean": q_mean, "int8_std": q_std,
             "pytorch_reproduced": pt_thr,
             "site_pytorch": src.reference_threshold,
@@ -478,7 +478,7 @@ def run_export(req: ExportRequest, on_progress: Callable[[str, float], None] | N
         (tmp / "model_data.h").write_text(h)
         (tmp / "humwatch_frontend.h").write_text(c_arrays.frontend_header(
             p, det.mean_, det.std_, src.offsets, iq, oq,
-            {"threshold": q_thr, "k": src.k, "alarm_m": src.alarm_m, "alarm_n": src.alarm_n,
+            {"threshold": q_thr, "k": src.k, "rule": src.rule,
              "site_threshold_float": src.reference_threshold, "threshold_source": src.threshold_source},
             {"model_hash": src.model_hash, "site": src.site, "calibration_id": src.calibration_id}, banner,
             score_gaussian=gauss, mask_frames=w))
@@ -487,7 +487,7 @@ def run_export(req: ExportRequest, on_progress: Callable[[str, float], None] | N
         names = list(OUTPUT_FILES)
         if clf:
             clf.write_sources(tmp, p, banner + f" Classifier {cs.hash}.", anomaly_model_hash=src.model_hash,
-                              site=src.site, alarm_m=src.alarm_m, alarm_n=src.alarm_n)
+                              site=src.site, rule=src.rule)
             names += list(clf_export.FILES)
         manifest["outputs"] = {name: file_entry(tmp / name) for name in names}
         lap("write")

@@ -124,13 +124,6 @@ def summarise(scores: dict[str, dict[str, np.ndarray]], recon_diff: dict[str, fl
     return out
 
 
-def threshold_rule(scores: np.ndarray, k: float) -> tuple[float, float, float]:
-    """``(mean + k·σ, mean, σ)`` with σ the sample standard deviation (ddof = 1), as calibration sets it."""
-    s = np.asarray(scores, float)
-    mean, std = float(s.mean()), float(s.std(ddof=1)) if s.size > 1 else 0.0
-    return mean + k * std, mean, std
-
-
 def gate(name: str, passed: bool, value, limit, detail: str) -> dict:
     """One gate's entry in the manifest (``gates.checks[]``)."""
     return {"gate": name, "passed": bool(passed), "value": value, "limit": limit, "detail": detail}

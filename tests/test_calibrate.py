@@ -15,6 +15,7 @@ import soundfile as sf
 
 import calibration.calibrate as cal_mod
 from anomaly.audio import file_log_mel, file_patches
+from anomaly.decision import MOfN
 from anomaly.features import DEFAULT_PARAMS
 from anomaly.score import fingerprint_files, fit_detector, load_detector, model_hash
 from anomaly.simulate import FAULTS, SimConfig, simulate, write_audio
@@ -219,7 +220,7 @@ def test_validate_with_groups_by_folder(calibrated, model, tmp_path, fault_dir):
     shutil.copy(fault_dir / "anomaly_cavitation_00.flac", tmp_path / "bearing" / "rec1.flac")
     shutil.copy(fault_dir / "anomaly_cavitation_01.flac", tmp_path / "pump_cav_2026_01.flac")
     det = load_detector(model[0])
-    res = validate_with(det, tmp_path, rec["threshold"]["threshold"], 3, 5)
+    res = validate_with(det, tmp_path, rec["threshold"]["threshold"], MOfN(3, 5))
     assert set(res) == {"bearing", "pump_cav"}
     assert res["bearing"]["detection_rate"] > 0.5
 

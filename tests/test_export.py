@@ -313,6 +313,7 @@ def test_c_frontend_matches_python_on_golden_vectors(exported, hwref, tmp_path):
 def test_c_frontend_follows_the_header_for_other_params_and_mic_offsets(params, tmp_path):
     """The header alone drives the C code: other FeatureParams and a microphone-response correction, no model
     conversion needed (header written directly by c_arrays.frontend_header)."""
+    from anomaly.decision import MOfN
     from firmware_export.c_arrays import frontend_header
     from firmware_export.frontend_ref import DIR, SOURCES
 
@@ -321,7 +322,7 @@ def test_c_frontend_follows_the_header_for_other_params_and_mic_offsets(params, 
     std = rng.uniform(0.5, 2, params.n_mels).astype(np.float32)
     offsets = rng.normal(0, 0.3, params.n_mels).astype(np.float32)
     hdr = frontend_header(params, mean, std, offsets, (0.05, -3), (0.01, 4),
-                          {"threshold": 1.0, "k": 4.0, "alarm_m": 2, "alarm_n": 4, "site_threshold_float": None,
+                          {"threshold": 1.0, "k": 4.0, "rule": MOfN(2, 4), "site_threshold_float": None,
                            "threshold_source": "test"}, {"model_hash": "x"}, "test")
     (tmp_path / "humwatch_frontend.h").write_text(hdr)
     for name in SOURCES:
@@ -378,7 +379,7 @@ def test_c_score_and_decision_match_the_int8_model(exported, hwref, tmp_path):
 
 
 def test_c_alarm_rule_is_m_of_n(exported, hwref):
-    from calibration.threshold import rule_onsets
+    from anomaly.decision import MOfN
 
     thr = exported["manifest"]["threshold"]
     mm, n, t = thr["alarm_m"], thr["alarm_n"], thr["int8"]
@@ -388,7 +389,7 @@ def test_c_alarm_rule_is_m_of_n(exported, hwref):
     state = np.array(r.stdout.split(), int)
     want = np.array([over[max(0, j - n + 1): j + 1].sum() >= mm for j in range(over.size)], int)
     assert np.array_equal(state, want)
-    assert int(state[0] + np.sum(state[1:] & ~state[:-1] & 1)) == rule_onsets(over, mm, n)
+    assert int(state[0] + np.sum(state[1:] & ~state[:-1] & 1)) == MOfN(mm, n).onsets(scores, t).size
 
 
 def test_c_pass_loop_of_a_plain_model_is_one_unmasked_pass(exported, hwref, tmp_path):

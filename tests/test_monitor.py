@@ -23,7 +23,7 @@ from anomaly.simulate import SimConfig, simulate, write_audio
 from anomaly.train import TrainConfig
 from calibration.calibrate import CalibrationRequest, calibrate
 from calibration.errors import SiteError
-from calibration.monitor import AlarmRule, Monitor, MonitorConfig, MonitorWarning
+from calibration.monitor import Monitor, MonitorConfig, MonitorWarning
 from calibration.scorelog import ScoreLog, read_alarms, read_scores
 from calibration.store import SiteConfig, SiteStore
 
@@ -49,13 +49,6 @@ def site(tmp_path_factory):
     write_audio(audio / "b_cavitation.flac", SimConfig("pump", "cavitation", 0.8, "factory", seed=212), 0.5)
     yield s, d
     torch.set_num_threads(prev)
-
-
-def test_alarm_rule_reports_onsets_once():
-    r = AlarmRule(3, 5)
-    seq = [1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 1, 0, 1, 0, 1]
-    onsets = [i for i, x in enumerate(seq) if r.push(bool(x))]
-    assert onsets == [2, 14]
 
 
 def test_monitor_logs_every_patch_and_alarms_on_the_fault(site, tmp_path):

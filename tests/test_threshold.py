@@ -1,5 +1,6 @@
-"""Threshold statistics (calibration.threshold): the m-of-n alarm rule, its onset probability, the tail-estimated
-exceedance of mean + k sigma and the false-alarm rate, checked against Monte Carlo on known distributions."""
+"""Threshold statistics (calibration.threshold): the m-of-n alarm rule's onset probability, the tail-estimated
+exceedance of mean + k sigma and the false-alarm rate, checked against Monte Carlo on known distributions. (The rule
+itself and the threshold rule are anomaly.decision's: tests/test_decision.py.)"""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from anomaly.decision import MOfN
 from calibration.errors import CalibrationError
 from calibration.threshold import (
     MAD_TO_SIGMA,
@@ -16,12 +18,17 @@ from calibration.threshold import (
     alarms_per_day,
     cluster_stats,
     patches_per_day,
-    rule_onsets,
     threshold_report,
 )
 
 PATCH_S = 0.96
+RULE = MOfN(3, 5)
 SHAPE = 2.0  # gamma(2, 1): skewed like reconstruction errors, with an exponential tail
+
+
+def rule_onsets(over: np.ndarray, m: int, n: int) -> int:
+    """Alarm onsets of the m-of-n rule in an exceedance sequence (replayed through the rule object)."""
+    return int(MOfN(m, n).onsets_over(over).size)
 
 
 def onsets_per_day(over: np.ndarray, m: int, n: int) -> float:
@@ -35,73 +42,32 @@ def exact_onset_prob(p: float, m: int, n: int) -> float:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# rule_onsets
-
-
-@pytest.mark.parametrize("seq, m, n, expected", [
-    ([1, 1, 1, 0, 0, 0, 0, 1, 1, 1], 3, 5, 2),
-    ([1] * 50, 3, 5, 1),  # a sustained alarm counts once
-    ([1, 0, 1, 0, 1], 3, 5, 1),  # 3 of 5, not consecutive
-    ([1, 0, 0, 0, 1, 0, 0, 0, 1], 3, 5, 0),  # never 3 inside one window of 5
-    ([1, 1, 0, 0, 0, 0, 0, 1], 3, 5, 0),
-    ([0] * 20, 3, 5, 0),
-    ([], 3, 5, 0),
-    ([1], 1, 1, 1),
-    ([1, 1, 0, 1, 0, 1, 1], 1, 1, 3),  # 1 of 1: every run is an alarm
-    ([1, 1, 1, 1, 0, 0, 1, 1, 1, 1], 2, 2, 2),
-    ([1, 1, 1, 1, 1, 1], 7, 5, 0),  # m > n can never fire
-    ([1, 1, 1, 0, 0, 0, 1, 1, 1], 3, 3, 2),
-    ([True, True, True], 3, 5, 1),
-])
-def test_rule_onsets_hand_made(seq, m, n, expected):
-    assert rule_onsets(np.array(seq, dtype=bool if seq and isinstance(seq[0], bool) else int), m, n) == expected
-
-
-def test_rule_onsets_flapping_alarm_counts_each_restart():
-    # 1 0 1 0 1 0 1 ... under 3 of 5: the window holds 3, 2, 3, 2 ... exceedances, so the alarm toggles.
-    over = np.array([1, 0] * 10, bool)
-    c = np.convolve(over.astype(int), np.ones(5, int))[: over.size]
-    expected = int((c >= 3)[0] + np.sum((c[1:] >= 3) & (c[:-1] < 3)))
-    assert rule_onsets(over, 3, 5) == expected == 8
-
-
-def test_rule_onsets_equals_brute_force():
-    rng = np.random.default_rng(0)
-    for _ in range(200):
-        m, n = sorted(rng.integers(1, 7, size=2))
-        over = rng.random(rng.integers(1, 40)) < rng.random()
-        on = [sum(over[max(0, i - n + 1): i + 1]) >= m for i in range(over.size)]
-        brute = sum(1 for i, x in enumerate(on) if x and (i == 0 or not on[i - 1]))
-        assert rule_onsets(over, m, n) == brute, (over.astype(int).tolist(), m, n)
-
-
-# --------------------------------------------------------------------------------------------------------------------
 # alarm_onset_prob
 
 
 @pytest.mark.parametrize("m, n", [(1, 1), (1, 5), (3, 5), (5, 5), (2, 3)])
 def test_onset_prob_p_zero(m, n):
-    assert alarm_onset_prob(0.0, m, n) == 0.0
-    assert alarm_onset_prob(-0.5, m, n) == 0.0  # clamped
+    assert alarm_onset_prob(0.0, MOfN(m, n)) == 0.0
+    assert alarm_onset_prob(-0.5, MOfN(m, n)) == 0.0  # clamped
 
 
 @pytest.mark.parametrize("m, n", [(1, 5), (3, 5), (2, 3), (4, 10)])
 def test_onset_prob_p_one_is_zero_when_m_below_n(m, n):
     """Every patch exceeds: the alarm is on from the start and never starts again."""
-    assert alarm_onset_prob(1.0, m, n) == 0.0
-    assert alarm_onset_prob(1.5, m, n) == 0.0  # clamped
+    assert alarm_onset_prob(1.0, MOfN(m, n)) == 0.0
+    assert alarm_onset_prob(1.5, MOfN(m, n)) == 0.0  # clamped
     assert rule_onsets(np.ones(1000, bool), m, n) == 1
 
 
 @pytest.mark.parametrize("m", [1, 5])
 def test_onset_prob_p_one_when_m_equals_n(m):
-    assert alarm_onset_prob(1.0, m, m) == 0.0
+    assert alarm_onset_prob(1.0, MOfN(m, m)) == 0.0
 
 
 def test_onset_prob_formula():
     p = 0.01
-    assert alarm_onset_prob(p, 3, 5) == pytest.approx(6 * p ** 3 * (1 - p) ** 3, rel=1e-12)  # incl. the patch leaving
-    assert alarms_per_day(p, 3, 5, PATCH_S) == pytest.approx(alarm_onset_prob(p, 3, 5) * 90000, rel=1e-12)
+    assert alarm_onset_prob(p, RULE) == pytest.approx(6 * p ** 3 * (1 - p) ** 3, rel=1e-12)  # incl. the patch leaving
+    assert alarms_per_day(p, RULE, PATCH_S) == pytest.approx(alarm_onset_prob(p, RULE) * 90000, rel=1e-12)
     assert patches_per_day(PATCH_S) == pytest.approx(90000.0)
 
 
@@ -116,7 +82,7 @@ def test_onset_prob_against_monte_carlo(p, m, n):
     size = 2_000_000
     mc = mc_onset_rate(p, m, n, size, seed=1)
     assert mc * size > 1000  # enough events for 10 %
-    assert alarm_onset_prob(p, m, n) == pytest.approx(mc, rel=0.10)
+    assert alarm_onset_prob(p, MOfN(m, n)) == pytest.approx(mc, rel=0.10)
     assert exact_onset_prob(p, m, n) == pytest.approx(mc, rel=0.10)
 
 
@@ -124,7 +90,7 @@ def test_onset_prob_against_monte_carlo_large_p():
     p, m, n = 0.3, 3, 5
     mc = mc_onset_rate(p, m, n, 1_000_000, seed=2)
     assert exact_onset_prob(p, m, n) == pytest.approx(mc, rel=0.05)  # the corrected formula agrees
-    assert alarm_onset_prob(p, m, n) == pytest.approx(mc, rel=0.10)
+    assert alarm_onset_prob(p, MOfN(m, n)) == pytest.approx(mc, rel=0.10)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -134,7 +100,7 @@ def test_onset_prob_against_monte_carlo_large_p():
 @pytest.fixture(scope="module")
 def gamma_report():
     scores = np.random.default_rng(0).gamma(SHAPE, 1.0, 4000)
-    return scores, threshold_report(scores, 4.0, 3, 5, PATCH_S)
+    return scores, threshold_report(scores, 4.0, RULE, PATCH_S)
 
 
 @pytest.fixture(scope="module")
@@ -169,14 +135,14 @@ def test_tail_exceedance_against_fresh_draws(gamma_report, fresh_gamma):
 @pytest.mark.parametrize("seed", [1, 2, 3, 6, 9])
 def test_tail_exceedance_within_factor_two_other_baselines(seed, fresh_gamma):
     s = np.random.default_rng(seed).gamma(SHAPE, 1.0, 4000)
-    r = threshold_report(s, 4.0, 3, 5, PATCH_S, n_boot=20)
+    r = threshold_report(s, 4.0, RULE, PATCH_S, n_boot=20)
     true = float(np.mean(fresh_gamma > r.threshold))
     assert true / 2 < r.exceedance < true * 2, (r.exceedance, true)
 
 
 def test_threshold_in_the_bulk_uses_the_empirical_share():
     s = np.random.default_rng(3).gamma(SHAPE, 1.0, 500)
-    r = threshold_report(s, 0.0, 3, 5, PATCH_S, n_boot=10)  # k = 0: the threshold is the mean, below the 95 % level
+    r = threshold_report(s, 0.0, RULE, PATCH_S, n_boot=10)  # k = 0: the threshold is the mean, below the 95 % level
     assert r.exceedance_method.startswith("empirical")
     assert r.exceedance == np.mean(s > s.mean())
 
@@ -184,14 +150,14 @@ def test_threshold_in_the_bulk_uses_the_empirical_share():
 def test_false_alarms_iid_against_monte_carlo():
     """iid scores: the certificate's rate is within x3 of the simulated rule on fresh data, or above it."""
     s = np.random.default_rng(7).gamma(SHAPE, 1.0, 4000)
-    r = threshold_report(s, 3.0, 3, 5, PATCH_S, n_boot=50)  # k = 3 so that alarms are frequent enough to count
+    r = threshold_report(s, 3.0, RULE, PATCH_S, n_boot=50)  # k = 3 so that alarms are frequent enough to count
     fresh = np.random.default_rng(8).gamma(SHAPE, 1.0, 4_000_000)
     over = fresh > r.threshold
     assert rule_onsets(over, 3, 5) >= 30
     observed = onsets_per_day(over, 3, 5)
     assert r.false_alarms_per_day >= observed / 3, (r.false_alarms_per_day, observed)
     # for iid patches the independence formula alone is already right
-    assert alarms_per_day(r.exceedance, 3, 5, PATCH_S) == pytest.approx(observed, rel=0.5)
+    assert alarms_per_day(r.exceedance, RULE, PATCH_S) == pytest.approx(observed, rel=0.5)
     lo, hi = r.false_alarms_per_day_ci
     assert lo <= r.false_alarms_per_day <= hi
 
@@ -200,7 +166,7 @@ def test_false_alarms_clustered_against_monte_carlo():
     """Each score repeated 4 times (an event lasting 4 patches): exceedances come in runs, every run is an alarm."""
     m, n = 3, 5
     s = np.repeat(np.random.default_rng(0).gamma(SHAPE, 1.0, 2000), 4)
-    r = threshold_report(s, 4.0, m, n, PATCH_S, n_boot=50)
+    r = threshold_report(s, 4.0, MOfN(m, n), PATCH_S, n_boot=50)
     fresh = np.repeat(np.random.default_rng(1000).gamma(SHAPE, 1.0, 500_000), 4)
     over = fresh > r.threshold
     assert rule_onsets(over, m, n) > 500
@@ -209,7 +175,7 @@ def test_false_alarms_clustered_against_monte_carlo():
     assert r.extremal_index == pytest.approx(0.25, abs=0.05)  # one cluster per 4 exceedances
     assert r.alarm_cluster_share > 0.9  # every run alarms, less the few that chance alone would explain
     # Why the cluster term exists: treating the patches as independent is off by orders of magnitude.
-    independent = alarms_per_day(r.exceedance, m, n, PATCH_S)
+    independent = alarms_per_day(r.exceedance, MOfN(m, n), PATCH_S)
     assert independent < observed / 1000, (independent, observed)
 
 
@@ -219,12 +185,12 @@ def test_cluster_stats_by_hand():
     s[[50, 53]] = 5.0  # 2 exceedances 3 apart: one cluster, no alarm
     s[[100, 180]] = 5.0  # two isolated exceedances
     s[[150, 152, 154]] = 5.0  # 3 exceedances within 5 patches: one cluster that alarms
-    theta, q, level = cluster_stats(s, 3, 5, quantile=0.9)
+    theta, q, level = cluster_stats(s, RULE, quantile=0.9)
     assert level == 0.0
     # 2 alarming clusters of 5, less the alarms independent patches would raise by chance at this level
-    chance = 200 * alarm_onset_prob(10 / 200, 3, 5)
+    chance = 200 * alarm_onset_prob(10 / 200, RULE)
     assert theta == pytest.approx(5 / 10) and q == pytest.approx((2 - chance) / 5)
-    assert cluster_stats(np.zeros(200), 3, 5) == (1.0, 0.0, 0.0)
+    assert cluster_stats(np.zeros(200), RULE) == (1.0, 0.0, 0.0)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -234,7 +200,7 @@ def test_cluster_stats_by_hand():
 @pytest.mark.parametrize("n", [0, 1, 99])
 def test_too_few_scores(n):
     with pytest.raises(CalibrationError, match=f"at least 100 patches to set a threshold.*got {n}"):
-        threshold_report(np.ones(n), 4.0, 3, 5, PATCH_S)
+        threshold_report(np.ones(n), 4.0, RULE, PATCH_S)
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
@@ -242,11 +208,11 @@ def test_non_finite_scores(bad):
     s = np.random.default_rng(0).gamma(SHAPE, 1.0, 200)
     s[17] = bad
     with pytest.raises(CalibrationError, match="NaN or Inf"):
-        threshold_report(s, 4.0, 3, 5, PATCH_S)
+        threshold_report(s, 4.0, RULE, PATCH_S)
 
 
 def test_constant_scores_give_a_finite_report():
-    r = threshold_report(np.full(300, 0.5), 4.0, 3, 5, PATCH_S, n_boot=10)
+    r = threshold_report(np.full(300, 0.5), 4.0, RULE, PATCH_S, n_boot=10)
     assert r.threshold == 0.5 and r.exceedance == 0.0 and r.false_alarms_per_day == 0.0
     assert r.tail is None
 
@@ -260,7 +226,7 @@ def test_exceedance_ci_coverage():
     hits, N = 0, 40
     for seed in range(N):
         s = np.random.default_rng(seed).gamma(SHAPE, 1.0, 4000)
-        r = threshold_report(s, 4.0, 3, 5, PATCH_S, n_boot=100, seed=seed)
+        r = threshold_report(s, 4.0, RULE, PATCH_S, n_boot=100, seed=seed)
         lo, hi = r.exceedance_ci
         hits += lo <= stats.gamma.sf(r.threshold, SHAPE) <= hi
     assert hits / N >= 0.8, hits / N
