@@ -43,9 +43,9 @@ from torch import nn
 
 from anomaly import __version__
 from anomaly.atomic import atomic_dir
+from anomaly.detectors import file_sha256
 from anomaly.errors import DataError, ModelError, one_line
 from anomaly.features import DEFAULT_PARAMS, FeatureParams
-from anomaly.score import file_sha256
 from anomaly.train import spec_masks_
 
 FORMAT_VERSION = 1
@@ -413,7 +413,7 @@ class FaultClassifier:
                  config: ClassifyConfig | None = None, base=None, base_hash: str | None = None, yamnet=None):
         """
         Args:
-            base: a fitted :class:`~anomaly.score.AutoencoderDetector`: classify on its encoder embedding.
+            base: a fitted :class:`~anomaly.detectors.AutoencoderDetector`: classify on its encoder embedding.
             yamnet: a :class:`~anomaly.yamnet.YamnetEmbedder`: classify on YAMNet's 1024-d embeddings (frozen).
                 Without either, a small CNN is trained from scratch.
         """

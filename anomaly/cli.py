@@ -175,10 +175,10 @@ def train(
     """
     with user_errors():
         from anomaly.audio import find_audio
+        from anomaly.detectors import DETECTORS, EMBEDDINGS, fingerprint_files, fit_detector
         from anomaly.errors import DataError
         from anomaly.features import DEFAULT_PARAMS
         from anomaly.model import ArchConfig
-        from anomaly.score import DETECTORS, EMBEDDINGS, fingerprint_files, fit_detector
         from anomaly.train import TrainConfig
 
         if detector not in DETECTORS:
@@ -223,8 +223,8 @@ def _fmt(x: float | None) -> str:
 
 
 def _print_model_summary(det, out) -> None:
+    from anomaly.detectors import AutoencoderDetector
     from anomaly.model import count_macs, count_params
-    from anomaly.score import AutoencoderDetector
 
     console.print(f"saved {det.kind} model to {out}")
     if getattr(det, "yamnet", None) is not None:
@@ -249,8 +249,8 @@ def _scoring_model(model: Path, reduce: str, threads: int):
     """Check --reduce, set the thread count and load the model (shared by score and evaluate)."""
     import torch
 
+    from anomaly.detectors import load_detector
     from anomaly.errors import DataError
-    from anomaly.score import load_detector
 
     if reduce not in ("mean", "max"):
         raise DataError(f"--reduce must be mean or max, got {reduce!r}")
@@ -279,8 +279,8 @@ def score(
 
         from anomaly import atomic
         from anomaly.audio import find_audio
+        from anomaly.detectors import score_file
         from anomaly.errors import DataError
-        from anomaly.score import score_file
 
         if out is not None and out.suffix.lower() not in (".csv", ".parquet"):
             raise DataError(f"--out must end in .csv or .parquet, got {out.name}")
@@ -329,8 +329,8 @@ def evaluate(
         from rich.table import Table
 
         from anomaly import atomic
+        from anomaly.detectors import score_file
         from anomaly.evaluate import evaluate as run_eval
-        from anomaly.score import score_file
 
         det = _scoring_model(model, reduce, threads)
 
@@ -399,9 +399,9 @@ def classify_train(
         from rich.table import Table
 
         from anomaly.classify import ClassifyConfig, FaultClassifier, stratified_split
+        from anomaly.detectors import AutoencoderDetector, fingerprint_files, load_detector, model_hash
         from anomaly.errors import DataError
         from anomaly.features import DEFAULT_PARAMS
-        from anomaly.score import AutoencoderDetector, fingerprint_files, load_detector, model_hash
 
         if not 1e-6 <= finetune_lr <= 1e-2:
             raise DataError(f"--finetune-lr must be in [1e-6, 1e-2] (1e-5...1e-4 advised), got {finetune_lr:g}")

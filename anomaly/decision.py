@@ -1,9 +1,10 @@
 """How a patch score becomes an alarm: the one owner of the threshold rule, the alarm rule and their defaults.
 
 Everything that sets a threshold or applies an alarm rule calls this module: the detectors' provisional threshold
-(:mod:`anomaly.score`), calibration and its certificate (:mod:`calibration.calibrate`, :mod:`calibration.threshold`),
-the site store's defaults (:mod:`calibration.store`), monitoring, the firmware export and the constants of the C
-headers it generates (:mod:`firmware_export.c_arrays`). Changing a default here changes it everywhere.
+(:mod:`anomaly.detectors`), calibration and its certificate (:mod:`calibration.calibrate`,
+:mod:`calibration.threshold`), the site store's defaults (:mod:`calibration.store`), monitoring, the firmware export
+and the constants of the C headers it generates (:mod:`firmware_export.c_arrays`). Changing a default here changes it
+everywhere.
 
 * **Threshold rule**: ``mean + k·σ`` of normal patch scores, σ the sample standard deviation (ddof = 1); k in
   ``K_RANGE`` (3…5), default ``DEFAULT_K``. A patch is *over* when its score is strictly greater than the threshold

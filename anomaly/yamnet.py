@@ -32,7 +32,7 @@ BATCH = 64  # patches per call when the model's batch dimension is dynamic
 
 def path_sha256(path: str | Path) -> str:
     """sha256 of a model file, or of a SavedModel directory (over every file's relative path and sha256)."""
-    from anomaly.score import file_sha256
+    from anomaly.detectors import file_sha256
 
     p = Path(path)
     if p.is_file():

@@ -75,7 +75,7 @@ def main() -> None:
         base = None
         if backbone != "cnn":
             if n not in bases:
-                from anomaly.score import fit_detector
+                from anomaly.detectors import fit_detector
                 from anomaly.train import TrainConfig
 
                 normal = [r for r, y in zip(recs, ds.Y, strict=True) if y[ds.classes.index("normal")]]

@@ -38,10 +38,10 @@ from dcase_baseline import DEFAULT_CONFIG as BASELINE_CONFIG  # noqa: E402
 from dcase_baseline import DcaseBaseline  # noqa: E402
 
 from anomaly.audio import file_log_mel, file_patches, find_audio  # noqa: E402
+from anomaly.detectors import fit_detector  # noqa: E402
 from anomaly.evaluate import auc_pauc, find_labelled  # noqa: E402
 from anomaly.features import DEFAULT_PARAMS  # noqa: E402
 from anomaly.model import ArchConfig  # noqa: E402
-from anomaly.score import fit_detector  # noqa: E402
 from anomaly.train import TrainConfig  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parents[1]

@@ -35,9 +35,9 @@ SCORES = ("mse", "gaussian")
 
 
 def train(models: Path) -> dict:
+    from anomaly.detectors import fit_detector
     from anomaly.features import DEFAULT_PARAMS as P
     from anomaly.features import log_mel
-    from anomaly.score import fit_detector
     from anomaly.simulate import SimConfig, simulate
     from anomaly.train import TrainConfig
 
@@ -55,9 +55,9 @@ def one_site(args: tuple) -> dict:
     import torch
 
     from anomaly.decision import MOfN
+    from anomaly.detectors import load_detector, model_hash
     from anomaly.features import DEFAULT_PARAMS as P
     from anomaly.features import log_mel, patches
-    from anomaly.score import load_detector, model_hash
     from anomaly.simulate import SimConfig, simulate, write_audio
     from calibration.calibrate import CalibrationRequest, calibrate
     from calibration.store import SiteConfig, SiteStore

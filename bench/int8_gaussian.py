@@ -25,10 +25,10 @@ import numpy as np  # noqa: E402
 from common import RESULTS, write_json  # noqa: E402  (puts the project root on sys.path too)
 
 import anomaly  # noqa: E402,F401  (sets the OpenMP wait policy before torch loads)
+from anomaly.detectors import AutoencoderDetector  # noqa: E402
 from anomaly.evaluate import auc_pauc  # noqa: E402
 from anomaly.features import DEFAULT_PARAMS as P  # noqa: E402
 from anomaly.features import log_mel, patches  # noqa: E402
-from anomaly.score import AutoencoderDetector  # noqa: E402
 from anomaly.simulate import SimConfig, simulate  # noqa: E402
 from anomaly.train import TrainConfig  # noqa: E402
 

@@ -17,8 +17,7 @@ from scipy import stats
 
 from anomaly.audio import ReadStats, audio_info, find_audio, iter_blocks
 from anomaly.decision import K_RANGE, MOfN, over
-from anomaly.features import FeatureParams, MicResponse, PatchStream, patch_starts
-from anomaly.score import (
+from anomaly.detectors import (
     AutoencoderDetector,
     Detector,
     directory_hash,
@@ -27,6 +26,7 @@ from anomaly.score import (
     model_hash,
     score_file,
 )
+from anomaly.features import FeatureParams, MicResponse, PatchStream, patch_starts
 from calibration.errors import CalibrationError, SiteError
 from calibration.store import Site, utc_now
 from calibration.threshold import threshold_report

@@ -44,8 +44,8 @@ def site_create(
 ) -> None:
     """Create a site that uses a trained model. Next: `humwatch calibrate --site NAME --from AUDIO`."""
     with user_errors():
+        from anomaly.detectors import load_detector, model_hash
         from anomaly.features import MicResponse
-        from anomaly.score import load_detector, model_hash
         from calibration.store import SiteConfig, validate_name
 
         validate_name(name)
@@ -76,7 +76,7 @@ def site_set_model(
     """Point a site at another (e.g. retrained) model. The site must then be calibrated again."""
     with user_errors():
         from anomaly.atomic import write_text
-        from anomaly.score import load_detector, model_hash
+        from anomaly.detectors import load_detector, model_hash
 
         site = _store(sites_dir).site(name)
         cfg = site.config()

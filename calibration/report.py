@@ -585,8 +585,8 @@ def _patch_png(x: np.ndarray | None, recon: np.ndarray | None, err: np.ndarray |
 
 def analyse_patches(site: Site, df, n: int, calibrations: dict[str, dict], log_path: Path) -> list[dict]:
     """The top-``n`` patches with their images, band errors and notes (what could not be shown, and why)."""
+    from anomaly.detectors import AutoencoderDetector
     from anomaly.features import FeatureParams
-    from anomaly.score import AutoencoderDetector
     from calibration.calibrate import site_detector
 
     picked = top_patches(df, n)

@@ -54,9 +54,9 @@ def _site_unit(cfg: DemoConfig) -> int:
 def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict:
     """Run the demo; return its figures (also written to ``<out>/demo.json``)."""
     from anomaly.audio import file_log_mel
+    from anomaly.detectors import fingerprint_files, fit_detector, load_detector, model_hash, score_file
     from anomaly.evaluate import auc_pauc, evaluate
     from anomaly.features import DEFAULT_PARAMS
-    from anomaly.score import fingerprint_files, fit_detector, load_detector, model_hash, score_file
     from anomaly.train import TrainConfig
     from calibration.calibrate import CalibrationRequest, calibrate
     from calibration.monitor import Monitor, MonitorConfig

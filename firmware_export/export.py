@@ -103,7 +103,7 @@ def _check_request(req: ExportRequest) -> None:
 
 
 def _autoencoder(det, where: str):
-    from anomaly.score import AutoencoderDetector
+    from anomaly.detectors import AutoencoderDetector
 
     if not isinstance(det, AutoencoderDetector):
         raise ExportError(f"{where}: only the conv autoencoder ('ae') exports to firmware, this is a "
@@ -113,7 +113,7 @@ def _autoencoder(det, where: str):
 
 def _gaussian(det) -> tuple | None:
     """``(mean, precision, eps)`` of a ``--score gaussian`` model, None for the MSE score."""
-    from anomaly.score import BAND_ERROR_EPS
+    from anomaly.detectors import BAND_ERROR_EPS
 
     if det.train_config.score != "gaussian":
         return None
@@ -134,7 +134,7 @@ def _calibration_files(site, record: dict) -> list[Path]:
     files = record.get("audio", {}).get("files")
     if not files:
         raise ExportError(f"site {site.name!r}: calibration {record.get('id')} lists no audio files")
-    from anomaly.score import file_sha256
+    from anomaly.detectors import file_sha256
 
     digests = record.get("audio", {}).get("file_sha256") or [None] * len(files)
     out = []
@@ -157,7 +157,7 @@ def _calibration_files(site, record: dict) -> list[Path]:
 
 
 def _site_source(req: ExportRequest) -> Source:
-    from anomaly.score import model_hash
+    from anomaly.detectors import model_hash
     from calibration.calibrate import CHUNK_PATCHES, site_detector
     from calibration.store import SiteStore
     from firmware_export.manifest import sha256_file
@@ -191,7 +191,7 @@ def _site_source(req: ExportRequest) -> Source:
 
 def _model_source(req: ExportRequest) -> Source:
     from anomaly.audio import find_audio
-    from anomaly.score import load_detector, model_hash
+    from anomaly.detectors import load_detector, model_hash
     from calibration.calibrate import CHUNK_PATCHES
 
     model_dir = Path(req.model)

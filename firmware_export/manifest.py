@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from anomaly.score import file_sha256 as sha256_file  # one implementation for the project
+from anomaly.detectors import file_sha256 as sha256_file  # one implementation for the project
 
 MANIFEST_FORMAT = 1
 TOOLS = ("torch", "onnx", "onnxruntime", "onnxscript", "onnx2tf", "tensorflow-cpu", "tf-keras", "ai-edge-litert",

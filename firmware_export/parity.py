@@ -61,7 +61,7 @@ def patch_scores(Xn: np.ndarray, recon: np.ndarray, gaussian: tuple | None = Non
 
     Args:
         gaussian: ``(mean [M], precision [M, M], eps)`` for ``--score gaussian`` models: the squared Mahalanobis
-            distance of ``log(band errors + eps)``, as :meth:`anomaly.score.AutoencoderDetector._score_bands`;
+            distance of ``log(band errors + eps)``, as :meth:`anomaly.detectors.AutoencoderDetector._score_bands`;
             None for the plain MSE.
     """
     if gaussian is None:

@@ -215,7 +215,7 @@ def test_save_load_roundtrip(fitted, sim, tmp_path):
 
 @pytest.fixture(scope="module")
 def base_ae(sim, tmp_path_factory):
-    from anomaly.score import fit_detector
+    from anomaly.detectors import fit_detector
     from anomaly.train import TrainConfig
 
     normal = [r for r, y in zip(sim["train_recs"], sim["train"].Y, strict=True)
@@ -228,7 +228,7 @@ def base_ae(sim, tmp_path_factory):
 
 
 def test_base_frozen_and_finetuned(sim, base_ae):
-    from anomaly.score import model_hash
+    from anomaly.detectors import model_hash
 
     d, det = base_ae
     cfg = dict(epochs=2, steps_per_epoch=5, threads=1)

@@ -368,7 +368,7 @@ def test_acceptance(tmp_path):
     import numpy as np
 
     from anomaly.decision import MOfN
-    from anomaly.score import load_detector, score_file
+    from anomaly.detectors import load_detector, score_file
 
     write_audio(tmp_path / "train" / "normal.flac", pump(1), 6.0)
     # like `humwatch train`'s defaults, with fewer epochs

@@ -51,7 +51,7 @@ def one_error_line(result) -> str:
 def site_root(tmp_path_factory) -> Path:
     """A trained tiny model, and site ``pump-t`` calibrated (forced) on 2.6 min of audio."""
     from anomaly.audio import file_log_mel
-    from anomaly.score import fingerprint_files, fit_detector, model_hash
+    from anomaly.detectors import fingerprint_files, fit_detector, model_hash
     from anomaly.simulate import SimConfig, write_audio
     from anomaly.train import TrainConfig
     from calibration.calibrate import CalibrationRequest, calibrate
@@ -161,7 +161,7 @@ def test_float_tflite_matches_pytorch_independently(exported):
     """Load the written files ourselves (not the export's own parity code) and compare with PyTorch."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from anomaly.score import load_detector
+    from anomaly.detectors import load_detector
 
     det = load_detector(exported["root"] / "model")
     rng = np.random.default_rng(3)
@@ -228,8 +228,8 @@ def test_frontend_header_holds_every_feature_param_and_the_decision(exported):
 
 def test_header_arrays_round_trip_exactly(exported):
     """Window, normalisation and the sparse filterbank in the header equal the Python values bit for bit."""
+    from anomaly.detectors import load_detector
     from anomaly.features import hann_window, mel_filterbank
-    from anomaly.score import load_detector
 
     text = (exported["out"] / "humwatch_frontend.h").read_text()
 
@@ -282,7 +282,7 @@ def _golden_signals() -> dict[str, np.ndarray]:
 
 
 def test_c_frontend_matches_python_on_golden_vectors(exported, hwref, tmp_path):
-    from anomaly.score import load_detector
+    from anomaly.detectors import load_detector
     from firmware_export.tflite import quantize
 
     det = load_detector(exported["root"] / "model")
@@ -348,7 +348,7 @@ def test_c_score_and_decision_match_the_int8_model(exported, hwref, tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
     from anomaly.audio import file_patches
-    from anomaly.score import load_detector
+    from anomaly.detectors import load_detector
     from firmware_export.export import _gaussian
     from firmware_export.parity import patch_scores
     from firmware_export.tflite import dequantize, quantize
@@ -526,7 +526,7 @@ def _export_tiny_model(site_root: Path, tmp_path: Path, **train: object) -> tupl
     """Train a 2-epoch model with TrainConfig fields ``train`` on the fixture's training audio and export it through
     the --model route. Returns ``(export dir, manifest, the detector as saved)``."""
     from anomaly.audio import file_log_mel
-    from anomaly.score import fit_detector, load_detector
+    from anomaly.detectors import fit_detector, load_detector
     from anomaly.train import TrainConfig
 
     det = fit_detector("ae", [file_log_mel(site_root / "train" / "normal.flac", DEFAULT_PARAMS)], DEFAULT_PARAMS,

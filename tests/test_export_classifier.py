@@ -51,7 +51,7 @@ def clf_root(tmp_path_factory) -> Path:
     """A tiny autoencoder, a tiny classifier and site ``pump-c`` (classifier set, electrical-arc an alarm class)
     calibrated (forced) on 2.6 min of audio."""
     from anomaly.audio import file_log_mel
-    from anomaly.score import fingerprint_files, fit_detector, model_hash
+    from anomaly.detectors import fingerprint_files, fit_detector, model_hash
     from anomaly.simulate import SimConfig, write_audio
     from anomaly.train import TrainConfig
     from calibration.calibrate import CalibrationRequest, calibrate
@@ -502,7 +502,7 @@ def test_failing_classifier_gate_writes_nothing_ae_backbone_via_model_route(expo
     """An autoencoder-backbone classifier with ``--model --classifier`` and a budget that holds the autoencoder but
     not both models: the export runs (the AE-backbone classifier converts within the float gate), only
     ``classifier_size`` fails, exit 3, and the previous export in ``--out`` is left as it was."""
-    from anomaly.score import load_detector, model_hash
+    from anomaly.detectors import load_detector, model_hash
 
     root = exported["root"]
     det = load_detector(root / "model")

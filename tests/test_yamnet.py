@@ -19,9 +19,9 @@ from helpers import assert_one_error_line, invoke
 from anomaly.audio import file_log_mel
 from anomaly.classify import ClassifyConfig, FaultClassifier, evaluate_classifier, load_classifier
 from anomaly.dataset import load_dataset, write_sim_dataset
+from anomaly.detectors import EmbeddingDetector, fit_detector, load_detector
 from anomaly.errors import DataError, ModelError
 from anomaly.features import DEFAULT_PARAMS
-from anomaly.score import EmbeddingDetector, fit_detector, load_detector
 from anomaly.yamnet import load_embedder, path_sha256
 
 tf = pytest.importorskip("tensorflow")

@@ -1,4 +1,4 @@
-"""Detectors (anomaly.score): the simulator smoke test, the scikit-learn style API, model directories, the embedding
+"""Detectors (anomaly.detectors): the simulator smoke test, the scikit-learn style API, model directories, the embedding
 detectors against scikit-learn, and the train/validation split (anomaly.train.split_recordings)."""
 
 from __future__ import annotations
@@ -12,11 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from anomaly.errors import DataError, ModelError, NotFittedError, ParamsMismatchError
-from anomaly.evaluate import auc_pauc
-from anomaly.features import DEFAULT_PARAMS, log_mel, patches
-from anomaly.model import ArchConfig, ConvAutoencoder
-from anomaly.score import (
+from anomaly.detectors import (
     AutoencoderDetector,
     EmbeddingDetector,
     fit_detector,
@@ -25,6 +21,10 @@ from anomaly.score import (
     read_meta,
     summary_stats,
 )
+from anomaly.errors import DataError, ModelError, NotFittedError, ParamsMismatchError
+from anomaly.evaluate import auc_pauc
+from anomaly.features import DEFAULT_PARAMS, log_mel, patches
+from anomaly.model import ArchConfig, ConvAutoencoder
 from anomaly.simulate import SimConfig, simulate
 from anomaly.train import TrainConfig, split_recordings
 
