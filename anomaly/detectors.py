@@ -29,6 +29,7 @@ from anomaly.decision import DEFAULT_K, fit_threshold
 from anomaly.errors import DataError, ModelError, NotFittedError, one_line
 from anomaly.features import DEFAULT_PARAMS, FeatureParams
 from anomaly.model import ArchConfig, ConvAutoencoder, count_macs, count_params
+from anomaly.score import MSE, GaussianScore, MSEScore
 from anomaly.train import (
     Split,
     TrainConfig,
@@ -138,9 +139,6 @@ class Detector:
         return Path(directory)
 
 
-BAND_ERROR_EPS = 1e-4  # floor inside log(band error)
-
-
 class AutoencoderDetector(Detector):
     """Reconstruction (or interpolation) error of the convolutional autoencoder.
 
@@ -148,11 +146,14 @@ class AutoencoderDetector(Detector):
     interpolation objective: the error of each grid block when it is hidden, see
     :func:`anomaly.train.masked_error_maps`); its time average is the 64-band error vector ``e``.
 
+    The score of ``e`` is :mod:`anomaly.score`'s (:attr:`scorer`):
+
     * ``score="mse"`` (default): the mean of ``e`` -- per-patch MSE.
     * ``score="gaussian"``: the squared Mahalanobis distance of ``log(e + 1e-4)`` from a Gaussian (Ledoit-Wolf
-      shrinkage) fitted on the training patches' vectors: a two-sided score, so a patch whose error spectrum is
-      *unusually low or differently shaped* -- a missing or damped transient -- is anomalous too, not only one with
-      more error than usual. Better on the real recordings (docs/benchmarks.md); exported like the MSE.
+      shrinkage) fitted on the training patches' vectors (learned state ``gauss_mean_``, ``gauss_prec_``): a
+      two-sided score, so a patch whose error spectrum is *unusually low or differently shaped* -- a missing or damped
+      transient -- is anomalous too, not only one with more error than usual. Better on the real recordings
+      (docs/benchmarks.md); exported like the MSE.
     """
 
     kind = "ae"
@@ -187,13 +188,10 @@ class AutoencoderDetector(Detector):
         if cfg.score == "gaussian":
             # The error Gaussian: fitted on the training part's patches, so the threshold below (on held-out
             # validation patches) is not optimistic.
-            from sklearn.covariance import LedoitWolf
-
             grid = np.concatenate([r[: r.shape[0] // self.params.patch_frames * self.params.patch_frames]
                                    .reshape(-1, self.params.patch_frames, self.params.n_mels) for r in split.train])
-            lw = LedoitWolf().fit(self._log_bands(self._errors(grid).mean(dim=1).double().numpy()))
-            self.gauss_mean_ = lw.location_.astype(np.float64)
-            self.gauss_prec_ = lw.precision_.astype(np.float64)
+            g = GaussianScore.fit(self._errors(grid).mean(dim=1).double().numpy())
+            self.gauss_mean_, self.gauss_prec_ = g.mean, g.precision
         self._set_threshold(self._score_normalised(split.val))
         return self
 
@@ -201,16 +199,12 @@ class AutoencoderDetector(Detector):
         """Network invocations per patch: one per hidden block of the grid (1 for the plain autoencoder)."""
         return len(mask_positions(self.arch.patch_frames, self.train_config.mask_frames) or [None])
 
-    @staticmethod
-    def _log_bands(bands: np.ndarray) -> np.ndarray:
-        return np.log(np.asarray(bands, np.float64) + BAND_ERROR_EPS)
-
-    def _score_bands(self, bands: np.ndarray) -> np.ndarray:
-        """Patch scores from band-error vectors ``[n, n_mels]``."""
+    @property
+    def scorer(self) -> MSEScore | GaussianScore:
+        """The model's score (:mod:`anomaly.score`): the MSE, or the fitted Gaussian score of the log band errors."""
         if getattr(self, "gauss_prec_", None) is None:
-            return np.asarray(bands, np.float64).mean(axis=1)
-        z = self._log_bands(bands) - self.gauss_mean_
-        return np.einsum("ij,jk,ik->i", z, self.gauss_prec_, z)
+            return MSE
+        return GaussianScore(self.gauss_mean_, self.gauss_prec_)
 
     def _normalise(self, X: np.ndarray) -> torch.Tensor:
         return torch.from_numpy((X - self.mean_) / self.std_).unsqueeze(1)
@@ -224,7 +218,7 @@ class AutoencoderDetector(Detector):
         return torch.cat(out) if out else torch.zeros(0, self.params.patch_frames, self.params.n_mels)
 
     def _score_normalised(self, Xn: np.ndarray) -> np.ndarray:
-        return self._score_bands(self._errors(Xn).mean(dim=1).double().numpy())
+        return self.scorer.of_bands(self._errors(Xn).mean(dim=1).double().numpy())
 
     def _score(self, X: np.ndarray) -> np.ndarray:
         return self._score_normalised(self._normalise(X))
@@ -240,7 +234,7 @@ class AutoencoderDetector(Detector):
         self._check_fitted()
         X = _check_patches(X, self.params.n_mels, self.params.patch_frames)
         bands = self._errors(self._normalise(X)).mean(dim=1).double().numpy()
-        return self._score_bands(bands), bands
+        return self.scorer.of_bands(bands), bands
 
     @torch.no_grad()
     def reconstruct(self, X) -> np.ndarray:
@@ -266,7 +260,7 @@ class AutoencoderDetector(Detector):
             architecture={**self.arch.to_dict(), "params": count_params(self.model_),
                           "macs_per_patch": count_macs(self.model_) * self.forward_passes(),
                           "forward_passes_per_patch": self.forward_passes()},
-            score="mahalanobis of log band errors" if self.train_config.score == "gaussian" else "mse",
+            score=self.scorer.description,
             training={**self.train_config.to_dict(), **{k: v for k, v in self.history_.items()
                                                         if k not in ("train_loss", "val_loss")},
                       "train_loss": [round(x, 6) for x in self.history_["train_loss"]],
@@ -279,7 +273,7 @@ class AutoencoderDetector(Detector):
         if getattr(self, "gauss_prec_", None) is None:
             return ["weights.pt"]
         np.savez(d / "scoring.npz", mean=self.gauss_mean_, precision=self.gauss_prec_,
-                 eps=np.array([BAND_ERROR_EPS]))
+                 eps=np.array([self.scorer.eps]))
         return ["weights.pt", "scoring.npz"]
 
     @classmethod

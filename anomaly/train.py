@@ -34,8 +34,7 @@ from torch import nn
 
 from anomaly.errors import DataError
 from anomaly.model import ArchConfig, ConvAutoencoder
-
-SCORES = ("mse", "gaussian")
+from anomaly.score import check_kind
 
 
 @dataclass(frozen=True)
@@ -61,8 +60,7 @@ class TrainConfig:
     score: str = "mse"  # "mse" | "gaussian": Mahalanobis distance of the log band errors (see AutoencoderDetector)
 
     def __post_init__(self) -> None:
-        if self.score not in SCORES:
-            raise DataError(f"score must be one of {', '.join(SCORES)}, got {self.score!r}")
+        check_kind(self.score)
         if self.mask_frames < 0:
             raise DataError(f"mask_frames must be >= 0, got {self.mask_frames}")
 

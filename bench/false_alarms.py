@@ -87,7 +87,7 @@ def one_site(args: tuple) -> dict:
             X = np.asarray(patches(log_mel(simulate(cfg, CHUNK_MINUTES * 60.0, start_s=t), P), P))
             bands = dets["gaussian"].band_errors(X)  # one network, two scores of its band errors
             for s in SCORES:
-                scores[s].append(dets[s]._score_bands(bands))
+                scores[s].append(dets[s].scorer.of_bands(bands))
             t += CHUNK_MINUTES * 60.0
     for s in SCORES:
         sc = np.concatenate(scores[s])

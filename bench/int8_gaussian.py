@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                     return conv.qm.run(z).reshape(z.shape)
             r = interpolated(run, xn, w)
             bands = ((r - xn) ** 2).mean(axis=1)
-            return det._score_bands(bands), bands.mean(1)
+            return det.scorer.of_bands(bands), bands.mean(1)
 
         res: dict = {"epochs": args.epochs, "mask_frames": w, "forward_passes": det.forward_passes(),
                      "int8_bytes": len(conv.int8_bytes)}

@@ -626,7 +626,7 @@ def analyse_patches(site: Site, df, n: int, calibrations: dict[str, dict], log_p
                 if isinstance(det, AutoencoderDetector):
                     recon = det.reconstruct(x[None])[0]
                     err = np.square((recon - x) / det.std_)
-                    again = float(err.mean())
+                    again = float(det.scorer.of_bands(err.mean(axis=0)[None])[0])  # the model's own score
                 else:
                     again = float(det.score_samples(x[None])[0])
                 logged_s = float(row["score"])

@@ -17,6 +17,7 @@ import numpy as np
 
 from anomaly.decision import DEFAULT_RULE
 from anomaly.features import FeatureParams, hann_window, mel_filterbank
+from anomaly.score import MSE
 
 MODEL_SYMBOL = "g_humwatch_model_data"
 CLASSIFIER_SYMBOL = "g_humwatch_classifier_data"
@@ -80,6 +81,7 @@ def _c_string(s: str) -> str:
 
 
 C_RULES = ("m_of_n",)  # the alarm-rule kinds the C reference implements (hw_alarm_update, hw_clf_alarm_update)
+C_SCORES = ("mse", "gaussian")  # the score kinds the C reference's hw_score implements (HW_SCORE_KIND)
 
 
 def _c_rule(rule, prefix: str) -> str:
@@ -158,14 +160,14 @@ const unsigned int {sym}_len = {n};
 
 def frontend_header(params: FeatureParams, mean: np.ndarray, std: np.ndarray, mic_offsets: np.ndarray | None,
                     input_quant: tuple[float, int], output_quant: tuple[float, int], decision: dict,
-                    identity: dict, banner: str, score_gaussian: tuple | None = None, mask_frames: int = 0) -> str:
+                    identity: dict, banner: str, score=MSE, mask_frames: int = 0) -> str:
     """The text of ``humwatch_frontend.h``.
 
     Args:
         mask_frames: 0 for the plain autoencoder (HW_FORWARD_PASSES 1); else the interpolation objective's block
             width (HW_MASK_FRAMES, HW_FORWARD_PASSES = patch_frames / mask_frames passes per patch).
-        score_gaussian: ``(mean [n_mels], precision [n_mels, n_mels], eps)`` for a ``--score gaussian`` model
-            (HW_SCORE_KIND = HW_SCORE_GAUSSIAN and the two arrays), None for the MSE score.
+        score: the model's :mod:`anomaly.score` formula: :data:`~anomaly.score.MSE` (HW_SCORE_KIND = HW_SCORE_MSE) or
+            a :class:`~anomaly.score.GaussianScore` (HW_SCORE_GAUSSIAN, its eps and its two arrays).
         decision: ``threshold`` (int8 domain), ``k``, ``rule`` (an :mod:`anomaly.decision` alarm rule; its
             ``c_defines`` give HW_ALARM_*), ``site_threshold_float`` (or None), ``threshold_source``.
         identity: ``model_hash``, ``site``, ``calibration_id``.
@@ -188,12 +190,14 @@ def frontend_header(params: FeatureParams, mean: np.ndarray, std: np.ndarray, mi
         else:
             fp_lines.append(f"#define {macro} {int(v)}")
     site_thr = decision.get("site_threshold_float")
-    if score_gaussian is None:
+    if score.kind not in C_SCORES:
+        raise ValueError(f"the C reference implements the scores {', '.join(C_SCORES)}, not {score.kind!r}")
+    if score.kind == "mse":
         score_step = ("score = mean over the HW_PATCH_ELEMENTS elements of (x - y)^2, with the float x of step 5 "
                       "(not its\n *      quantised copy), accumulated in float (HW_SCORE_KIND == HW_SCORE_MSE);")
         score_block = "#define HW_SCORE_KIND HW_SCORE_MSE\n"
     else:
-        g_mean, g_prec, g_eps = score_gaussian
+        g_mean, g_prec, g_eps = score.mean, score.precision, score.eps
         score_step = ("HW_SCORE_KIND == HW_SCORE_GAUSSIAN: e[m] = mean over the frames of (x - y)^2 in band m (float "
                       "x of\n *      step 5); z[m] = logf(e[m] + HW_BAND_ERROR_EPS) - hw_score_mean[m]; score = "
                       "sum_ij z[i] *\n *      hw_score_precision[i * HW_N_MELS + j] * z[j] (squared Mahalanobis "

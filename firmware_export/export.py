@@ -111,15 +111,6 @@ def _autoencoder(det, where: str):
     return det
 
 
-def _gaussian(det) -> tuple | None:
-    """``(mean, precision, eps)`` of a ``--score gaussian`` model, None for the MSE score."""
-    from anomaly.detectors import BAND_ERROR_EPS
-
-    if det.train_config.score != "gaussian":
-        return None
-    return np.asarray(det.gauss_mean_, np.float64), np.asarray(det.gauss_prec_, np.float64), BAND_ERROR_EPS
-
-
 def _model_inputs(model_dir: Path) -> dict:
     from firmware_export.manifest import sha256_file
 
@@ -302,8 +293,8 @@ def run_export(req: ExportRequest, on_progress: Callable[[str, float], None] | N
                 "onnxruntime": lambda X: onnx_export.run_onnxruntime(tmp / "model.onnx", X)[:, 0],
                 "tflite_float": fm.run, "tflite_int8": qm.run}
         recon = {rt: {k: parity.interpolated(run, X, w) for k, X in sets.items()} for rt, run in runs.items()}
-        gauss = _gaussian(det)
-        scores = {rt: {k: parity.patch_scores(sets[k], r[k], gauss) for k in sets} for rt, r in recon.items()}
+        scorer = det.scorer
+        scores = {rt: {k: scorer.of_output(sets[k], r[k]) for k in sets} for rt, r in recon.items()}
         recon_diff = {rt: float(np.abs(recon[rt]["normal"] - recon["pytorch"]["normal"]).max())
                       for rt in recon if rt != "pytorch"}
         par = parity.summarise(scores, recon_diff, d.fault_names)
@@ -311,8 +302,8 @@ def run_export(req: ExportRequest, on_progress: Callable[[str, float], None] | N
         lap("parity")
 
         step("threshold on int8 scores", 0.8)
-        pt_thr_scores = parity.patch_scores(thr_n, parity.interpolated(runs["pytorch"], thr_n, w), gauss)
-        q_thr_scores = parity.patch_scores(thr_n, parity.interpolated(runs["tflite_int8"], thr_n, w), gauss)
+        pt_thr_scores = scorer.of_output(thr_n, parity.interpolated(runs["pytorch"], thr_n, w))
+        q_thr_scores = scorer.of_output(thr_n, parity.interpolated(runs["tflite_int8"], thr_n, w))
         pt_thr = fit_threshold(pt_thr_scores, src.k).value
         q_fit = fit_threshold(q_thr_scores, src.k)
         q_thr, q_mean, q_std = q_fit.value, q_fit.mean, q_fit.std
@@ -433,7 +424,7 @@ def run_export(req: ExportRequest, on_progress: Callable[[str, float], None] | N
                            "output are kept; the assembled output is the 'reconstruction' the score uses "
                            "(hw_pass_input, hw_pass_collect)"),
                 "score": ("mean over the patch of (x - dequantised output)^2 with x the float normalised input; "
-                          "computed on the device in float (see humwatch_frontend.h)") if gauss is None else
+                          "computed on the device in float (see humwatch_frontend.h)") if scorer.kind == "mse" else
                          ("squared Mahalanobis distance of log(per-band mean of (x - dequantised output)^2 + "
                           "HW_BAND_ERROR_EPS) from the model's error Gaussian (hw_score_mean, hw_score_precision); "
                           "computed on the device in float, the quadratic form in double (see humwatch_frontend.h)"),
@@ -446,9 +437,9 @@ def run_export(req: ExportRequest, on_progress: Callable[[str, float], None] | N
             },
             "threshold": threshold,
             "parity": {
-                "score": ("per-patch MSE" if gauss is None else "per-patch Gaussian score (Mahalanobis distance of "
-                          "the log band errors)") + " between the float normalised input and each runtime's "
-                                                    "reconstruction",
+                "score": ("per-patch MSE" if scorer.kind == "mse" else
+                          "per-patch Gaussian score (Mahalanobis distance of the log band errors)")
+                         + " between the float normalised input and each runtime's reconstruction",
                 "patches": {"normal_held_out": int(len(check_n)), "fault": int(len(fault_n)),
                             "faults": list(data.INJECT_FAULTS), "severity": data.INJECT_SEVERITY,
                             "fault_mixing": "simulator fault component x (held-out RMS / 0.1), clipped to +-1, as "
@@ -481,7 +472,7 @@ def run_export(req: ExportRequest, on_progress: Callable[[str, float], None] | N
             {"threshold": q_thr, "k": src.k, "rule": src.rule,
              "site_threshold_float": src.reference_threshold, "threshold_source": src.threshold_source},
             {"model_hash": src.model_hash, "site": src.site, "calibration_id": src.calibration_id}, banner,
-            score_gaussian=gauss, mask_frames=w))
+            score=scorer, mask_frames=w))
         for name in REF_SOURCES:
             shutil.copyfile(REF_DIR / name, tmp / name)
         names = list(OUTPUT_FILES)

@@ -1,10 +1,10 @@
-"""Scores of one set of patches from every runtime, and how far each runtime is from PyTorch.
+"""Every runtime's output for a set of patches, and how far each runtime's scores are from PyTorch's.
 
-The score is the same everywhere: computed from the *float* normalised input patch and the runtime's reconstruction
-(dequantised for the int8 model) -- the MSE, or the Gaussian score of the log band errors. That is what the device
-computes (the C reference's ``hw_score``), so the int8 figures here are the device's figures. For a model trained
-with the interpolation objective the "reconstruction" is assembled from one pass per hidden block
-(:func:`interpolated`), as the device's pass loop assembles it.
+The score is the same everywhere: the model's :mod:`anomaly.score` formula (``det.scorer.of_output``) applied to the
+*float* normalised input patch and the runtime's reconstruction (dequantised for the int8 model) -- the MSE, or the
+Gaussian score of the log band errors. That is what the device computes (the C reference's ``hw_score``), so the int8
+figures here are the device's figures. For a model trained with the interpolation objective the "reconstruction" is
+assembled from one pass per hidden block (:func:`interpolated`), as the device's pass loop assembles it.
 """
 
 from __future__ import annotations
@@ -48,28 +48,6 @@ def hide_blocks(Xn: np.ndarray, mask_frames: int) -> np.ndarray:
         t0 = positions[i % len(positions)]
         out[i, t0: t0 + mask_frames] = 0.0
     return out
-
-
-def mse_scores(Xn: np.ndarray, recon: np.ndarray) -> np.ndarray:
-    """Per-patch MSE, accumulated in float64 (the C reference accumulates in float; the difference is ~1e-7)."""
-    d = recon.astype(np.float64) - Xn.astype(np.float64)
-    return np.square(d).mean(axis=(1, 2))
-
-
-def patch_scores(Xn: np.ndarray, recon: np.ndarray, gaussian: tuple | None = None) -> np.ndarray:
-    """The detector's patch scores ``[n]`` from normalised patches and reconstructions ``[n, T, M]``.
-
-    Args:
-        gaussian: ``(mean [M], precision [M, M], eps)`` for ``--score gaussian`` models: the squared Mahalanobis
-            distance of ``log(band errors + eps)``, as :meth:`anomaly.detectors.AutoencoderDetector._score_bands`;
-            None for the plain MSE.
-    """
-    if gaussian is None:
-        return mse_scores(Xn, recon)
-    mean, prec, eps = gaussian
-    bands = np.square(recon.astype(np.float64) - Xn.astype(np.float64)).mean(axis=1)
-    z = np.log(bands + eps) - mean
-    return np.einsum("ij,jk,ik->i", z, prec, z)
 
 
 def auc(normal: np.ndarray, fault: np.ndarray) -> float:

@@ -349,8 +349,6 @@ def test_c_score_and_decision_match_the_int8_model(exported, hwref, tmp_path):
 
     from anomaly.audio import file_patches
     from anomaly.detectors import load_detector
-    from firmware_export.export import _gaussian
-    from firmware_export.parity import patch_scores
     from firmware_export.tflite import dequantize, quantize
 
     det = load_detector(exported["root"] / "model")
@@ -367,7 +365,7 @@ def test_c_score_and_decision_match_the_int8_model(exported, hwref, tmp_path):
         it.set_tensor(i["index"], quantize(xn, iscale, izp)[None, :, :, None])
         it.invoke()
         yq = it.get_tensor(o["index"])[0, :, :, 0]
-        want = float(patch_scores(xn[None], dequantize(yq, oscale, ozp)[None], _gaussian(det))[0])
+        want = float(det.scorer.of_output(xn[None], dequantize(yq, oscale, ozp)[None])[0])
         xn.tofile(tmp_path / "x.f32")
         yq.tofile(tmp_path / "y.i8")
         r = subprocess.run([str(hwref), "score", str(tmp_path / "x.f32"), str(tmp_path / "y.i8")],
@@ -578,7 +576,7 @@ def test_gaussian_score_model_exports_and_the_c_score_matches(site_root, tmp_pat
     """A --score gaussian model through the --model route: the header carries the error Gaussian, and the C score
     equals the Python score of the int8 output."""
     from anomaly.audio import file_patches
-    from firmware_export.parity import patch_scores
+    from anomaly.score import GaussianScore
     from firmware_export.tflite import dequantize, quantize
 
     out, m, det = _export_tiny_model(site_root, tmp_path, score="gaussian")
@@ -589,11 +587,11 @@ def test_gaussian_score_model_exports_and_the_c_score_matches(site_root, tmp_pat
         pytest.skip("no gcc on this machine")
     q8 = _Int8Model(out, m)
     _, P = file_patches(site_root / "calib" / "site.flac", DEFAULT_PARAMS)
-    gauss = (det.gauss_mean_, det.gauss_prec_, 1e-4)
+    gauss = GaussianScore(det.gauss_mean_, det.gauss_prec_, 1e-4)
     for X in (P[0], P[len(P) // 2]):
         xn = ((X - det.mean_) / det.std_).astype(np.float32)
         yq = q8.run_q(quantize(xn, *q8.iq))
-        want = float(patch_scores(xn[None], dequantize(yq, *q8.oq)[None], gauss)[0])
+        want = float(gauss.of_output(xn[None], dequantize(yq, *q8.oq)[None])[0])
         xn.tofile(tmp_path / "x.f32")
         yq.tofile(tmp_path / "y.i8")
         got = _hwref(out, tmp_path, "score", tmp_path / "x.f32", tmp_path / "y.i8")
@@ -604,7 +602,8 @@ def test_interpolating_model_exports_and_the_c_pass_loop_matches(site_root, tmp_
     """A --mask-frames 24 --score gaussian model: four passes per patch. The C pass loop (hw_pass_input, the int8
     model, hw_pass_collect, hw_score) reproduces Python's assembled int8 score, which tracks PyTorch's."""
     from anomaly.audio import file_patches
-    from firmware_export.parity import interpolated, patch_scores
+    from anomaly.score import GaussianScore
+    from firmware_export.parity import interpolated
     from firmware_export.tflite import quantize
 
     out, m, det = _export_tiny_model(site_root, tmp_path, score="gaussian", mask_frames=24)
@@ -618,10 +617,10 @@ def test_interpolating_model_exports_and_the_c_pass_loop_matches(site_root, tmp_
         pytest.skip("no gcc on this machine")
     q8 = _Int8Model(out, m)
     _, P = file_patches(site_root / "calib" / "site.flac", DEFAULT_PARAMS)
-    gauss = (det.gauss_mean_, det.gauss_prec_, 1e-4)
+    gauss = GaussianScore(det.gauss_mean_, det.gauss_prec_, 1e-4)
     Xn = ((P - det.mean_) / det.std_).astype(np.float32)
     # Python: the int8 output assembled from the four passes gives scores that track the detector's own
-    py = patch_scores(Xn, interpolated(q8.run, Xn, 24), gauss)
+    py = gauss.of_output(Xn, interpolated(q8.run, Xn, 24))
     assert np.corrcoef(py, det.score_samples(P))[0, 1] > 0.9
     for k in (0, len(P) // 2):
         xn = Xn[k]
