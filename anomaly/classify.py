@@ -43,13 +43,19 @@ from torch import nn
 
 from anomaly import __version__
 from anomaly.atomic import atomic_dir
-from anomaly.detectors import file_sha256
 from anomaly.errors import DataError, ModelError, one_line
 from anomaly.features import DEFAULT_PARAMS, FeatureParams
+from anomaly.modeldir import (
+    CLASSIFIER_FORMAT,
+    CLASSIFIER_KIND,
+    check_files,
+    file_sha256,
+    model_params,
+    read_classifier_meta,
+)
 from anomaly.train import spec_masks_
+from anomaly.yamnet import open_recorded
 
-FORMAT_VERSION = 1
-KIND = "classifier"
 ECE_BINS = 15
 
 
@@ -664,9 +670,9 @@ class FaultClassifier:
 
     def meta(self) -> dict:
         return {
-            "format_version": FORMAT_VERSION,
+            "format_version": CLASSIFIER_FORMAT,
             "humwatch_version": __version__,
-            "kind": KIND,
+            "kind": CLASSIFIER_KIND,
             "created_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "classes": self.classes,
             "output": "softmax" if self.config.exclusive else "sigmoid",
@@ -710,29 +716,10 @@ def load_classifier(directory: str | Path, params: FeatureParams | None = DEFAUL
             ParamsMismatchError: other front-end parameters.
     """
     d = Path(directory)
-    if not (d / "model.json").is_file():
-        raise ModelError(f"{d} is not a humwatch classifier directory (no model.json; train one with "
-                         "`humwatch classify train`)")
+    meta = read_classifier_meta(d)
+    mp = model_params(meta, d, params, "classifier")
+    check_files(meta, d)
     try:
-        meta = json.loads((d / "model.json").read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelError(f"{d / 'model.json'}: corrupt JSON ({one_line(e)})") from None
-    if not isinstance(meta, dict) or meta.get("kind") != KIND:
-        raise ModelError(f"{d}: not a fault classifier (an anomaly detector? use `humwatch score`)")
-    fv = meta.get("format_version")
-    if not isinstance(fv, int) or isinstance(fv, bool):
-        raise ModelError(f"{d / 'model.json'}: format_version must be an integer, got {fv!r}")
-    if fv > FORMAT_VERSION:
-        raise ModelError(f"{d}: classifier format {fv} is newer than this humwatch understands; upgrade humwatch")
-    try:
-        mp = FeatureParams.from_dict(meta["feature_params"])
-        if params is not None:
-            params.require_same(mp, what=f"classifier {d}")
-        for f, digest in meta.get("files", {}).items():
-            if not (d / f).is_file():
-                raise ModelError(f"{d}: missing weights file {f}")
-            if file_sha256(d / f) != digest:
-                raise ModelError(f"{d / f}: checksum mismatch (file corrupt or modified)")
         known = set(ClassifyConfig.__dataclass_fields__)
         cfg = ClassifyConfig(**{k: v for k, v in meta.get("training", {}).items() if k in known})
         clf = FaultClassifier(meta["classes"], mp, cfg, base_hash=meta.get("base_model_hash"))
@@ -757,8 +744,6 @@ def load_classifier(directory: str | Path, params: FeatureParams | None = DEFAUL
         raise ModelError(f"{d / 'weights.pt'}: corrupt or incompatible weights ({one_line(e)})") from None
     clf.net_.eval()
     if clf.arch_.get("backbone") == "yamnet":
-        from anomaly.yamnet import open_recorded
-
         clf.yamnet = open_recorded(clf.arch_.get("yamnet"), f"classifier {d}")
         if clf.yamnet.dim != clf.arch_.get("embedding_dim"):
             raise ModelError(f"{d}: YAMNet gives {clf.yamnet.dim}-d embeddings, the classifier expects "

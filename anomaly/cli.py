@@ -399,9 +399,10 @@ def classify_train(
         from rich.table import Table
 
         from anomaly.classify import ClassifyConfig, FaultClassifier, stratified_split
-        from anomaly.detectors import AutoencoderDetector, fingerprint_files, load_detector, model_hash
+        from anomaly.detectors import AutoencoderDetector, fingerprint_files, load_detector
         from anomaly.errors import DataError
         from anomaly.features import DEFAULT_PARAMS
+        from anomaly.modeldir import model_hash
 
         if not 1e-6 <= finetune_lr <= 1e-2:
             raise DataError(f"--finetune-lr must be in [1e-6, 1e-2] (1e-5...1e-4 advised), got {finetune_lr:g}")

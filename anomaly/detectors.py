@@ -29,6 +29,14 @@ from anomaly.decision import DEFAULT_K, fit_threshold
 from anomaly.errors import DataError, ModelError, NotFittedError, one_line
 from anomaly.features import DEFAULT_PARAMS, FeatureParams
 from anomaly.model import ArchConfig, ConvAutoencoder, count_macs, count_params
+from anomaly.modeldir import (
+    DETECTOR_FORMAT,
+    DETECTOR_KINDS,
+    check_files,
+    file_sha256,
+    model_params,
+    read_detector_meta,
+)
 from anomaly.score import MSE, GaussianScore, MSEScore
 from anomaly.train import (
     Split,
@@ -39,9 +47,9 @@ from anomaly.train import (
     split_recordings,
     train_autoencoder,
 )
+from anomaly.yamnet import load_embedder, open_recorded
 
-FORMAT_VERSION = 1
-DETECTORS = ("ae", "ocsvm", "iforest")
+DETECTORS = DETECTOR_KINDS
 EMBEDDINGS = ("stats", "ae", "yamnet")
 
 
@@ -117,7 +125,7 @@ class Detector:
     # -- persistence ------------------------------------------------------------------------------------------
     def _meta(self) -> dict:
         return {
-            "format_version": FORMAT_VERSION,
+            "format_version": DETECTOR_FORMAT,
             "humwatch_version": __version__,
             "detector": self.kind,
             "created_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -432,8 +440,6 @@ class EmbeddingDetector(Detector):
         ae = load_detector(d / "ae", params) if meta["embedding"] == "ae" else None
         yamnet = None
         if meta["embedding"] == "yamnet":
-            from anomaly.yamnet import open_recorded
-
             yamnet = open_recorded(meta.get("yamnet"), f"model {d}")
         det = cls(meta["detector"], meta["embedding"], params, ae=ae, seed=meta.get("seed", 0),
                   nu=meta.get("nu", 0.05), yamnet=yamnet)
@@ -482,56 +488,6 @@ def _tree_depths(Z, left, right, feat, thr, nsamp) -> np.ndarray:
     return depth + _avg_path_length(nsamp[node])
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-
-def directory_hash(directory: str | Path, files) -> str:
-    """sha256 (16 hex) over a model directory's ``model.json`` and the sha256 of each of ``files`` (its weights)."""
-    d = Path(directory)
-    h = hashlib.sha256((d / "model.json").read_bytes())
-    for f in sorted(files):
-        h.update(file_sha256(d / f).encode())
-    return h.hexdigest()[:16]
-
-
-def model_hash(directory: str | Path) -> str:
-    """Identity of a model directory: sha256 (16 hex) over its model.json and weight files."""
-    return directory_hash(directory, read_meta(directory).get("files", {}))
-
-
-def read_meta(directory: str | Path) -> dict:
-    """Read and check ``model.json``. Raises ModelError with what is wrong."""
-    d = Path(directory)
-    if not d.exists():
-        raise ModelError(f"model directory not found: {d}")
-    if not (d / "model.json").is_file():
-        raise ModelError(f"{d} is not a humwatch model directory (no model.json; train one with `humwatch train`)")
-    try:
-        meta = json.loads((d / "model.json").read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelError(f"{d / 'model.json'}: corrupt JSON ({one_line(e)})") from None
-    if not isinstance(meta, dict) or "format_version" not in meta or "detector" not in meta:
-        raise ModelError(f"{d / 'model.json'}: not a humwatch model description")
-    if not isinstance(meta["format_version"], int) or isinstance(meta["format_version"], bool):
-        raise ModelError(f"{d / 'model.json'}: format_version must be an integer, got {meta['format_version']!r}")
-    if not isinstance(meta.get("files", {}), dict):
-        raise ModelError(f"{d / 'model.json'}: 'files' must map file names to sha256 digests")
-    if not isinstance(meta.get("threshold"), (int, float)):
-        raise ModelError(f"{d / 'model.json'}: missing or non-numeric 'threshold'")
-    if meta["format_version"] > FORMAT_VERSION:
-        raise ModelError(f"{d}: model format {meta['format_version']} is newer than this humwatch understands "
-                         f"({FORMAT_VERSION}); upgrade humwatch")
-    if meta["detector"] not in DETECTORS:
-        raise ModelError(f"{d}: unknown detector {meta['detector']!r}")
-    return meta
-
-
 def load_detector(directory: str | Path, params: FeatureParams | None = DEFAULT_PARAMS) -> Detector:
     """Load a model directory written by :meth:`Detector.save`.
 
@@ -543,20 +499,11 @@ def load_detector(directory: str | Path, params: FeatureParams | None = DEFAULT_
         ModelError: missing/corrupt directory or weights. ParamsMismatchError: other front-end parameters.
     """
     d = Path(directory)
-    meta = read_meta(d)
+    meta = read_detector_meta(d)
+    mp = model_params(meta, d, params, "model")
+    check_files(meta, d)
     try:
-        model_params = FeatureParams.from_dict(meta["feature_params"])
-    except (TypeError, ValueError, KeyError) as e:
-        raise ModelError(f"{d / 'model.json'}: bad feature_params ({one_line(e)})") from None
-    if params is not None:
-        params.require_same(model_params, what=f"model {d}")
-    for f, digest in meta.get("files", {}).items():
-        if not (d / f).is_file():
-            raise ModelError(f"{d}: missing weights file {f}")
-        if file_sha256(d / f) != digest:
-            raise ModelError(f"{d / f}: checksum mismatch (file corrupt or modified)")
-    try:
-        det = (AutoencoderDetector if meta["detector"] == "ae" else EmbeddingDetector)._from_meta(meta, d, model_params)
+        det = (AutoencoderDetector if meta["detector"] == "ae" else EmbeddingDetector)._from_meta(meta, d, mp)
     except (KeyError, TypeError, ValueError) as e:
         raise ModelError(f"{d / 'model.json'}: incomplete model description ({one_line(e)})") from None
     det.threshold_ = float(meta["threshold"])
@@ -589,8 +536,6 @@ def fit_detector(kind: str, recordings: Sequence[np.ndarray], params: FeaturePar
         return AutoencoderDetector(params, arch, cfg).fit(list(recordings), on_epoch=on_epoch)
     ae = AutoencoderDetector(params, arch, cfg).fit(list(recordings), on_epoch=on_epoch) if embedding == "ae" else None
     if embedding == "yamnet" and not hasattr(yamnet, "embed"):
-        from anomaly.yamnet import load_embedder
-
         yamnet = load_embedder(yamnet, threads=cfg.threads)
     return EmbeddingDetector(kind, embedding, params, ae=ae, seed=cfg.seed,
                              yamnet=yamnet if embedding == "yamnet" else None).fit(list(recordings))
@@ -632,5 +577,5 @@ def fingerprint_files(paths: Sequence[str | Path]) -> dict:
     return {"n_files": len(paths), "bytes": total, "sha256": h.hexdigest(), "file_sha256": sorted(set(digests))}
 
 
-__all__ = ["AutoencoderDetector", "Detector", "EmbeddingDetector", "Split", "file_sha256", "fingerprint_files",
-           "fit_detector", "load_detector", "model_hash", "read_meta", "score_file", "summary_stats"]
+__all__ = ["AutoencoderDetector", "Detector", "EmbeddingDetector", "Split", "fingerprint_files", "fit_detector",
+           "load_detector", "score_file", "summary_stats"]

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from anomaly.errors import DataError, ModelError, one_line
+from anomaly.modeldir import file_sha256
 from anomaly.quiet import captured_fds
 
 EMBEDDING_DIM = 1024
@@ -32,8 +33,6 @@ BATCH = 64  # patches per call when the model's batch dimension is dynamic
 
 def path_sha256(path: str | Path) -> str:
     """sha256 of a model file, or of a SavedModel directory (over every file's relative path and sha256)."""
-    from anomaly.detectors import file_sha256
-
     p = Path(path)
     if p.is_file():
         return file_sha256(p)

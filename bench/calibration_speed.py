@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, cached_pump_audio, speed_args, write_results  # noqa: E402
 
-from anomaly.detectors import model_hash  # noqa: E402
+from anomaly.modeldir import model_hash
 from calibration.calibrate import CalibrationRequest, calibrate  # noqa: E402
 from calibration.store import SiteConfig, SiteStore  # noqa: E402
 

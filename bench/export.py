@@ -59,13 +59,13 @@ def prepare(work: Path, train_minutes: float, calib_minutes: float, epochs: int,
     """Simulated audio, a trained default model and a calibrated site ``bench-pump`` (with ``classifier``, if given)
     under ``work``."""
     from anomaly.audio import file_log_mel
-    from anomaly.detectors import fingerprint_files, fit_detector, model_hash
+    from anomaly.detectors import fingerprint_files, fit_detector
     from anomaly.features import DEFAULT_PARAMS
+    from anomaly.modeldir import classifier_hash, model_hash
     from anomaly.simulate import SimConfig, write_audio
     from anomaly.train import TrainConfig
     from calibration.calibrate import CalibrationRequest, calibrate
     from calibration.store import SiteConfig, SiteStore
-    from firmware_export.classifier import classifier_hash
 
     train = work / "train" / "normal.flac"
     calib = work / "calib" / "site.flac"

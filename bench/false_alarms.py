@@ -55,9 +55,10 @@ def one_site(args: tuple) -> dict:
     import torch
 
     from anomaly.decision import MOfN
-    from anomaly.detectors import load_detector, model_hash
+    from anomaly.detectors import load_detector
     from anomaly.features import DEFAULT_PARAMS as P
     from anomaly.features import log_mel, patches
+    from anomaly.modeldir import model_hash
     from anomaly.simulate import SimConfig, simulate, write_audio
     from calibration.calibrate import CalibrationRequest, calibrate
     from calibration.store import SiteConfig, SiteStore

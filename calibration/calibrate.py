@@ -17,16 +17,9 @@ from scipy import stats
 
 from anomaly.audio import ReadStats, audio_info, find_audio, iter_blocks
 from anomaly.decision import K_RANGE, MOfN, over
-from anomaly.detectors import (
-    AutoencoderDetector,
-    Detector,
-    directory_hash,
-    file_sha256,
-    load_detector,
-    model_hash,
-    score_file,
-)
+from anomaly.detectors import AutoencoderDetector, Detector, load_detector, score_file
 from anomaly.features import FeatureParams, MicResponse, PatchStream, patch_starts
+from anomaly.modeldir import classifier_hash, file_sha256, model_hash
 from calibration.errors import CalibrationError, SiteError
 from calibration.store import Site, utc_now
 from calibration.threshold import threshold_report
@@ -90,21 +83,6 @@ def site_detector(site: Site, params: FeatureParams | None = None) -> tuple[Dete
         rc = rc if rc.is_absolute() else site.dir / rc
         offsets = MicResponse.from_csv(rc).mel_offsets(det.params)
     return det, offsets, mh
-
-
-def classifier_hash(directory: str | Path) -> str:
-    """Identity of a fault-classifier directory: sha256 (16 hex) over its model.json and the files it lists."""
-    import json
-
-    d = Path(directory)
-    try:
-        files = json.loads((d / "model.json").read_bytes()).get("files", {})
-    except (OSError, ValueError, AttributeError) as e:
-        raise SiteError(f"{d}: not a readable fault-classifier directory ({e.__class__.__name__}: {e})") from None
-    missing = [f for f in sorted(files) if not (d / f).is_file()]
-    if missing:
-        raise SiteError(f"{d}: the classifier's file {missing[0]} is missing")
-    return directory_hash(d, files)
 
 
 def site_classifier(site: Site, params: FeatureParams | None = None):

@@ -44,8 +44,9 @@ def site_create(
 ) -> None:
     """Create a site that uses a trained model. Next: `humwatch calibrate --site NAME --from AUDIO`."""
     with user_errors():
-        from anomaly.detectors import load_detector, model_hash
+        from anomaly.detectors import load_detector
         from anomaly.features import MicResponse
+        from anomaly.modeldir import model_hash
         from calibration.store import SiteConfig, validate_name
 
         validate_name(name)
@@ -76,7 +77,8 @@ def site_set_model(
     """Point a site at another (e.g. retrained) model. The site must then be calibrated again."""
     with user_errors():
         from anomaly.atomic import write_text
-        from anomaly.detectors import load_detector, model_hash
+        from anomaly.detectors import load_detector
+        from anomaly.modeldir import model_hash
 
         site = _store(sites_dir).site(name)
         cfg = site.config()
@@ -106,7 +108,8 @@ def site_set_classifier(
     below the threshold, for faults the autoencoder reconstructs well. The anomaly calibration is unaffected.
     """
     with user_errors():
-        from calibration.calibrate import classifier_hash, site_classifier, site_detector
+        from anomaly.modeldir import classifier_hash
+        from calibration.calibrate import site_classifier, site_detector
         from calibration.errors import SiteError
 
         site = _store(sites_dir).site(name)

@@ -14,7 +14,6 @@ fault patches (``INJECT_FAULTS`` and the classifier's other simulator classes); 
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,9 +21,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from calibration.calibrate import classifier_hash  # one implementation, shared with the site store
+from anomaly.classify import load_classifier
+from anomaly.model import count_params
+from anomaly.modeldir import ModelDirError, classifier_hash, file_sha256, model_params, read_classifier_meta
+from anomaly.simulate import FAULTS
+from firmware_export import c_arrays, onnx_export, parity, pipeline, tflite
+from firmware_export.data import evenly
 from firmware_export.errors import ExportError
+from firmware_export.frontend_ref import CLASSIFIER_SOURCES
+from firmware_export.frontend_ref import DIR as REF_DIR
+from firmware_export.manifest import clean, macs_by_kind
 from firmware_export.parity import gate, pearson
+from firmware_export.pipeline import TFLM_PATCHES
+from firmware_export.targets import TARGETS, TFLM_OPS_SOURCE, latency_estimate
 
 MAX_FLOAT_LOGIT_DIFF = 1e-3  # float parity: max |logit - PyTorch's| (ORT, float TFLite) <= this x max(1, max |logit|)
 MIN_LOGIT_PEARSON = 0.98  # int8 vs PyTorch: Pearson of the logits over every patch x class of the parity patches
@@ -71,45 +80,13 @@ def load_for_export(directory: str | Path, params, model_hash: str, origin: str,
             than the anomaly model's, a hash other than the site's ``classifier_hash``, alarm classes it does not
             have. ModelError (from :func:`anomaly.classify.load_classifier`): corrupt files.
     """
-    from anomaly.classify import load_classifier
-    from anomaly.features import FeatureParams
-    from firmware_export.manifest import sha256_file
-
     d = Path(directory)
     skip = " (or leave it out: --no-classifier)" if origin.startswith("site") else ""
     if not d.is_dir():
         raise ExportError(f"classifier directory not found: {d} ({origin}){skip}")
-    if not (d / "model.json").is_file():
-        raise ExportError(f"{d} is not a classifier directory (no model.json; train one with `humwatch classify "
-                          "train`)")
-    try:
-        meta = json.loads((d / "model.json").read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ExportError(f"{d / 'model.json'}: corrupt JSON ({' '.join(str(e).split())[:200]})") from None
-    if not isinstance(meta, dict) or meta.get("kind") != "classifier":
-        kind = meta.get("kind") if isinstance(meta, dict) else None
-        desc = (f"model.json kind {kind!r}" if kind else
-                "an anomaly model directory" if isinstance(meta, dict) and "detector" in meta else
-                "model.json has no kind 'classifier'")
-        raise ExportError(f"{d} is not a fault classifier ({desc}){skip}")
-    arch = meta.get("architecture") if isinstance(meta.get("architecture"), dict) else {}
-    backbone = arch.get("backbone")
-    if backbone in UNEXPORTABLE_BACKBONES:
-        raise ExportError(f"classifier {d}: the {backbone!r} backbone cannot be exported to firmware: "
-                          f"{UNEXPORTABLE_BACKBONES[backbone]}{skip}")
-    if backbone not in EXPORTABLE_BACKBONES:
-        raise ExportError(f"classifier {d}: unknown backbone {backbone!r}; firmware export supports "
-                          f"{', '.join(EXPORTABLE_BACKBONES)}{skip}")
-    try:
-        theirs = FeatureParams.from_dict(meta["feature_params"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise ExportError(f"{d / 'model.json'}: no usable feature_params ({' '.join(str(e).split())[:200]})") from None
-    stored = meta.get("feature_params_hash") or theirs.hash()
-    if stored != params.hash() or theirs.hash() != params.hash():
-        fields = ", ".join(f"{k}={b!r} (model: {a!r})" for k, (a, b) in params.diff(theirs).items())
-        raise ExportError(f"classifier {d} has FeatureParams hash {stored}, the anomaly model {model_hash} has "
-                          f"{params.hash()}" + (f" ({fields})" if fields else "") + ": both read the same log-mel "
-                          f"patches on the device; retrain the classifier with the model's front end{skip}")
+    meta = _read_meta(d, skip)
+    _check_backbone(meta, d, skip)
+    _check_params(meta, d, params, model_hash, skip)
     h = classifier_hash(d)
     if expected_hash and h != expected_hash:
         raise ExportError(f"classifier {d} has hash {h}, {origin} expects {expected_hash} (classifier_hash in "
@@ -120,10 +97,59 @@ def load_for_export(directory: str | Path, params, model_hash: str, origin: str,
     if unknown:
         raise ExportError(f"{origin}: classifier_alarm names {', '.join(map(repr, unknown))}, not classes of "
                           f"classifier {d} ({', '.join(clf.classes)})")
-    inputs = {"hash": h, "model_json_sha256": sha256_file(d / "model.json")}
+    inputs = {"hash": h, "model_json_sha256": file_sha256(d / "model.json")}
     if (d / "weights.pt").is_file():
-        inputs["weights_sha256"] = sha256_file(d / "weights.pt")
+        inputs["weights_sha256"] = file_sha256(d / "weights.pt")
     return ClassifierSource(clf=clf, directory=d, hash=h, origin=origin, alarm=list(alarm or []), inputs=inputs)
+
+
+def _read_meta(d: Path, skip: str) -> dict:
+    """The classifier's model.json (:func:`anomaly.modeldir.read_classifier_meta`), its problems in the export's
+    words."""
+    try:
+        return read_classifier_meta(d)
+    except ModelDirError as e:
+        if e.problem == "no_model_json":
+            raise ExportError(f"{d} is not a classifier directory (no model.json; train one with `humwatch classify "
+                              "train`)") from None
+        if e.problem == "corrupt_json":
+            raise ExportError(f"{d / 'model.json'}: corrupt JSON ({e.detail[:200]})") from None
+        if e.problem == "wrong_kind":
+            meta = e.meta
+            kind = meta.get("kind") if isinstance(meta, dict) else None
+            desc = (f"model.json kind {kind!r}" if kind else
+                    "an anomaly model directory" if isinstance(meta, dict) and "detector" in meta else
+                    "model.json has no kind 'classifier'")
+            raise ExportError(f"{d} is not a fault classifier ({desc}){skip}") from None
+        raise
+
+
+def _check_backbone(meta: dict, d: Path, skip: str) -> None:
+    """Refuse, before loading anything, a backbone that cannot go onto a microcontroller."""
+    arch = meta.get("architecture") if isinstance(meta.get("architecture"), dict) else {}
+    backbone = arch.get("backbone")
+    if backbone in UNEXPORTABLE_BACKBONES:
+        raise ExportError(f"classifier {d}: the {backbone!r} backbone cannot be exported to firmware: "
+                          f"{UNEXPORTABLE_BACKBONES[backbone]}{skip}")
+    if backbone not in EXPORTABLE_BACKBONES:
+        raise ExportError(f"classifier {d}: unknown backbone {backbone!r}; firmware export supports "
+                          f"{', '.join(EXPORTABLE_BACKBONES)}{skip}")
+
+
+def _check_params(meta: dict, d: Path, params, model_hash: str, skip: str) -> None:
+    """The classifier reads the same log-mel patches as the anomaly model on the device: same FeatureParams."""
+    try:
+        theirs = model_params(meta, d)
+    except ModelDirError as e:
+        if e.problem == "params" and e.detail:
+            raise ExportError(f"{d / 'model.json'}: no usable feature_params ({e.detail[:200]})") from None
+        raise
+    if theirs.hash() != params.hash():
+        stored = meta.get("feature_params_hash") or theirs.hash()
+        fields = ", ".join(f"{k}={b!r} (model: {a!r})" for k, (a, b) in params.diff(theirs).items())
+        raise ExportError(f"classifier {d} has FeatureParams hash {stored}, the anomaly model {model_hash} has "
+                          f"{params.hash()}" + (f" ({fields})" if fields else "") + ": both read the same log-mel "
+                          f"patches on the device; retrain the classifier with the model's front end{skip}")
 
 
 class DeviceClassifier(nn.Module):
@@ -158,8 +184,6 @@ class DeviceClassifier(nn.Module):
 
 def simulator_classes(classes: list[str]) -> list[str]:
     """The classifier's classes that the simulator can inject (its fault names)."""
-    from anomaly.simulate import FAULTS
-
     return [c for c in classes if c in FAULTS and c != "none"]
 
 
@@ -179,8 +203,6 @@ def patch_sets(representative: np.ndarray, check: np.ndarray, faults: np.ndarray
     """Split the export's raw patches for the classifier: representative normal + every other fault patch for the
     int8 calibration; held-out normal (evenly, at most ``MAX_NORMAL_PATCHES``) + the other fault patches for
     parity."""
-    from firmware_export.data import evenly
-
     F = faults if extra is None or not len(extra) else np.concatenate([faults, extra])
     names = np.asarray(list(fault_names) + list(extra_names))
     cal, par = np.arange(0, len(F), 2), np.arange(1, len(F), 2)
@@ -312,10 +334,6 @@ class ClassifierExport:
                       rule) -> None:
         """Write ``classifier_data.cc/.h``, ``humwatch_classifier.h`` and the C reference into ``out_dir``
         (``rule``: the site's alarm rule, which alarm classes follow as the monitor does)."""
-        from firmware_export import c_arrays
-        from firmware_export.frontend_ref import CLASSIFIER_SOURCES
-        from firmware_export.frontend_ref import DIR as REF_DIR
-
         clf, tflm = self.cs.clf, self.section["tflm"]
         cc, h = c_arrays.model_data_files(self.conv.int8_bytes, self.conv.ops, tflm.get("arena_bytes"),
                                           tflm.get("arena_bytes_recommended"), banner, c_arrays.CLASSIFIER_ARRAY)
@@ -332,8 +350,8 @@ class ClassifierExport:
             (out_dir / name).write_bytes((REF_DIR / name).read_bytes())
 
 
-def run(cs: ClassifierSource, params, sets: PatchSets, out_dir: Path, work: Path, step, lap, ae_int8: int,
-        max_bytes: int, ae_tflm: dict, seed: int = 0) -> ClassifierExport:
+def run(cs: ClassifierSource, params, sets: PatchSets, out_dir: Path, work: Path, clock: pipeline.Clock,
+        ae_int8: int, max_bytes: int, ae_tflm: dict, seed: int = 0) -> ClassifierExport:
     """Convert the classifier, measure its parity on ``sets`` and in TFLM, and check its gates.
 
     Args:
@@ -341,25 +359,20 @@ def run(cs: ClassifierSource, params, sets: PatchSets, out_dir: Path, work: Path
         params: the front end's FeatureParams (the anomaly model's, checked equal to the classifier's).
         sets: raw log-mel patch sets from :func:`patch_sets`.
         out_dir: the export's temporary directory (ONNX and TFLite files are written at once).
-        step, lap: progress and timing callbacks (timings get a ``classifier_`` prefix).
+        clock: the export's progress and timings (``clock.report`` fractions of the whole export; the timings get a
+            ``classifier_`` prefix).
         ae_int8: size of ``model_int8.tflite`` (the size gate covers both models).
         max_bytes: ``--max-model-bytes``.
         ae_tflm: the autoencoder's TFLM figures (for the combined arena).
     """
-    from anomaly.model import count_params
-    from firmware_export import onnx_export, parity, pipeline, tflite
-    from firmware_export.export import TFLM_PATCHES
-    from firmware_export.manifest import clean, macs_by_kind
-    from firmware_export.targets import TARGETS, TFLM_OPS_SOURCE, latency_estimate
-
     clf = cs.clf
     classes = list(clf.classes)
     T, M, C = params.patch_frames, params.n_mels, len(classes)
     module = DeviceClassifier(clf).eval()
-    conv = pipeline.convert_model(module, "classifier", out_dir, work, T, M, sets.representative, (1, C), step, lap,
-                                  fractions=(0.62, 0.66, 0.78), label="classifier ")
+    conv = pipeline.convert_model(module, "classifier", out_dir, work, T, M, sets.representative, (1, C),
+                                  clock.report, clock.lap, fractions=(0.62, 0.66, 0.78), label="classifier ")
 
-    step("classifier parity: PyTorch, ONNX Runtime, TFLite float and int8", 0.86)
+    clock.report("classifier parity: PyTorch, ONNX Runtime, TFLite float and int8", 0.86)
     X = np.concatenate([sets.normal, sets.faults])
     ref = clf.logits_of_patches(X) / float(clf.temperature_)  # the classifier's own (unfolded) calibrated logits
     z = {"pytorch": parity.torch_outputs(module, X).astype(np.float64),
@@ -371,9 +384,9 @@ def run(cs: ClassifierSource, params, sets: PatchSets, out_dir: Path, work: Path
     par = parity_figures(z, thr_prob, cs.softmax, classes, len(sets.normal), sets.fault_names,
                          int8_range(conv.output_quant))
     par["folding_max_abs_diff"] = folding
-    lap("classifier_parity")
+    clock.lap("classifier_parity")
 
-    step("classifier in TensorFlow Lite Micro", 0.9)
+    clock.report("classifier in TensorFlow Lite Micro", 0.9)
     idx = np.linspace(0, len(sets.normal) - 1, min(TFLM_PATCHES, len(sets.normal))).round().astype(int)
     tflm = pipeline.tflm_figures(conv, tflite.quantize(sets.normal[idx], *conv.input_quant))
     if tflm.get("runs") and ae_tflm.get("runs"):
@@ -382,7 +395,7 @@ def run(cs: ClassifierSource, params, sets: PatchSets, out_dir: Path, work: Path
             "one_arena_in_turn_bytes": max(ae_tflm["arena_bytes_recommended"], tflm["arena_bytes_recommended"]),
             "note": "recommended arenas: two interpreters alive at once need the sum; one arena reused by the two "
                     "models in turn (re-creating the interpreter for each) needs the larger"}
-    lap("classifier_tflm")
+    clock.lap("classifier_tflm")
 
     sizes = conv.sizes()
     gs = gates(par, sizes, ae_int8, max_bytes, conv.output_quant, thr_logit, classes)

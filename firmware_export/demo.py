@@ -54,9 +54,10 @@ def _site_unit(cfg: DemoConfig) -> int:
 def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict:
     """Run the demo; return its figures (also written to ``<out>/demo.json``)."""
     from anomaly.audio import file_log_mel
-    from anomaly.detectors import fingerprint_files, fit_detector, load_detector, model_hash, score_file
+    from anomaly.detectors import fingerprint_files, fit_detector, load_detector, score_file
     from anomaly.evaluate import auc_pauc, evaluate
     from anomaly.features import DEFAULT_PARAMS
+    from anomaly.modeldir import model_hash
     from anomaly.train import TrainConfig
     from calibration.calibrate import CalibrationRequest, calibrate
     from calibration.monitor import Monitor, MonitorConfig
@@ -178,7 +179,7 @@ def _classifier_step(site, cfg: DemoConfig, out: Path, say, tag: str) -> dict:
     from anomaly.classify import ClassifyConfig, FaultClassifier, evaluate_classifier
     from anomaly.dataset import SIM_CLASSES, load_dataset, write_sim_dataset
     from anomaly.features import DEFAULT_PARAMS
-    from calibration.calibrate import classifier_hash
+    from anomaly.modeldir import classifier_hash
 
     say(f"{tag} training a fault classifier on {cfg.classifier_clips} labelled simulated clips per class "
         f"({', '.join(SIM_CLASSES)}) and attaching it to the site")

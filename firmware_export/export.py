@@ -1,26 +1,29 @@
 """``humwatch export``: a trained, calibrated model → files a firmware build can consume, with the evidence.
 
-Steps (each reported through ``on_progress(step, fraction)``):
+:func:`run_export` runs named stages, each a function of what the earlier ones produced (each reports progress and
+its time through a :class:`~firmware_export.pipeline.Clock`):
 
-1. load the site's model, mic-response offsets and current calibration (or a bare model dir + ``--representative``);
-2. read the calibration audio and cut it as calibration did (threshold part / held-out part), inject simulator faults
-   into held-out audio;
-3. PyTorch → ONNX (dynamo, opset 18) → onnx2tf SavedModel → TFLite float and full-integer int8;
-4. parity: score the held-out and fault patches in PyTorch, ONNX Runtime, float TFLite and int8 TFLite; run the int8
-   model in TensorFlow Lite Micro and find its arena;
-5. re-derive the threshold on the int8 model's scores of the threshold part with the site's rule (mean + kσ);
-6. the site's fault classifier (or ``--classifier DIR``; none with ``--no-classifier``) through the same chain as a
-   second int8 model, with its own parity figures and gates (:mod:`firmware_export.classifier`);
-7. gates (size, TFLM ops, float parity, int8 correlation, AUC drop, and the classifier's); on failure raise
-   :class:`GateFailed` and write nothing; otherwise write everything into ``--out`` atomically (the old export stays
-   until the new one is whole).
+1. :func:`load_stage`: the site's model, mic-response offsets and current calibration (or a bare model dir +
+   ``--representative``), and the fault classifier to export with it, if any;
+2. :func:`audio_stage`: read the calibration audio and cut it as calibration did (threshold part / held-out part),
+   inject simulator faults into held-out audio, normalise;
+3. :func:`convert_stage`: PyTorch → ONNX (dynamo, opset 18) → onnx2tf SavedModel → TFLite float and full-integer int8;
+4. :func:`parity_stage`: score the held-out and fault patches in PyTorch, ONNX Runtime, float TFLite and int8 TFLite;
+5. :func:`threshold_stage`: re-derive the threshold on the int8 model's scores of the threshold part with the site's
+   rule (:mod:`anomaly.decision`);
+6. :func:`tflm_stage`: run the int8 model in TensorFlow Lite Micro and find its arena;
+7. :func:`gate_stage`: size, TFLM ops, float parity, int8 correlation, AUC drop; then the site's fault classifier
+   (or ``--classifier DIR``; none with ``--no-classifier``) through the same chain as a second int8 model, with its
+   own parity figures and gates (:mod:`firmware_export.classifier`);
+8. :func:`write_stage`: on a failed gate raise :class:`GateFailed` and write nothing; otherwise write the C sources
+   and the manifest into ``--out`` atomically (the old export stays until the new one is whole).
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,15 +31,28 @@ from pathlib import Path
 
 import numpy as np
 
-from anomaly.decision import DEFAULT_K, DEFAULT_RULE, MOfN, fit_threshold
+from anomaly.atomic import atomic_dir
+from anomaly.audio import find_audio
+from anomaly.decision import DEFAULT_K, DEFAULT_RULE, MOfN, fit_threshold, over
+from anomaly.detectors import AutoencoderDetector, load_detector
+from anomaly.model import count_macs, count_params
+from anomaly.modeldir import file_sha256, model_hash
+from calibration.calibrate import CHUNK_PATCHES, site_detector
+from calibration.store import SiteStore
+from calibration.threshold import threshold_report
+from firmware_export import c_arrays, data, parity, pipeline, tflite
+from firmware_export import classifier as clf_export
 from firmware_export.errors import ExportError, GateFailed
+from firmware_export.frontend_ref import DIR as REF_DIR
+from firmware_export.frontend_ref import SOURCES as REF_SOURCES
+from firmware_export.manifest import MANIFEST_FORMAT, clean, file_entry, macs_by_kind, tool_versions
+from firmware_export.pipeline import TFLM_PATCHES, Clock
 from firmware_export.targets import DEFAULT_TARGET, TARGETS, TFLM_OPS_SOURCE, latency_estimate
 
 DEFAULT_MAX_MODEL_BYTES = 204_800  # budget of model_int8.tflite, and of both int8 models together with a classifier
 MIN_PEARSON = 0.98
 MAX_AUC_DROP = 0.02
 MAX_FLOAT_RECON_DIFF = 1e-3
-TFLM_PATCHES = 8  # patches run through the (slow, reference-kernel) TFLM interpreter to compare with LiteRT
 # The classifier's gates (classifier_*) have their constants in firmware_export/classifier.py. Without a site
 # (--model), the threshold and alarm rules are anomaly.decision's defaults.
 
@@ -61,7 +77,7 @@ class ExportRequest:
 @dataclass
 class Source:
     kind: str
-    det: object
+    det: AutoencoderDetector
     model_dir: Path
     model_hash: str
     offsets: np.ndarray | None
@@ -78,6 +94,14 @@ class Source:
     classifier_dir: Path | None = None  # the site's classifier (site.toml classifier_path)
     classifier_hash: str = ""
     classifier_alarm: list[str] = field(default_factory=list)
+
+
+# -- 1. load -------------------------------------------------------------------------------------------------------
+@dataclass
+class Loaded:
+    src: Source
+    classifier: clf_export.ClassifierSource | None
+    no_classifier_reason: str = ""
 
 
 def _check_request(req: ExportRequest) -> None:
@@ -102,22 +126,25 @@ def _check_request(req: ExportRequest) -> None:
                               "whole: give another directory")
 
 
-def _autoencoder(det, where: str):
-    from anomaly.detectors import AutoencoderDetector
-
+def _autoencoder(det, where: str) -> AutoencoderDetector:
     if not isinstance(det, AutoencoderDetector):
         raise ExportError(f"{where}: only the conv autoencoder ('ae') exports to firmware, this is a "
                           f"{det.kind!r} detector")
     return det
 
 
-def _model_inputs(model_dir: Path) -> dict:
-    from firmware_export.manifest import sha256_file
+def _exportable_rule(rule, where: str):
+    if rule.kind not in c_arrays.C_RULES:
+        raise ExportError(f"{where}: the alarm rule {rule.kind!r} has no C implementation to export (the C reference "
+                          f"implements {', '.join(c_arrays.C_RULES)})")
+    return rule
 
-    d = {"model_json_sha256": sha256_file(model_dir / "model.json")}
+
+def _model_inputs(model_dir: Path) -> dict:
+    d = {"model_json_sha256": file_sha256(model_dir / "model.json")}
     w = model_dir / "weights.pt"
     if w.is_file():
-        d["weights_sha256"] = sha256_file(w)
+        d["weights_sha256"] = file_sha256(w)
     return d
 
 
@@ -125,8 +152,6 @@ def _calibration_files(site, record: dict) -> list[Path]:
     files = record.get("audio", {}).get("files")
     if not files:
         raise ExportError(f"site {site.name!r}: calibration {record.get('id')} lists no audio files")
-    from anomaly.detectors import file_sha256
-
     digests = record.get("audio", {}).get("file_sha256") or [None] * len(files)
     out = []
     for i, (f, digest) in enumerate(zip(files, digests, strict=False)):
@@ -148,11 +173,6 @@ def _calibration_files(site, record: dict) -> list[Path]:
 
 
 def _site_source(req: ExportRequest) -> Source:
-    from anomaly.detectors import model_hash
-    from calibration.calibrate import CHUNK_PATCHES, site_detector
-    from calibration.store import SiteStore
-    from firmware_export.manifest import sha256_file
-
     site = SiteStore(req.sites_dir).site(req.site)
     cfg = site.config()
     record = site.calibration()
@@ -163,16 +183,16 @@ def _site_source(req: ExportRequest) -> Source:
         raise ExportError(f"site {site.name!r}: calibration {record['id']} was made with model {rec_hash}, the site "
                           f"now uses {mh}: calibrate again (`humwatch calibrate --site {site.name} --from AUDIO`)")
     th = record["threshold"]
+    rule = _exportable_rule(MOfN(int(th["alarm_m"]), int(th["alarm_n"])), f"site {site.name!r}")
     files = _calibration_files(site, record)
     inputs = {"model_hash": model_hash(site.model_dir()), **_model_inputs(site.model_dir()),
-              "calibration_record_sha256": sha256_file(site.calibrations_dir / f"{record['id']}.json")}
+              "calibration_record_sha256": file_sha256(site.calibrations_dir / f"{record['id']}.json")}
     if cfg.response_curve:
         rc = Path(cfg.response_curve)
         rc = rc if rc.is_absolute() else site.dir / rc
-        inputs["response_curve_sha256"] = sha256_file(rc)
+        inputs["response_curve_sha256"] = file_sha256(rc)
     return Source(kind="site", det=det, model_dir=site.model_dir(), model_hash=mh, offsets=offsets, files=files,
-                  k=float(th["k"]), rule=MOfN(int(th["alarm_m"]), int(th["alarm_n"])),
-                  reference_threshold=float(th["threshold"]),
+                  k=float(th["k"]), rule=rule, reference_threshold=float(th["threshold"]),
                   threshold_source=f"site {site.name} calibration {record['id']}: mean + {float(th['k']):g} sigma "
                                    "of the int8 model's scores on the calibration's threshold part",
                   machine=cfg.machine, chunk_patches=CHUNK_PATCHES, site=site.name, calibration_id=record["id"],
@@ -181,10 +201,6 @@ def _site_source(req: ExportRequest) -> Source:
 
 
 def _model_source(req: ExportRequest) -> Source:
-    from anomaly.audio import find_audio
-    from anomaly.detectors import load_detector, model_hash
-    from calibration.calibrate import CHUNK_PATCHES
-
     model_dir = Path(req.model)
     det = _autoencoder(load_detector(model_dir), str(model_dir))
     if not req.representative:
@@ -193,31 +209,324 @@ def _model_source(req: ExportRequest) -> Source:
     files = find_audio(req.representative)
     mh = model_hash(model_dir)
     return Source(kind="model", det=det, model_dir=model_dir, model_hash=mh, offsets=None, files=files,
-                  k=DEFAULT_K, rule=DEFAULT_RULE, reference_threshold=None,
+                  k=DEFAULT_K, rule=_exportable_rule(DEFAULT_RULE, "the default alarm rule"),
+                  reference_threshold=None,
                   threshold_source=f"provisional (no site calibration): mean + {DEFAULT_K:g} sigma of the int8 model's "
                                    "scores on 2/3 of the --representative audio",
                   machine="pump",
                   chunk_patches=CHUNK_PATCHES, inputs={"model_hash": mh, **_model_inputs(model_dir)})
 
 
-def _normalise(det, X: np.ndarray) -> np.ndarray:
-    return ((X - det.mean_) / det.std_).astype(np.float32, copy=False)
-
-
-def _classifier_source(req: ExportRequest, src: Source):
-    """``(classifier, "")`` with the :class:`firmware_export.classifier.ClassifierSource` to export next to the model,
-    or ``(None, reason)`` when there is none."""
-    from firmware_export.classifier import load_for_export
-
+def _classifier_source(req: ExportRequest, src: Source) -> tuple[clf_export.ClassifierSource | None, str]:
+    """``(classifier, "")`` with the classifier to export next to the model, or ``(None, reason)`` when there is
+    none."""
     if req.no_classifier:
         return None, "--no-classifier"
     params = src.det.params
     if req.classifier:
-        return load_for_export(req.classifier, params, src.model_hash, "--classifier"), ""
+        return clf_export.load_for_export(req.classifier, params, src.model_hash, "--classifier"), ""
     if src.classifier_dir is None:
         return None, (f"site {src.site} has no classifier" if src.site else "no --classifier given")
-    return load_for_export(src.classifier_dir, params, src.model_hash, f"site {src.site}",
-                           expected_hash=src.classifier_hash or None, alarm=src.classifier_alarm), ""
+    return clf_export.load_for_export(src.classifier_dir, params, src.model_hash, f"site {src.site}",
+                                      expected_hash=src.classifier_hash or None, alarm=src.classifier_alarm), ""
+
+
+def load_stage(req: ExportRequest) -> Loaded:
+    """Check the request and load what the export starts from (raises ExportError, SiteError, ModelError)."""
+    _check_request(req)
+    src = _site_source(req) if req.site else _model_source(req)
+    cs, reason = _classifier_source(req, src)
+    return Loaded(src, cs, reason)
+
+
+# -- 2. audio ------------------------------------------------------------------------------------------------------
+@dataclass
+class Patches:
+    """The export's patch sets, normalised for the autoencoder (``[n, T, M]`` float32), and where they came from."""
+
+    threshold: np.ndarray  # the calibration's threshold part
+    check: np.ndarray  # held-out normal patches (parity)
+    faults: np.ndarray  # injected faults (parity)
+    representative: np.ndarray  # the int8 calibration set (one block hidden for an interpolation model)
+    fault_names: list[str]
+    files: list[data.FileAudio]
+    representative_files: list[Path]
+    split: str
+    classifier: clf_export.PatchSets | None = None  # raw log-mel sets for the classifier
+
+
+def _normalise(det, X: np.ndarray) -> np.ndarray:
+    return ((X - det.mean_) / det.std_).astype(np.float32, copy=False)
+
+
+def audio_stage(req: ExportRequest, src: Source, cs: clf_export.ClassifierSource | None) -> Patches:
+    """Read and cut the audio (:func:`firmware_export.data.gather`) and normalise it for the autoencoder."""
+    det = src.det
+    d = data.gather(src.files, det.params, src.offsets, src.machine, src.chunk_patches,
+                    representative_files=req.representative if src.kind == "site" else None, seed=req.seed,
+                    extra_faults=clf_export.simulator_classes(cs.clf.classes) if cs else ())
+    clf_sets = clf_export.patch_sets(d.representative, d.check, d.faults, d.fault_names, d.extra_faults,
+                                     d.extra_fault_names) if cs else None
+    rep = _normalise(det, d.representative)
+    w = det.train_config.mask_frames
+    if w:
+        # An interpolation model only ever sees inputs with one block hidden: calibrate the int8 ranges on those.
+        rep = parity.hide_blocks(rep, w)
+    return Patches(threshold=_normalise(det, d.threshold), check=_normalise(det, d.check),
+                   faults=_normalise(det, d.faults), representative=rep, fault_names=d.fault_names, files=d.files,
+                   representative_files=d.representative_files, split=d.split, classifier=clf_sets)
+
+
+# -- 3. convert ----------------------------------------------------------------------------------------------------
+def convert_stage(src: Source, patches: Patches, out_dir: Path, work: Path, clock: Clock) -> pipeline.Converted:
+    """The autoencoder through the conversion chain; its ONNX and TFLite files are written into ``out_dir``."""
+    p = src.det.params
+    return pipeline.convert_model(src.det.model_.eval(), "model", out_dir, work, p.patch_frames, p.n_mels,
+                                  patches.representative, (1, p.patch_frames, p.n_mels, 1), clock.step, clock.lap)
+
+
+# -- 4. parity -----------------------------------------------------------------------------------------------------
+@dataclass
+class Parity:
+    runs: dict  # runtime -> normalised patches in, outputs out
+    scores: dict[str, dict[str, np.ndarray]]  # runtime -> {"normal", "fault"} -> scores
+    recon_diff: dict[str, float]  # runtime -> max |reconstruction - PyTorch's| on the normal patches
+    summary: dict  # parity.summarise
+
+
+def parity_stage(src: Source, patches: Patches, conv: pipeline.Converted) -> Parity:
+    """Every runtime's output (one pass per patch, or for an interpolation model one per hidden block, assembled as
+    on the device) scored with the model's score."""
+    det, w = src.det, src.det.train_config.mask_frames
+    runs = parity.runtimes(det.model_.eval(), conv.onnx_path, conv.fm, conv.qm)
+    sets = {"normal": patches.check, "fault": patches.faults}
+    recon = {rt: {k: parity.interpolated(run, X, w) for k, X in sets.items()} for rt, run in runs.items()}
+    scorer = det.scorer
+    scores = {rt: {k: scorer.of_output(sets[k], r[k]) for k in sets} for rt, r in recon.items()}
+    recon_diff = {rt: float(np.abs(recon[rt]["normal"] - recon["pytorch"]["normal"]).max())
+                  for rt in recon if rt != "pytorch"}
+    return Parity(runs, scores, recon_diff, parity.summarise(scores, recon_diff, patches.fault_names))
+
+
+# -- 5. threshold --------------------------------------------------------------------------------------------------
+def threshold_stage(src: Source, patches: Patches, par: Parity, seed: int = 0) -> dict:
+    """The manifest's ``threshold`` section: the site's rule on the int8 model's scores of the threshold part (the
+    device's threshold), the PyTorch threshold reproduced, and how often the two decide alike."""
+    det, w, thr_n = src.det, src.det.train_config.mask_frames, patches.threshold
+    pt_thr_scores = det.scorer.of_output(thr_n, parity.interpolated(par.runs["pytorch"], thr_n, w))
+    q_thr_scores = det.scorer.of_output(thr_n, parity.interpolated(par.runs["tflite_int8"], thr_n, w))
+    pt_thr = fit_threshold(pt_thr_scores, src.k).value
+    q = fit_threshold(q_thr_scores, src.k)
+    report = None
+    if q_thr_scores.size >= 100:
+        report = threshold_report(q_thr_scores, src.k, src.rule, det.params.patch_seconds, seed=seed).to_dict()
+        report.pop("tail", None)
+    scores = par.scores
+    pt_all = np.r_[scores["pytorch"]["normal"], scores["pytorch"]["fault"]]
+    q_all = np.r_[scores["tflite_int8"]["normal"], scores["tflite_int8"]["fault"]]
+    n_norm = scores["pytorch"]["normal"].size
+    return {
+        "rule": f"mean + k * sigma (sample sigma) of the threshold part's patch scores, k = {src.k:g}",
+        "source": src.threshold_source,
+        "k": src.k, "alarm_m": src.rule.m, "alarm_n": src.rule.n,
+        "alarm_rule": src.rule.describe(),
+        "int8": q.value, "int8_mean": q.mean, "int8_std": q.std,
+        "pytorch_reproduced": pt_thr,
+        "site_pytorch": src.reference_threshold,
+        "site_reproduction_rel_diff": (abs(pt_thr - src.reference_threshold) / src.reference_threshold
+                                       if src.reference_threshold else None),
+        "threshold_patches": int(thr_n.shape[0]),
+        "split": patches.split,
+        "held_out_exceedance": {
+            "pytorch": float(np.mean(over(scores["pytorch"]["normal"], pt_thr))),
+            "int8": float(np.mean(over(scores["tflite_int8"]["normal"], q.value)))},
+        "fault_detection_rate": {
+            "pytorch": float(np.mean(over(scores["pytorch"]["fault"], pt_thr))),
+            "int8": float(np.mean(over(scores["tflite_int8"]["fault"], q.value)))},
+        "decision_agreement": float(np.mean(over(pt_all, pt_thr) == over(q_all, q.value))),
+        "decision_agreement_normal": float(np.mean(over(pt_all[:n_norm], pt_thr) == over(q_all[:n_norm], q.value))),
+        "int8_report": report,
+    }
+
+
+# -- 6. TFLM -------------------------------------------------------------------------------------------------------
+def tflm_stage(conv: pipeline.Converted, patches: Patches) -> dict:
+    """The int8 model in TensorFlow Lite Micro on ``TFLM_PATCHES`` held-out patches (arena, agreement with LiteRT)."""
+    check = patches.check
+    idx = np.linspace(0, len(check) - 1, min(TFLM_PATCHES, len(check))).round().astype(int)
+    return pipeline.tflm_figures(conv, tflite.quantize(check[idx], *conv.input_quant))
+
+
+# -- 7. gates ------------------------------------------------------------------------------------------------------
+def gate_stage(max_model_bytes: int, conv: pipeline.Converted, par: Parity, tflm: dict) -> list[dict]:
+    """The autoencoder's gates: size, TFLM ops, float parity, int8 correlation, AUC drop."""
+    n8 = len(conv.int8_bytes)
+    gates = [parity.gate("size", n8 <= max_model_bytes, n8, max_model_bytes,
+                         f"model_int8.tflite is {n8:,} B, budget {max_model_bytes:,} B"
+                         + (f" (over by {n8 - max_model_bytes:,} B)" if n8 > max_model_bytes else ""))]
+    gates.append(pipeline.ops_gate("ops", conv.ops, tflm))
+    rd = par.recon_diff
+    fdiff = max(rd["onnxruntime"], rd["tflite_float"])
+    gates.append(parity.gate("float_parity", fdiff <= MAX_FLOAT_RECON_DIFF, fdiff, MAX_FLOAT_RECON_DIFF,
+                             f"max |reconstruction - PyTorch| of ONNX Runtime {rd['onnxruntime']:.2e}, "
+                             f"float TFLite {rd['tflite_float']:.2e} (limit {MAX_FLOAT_RECON_DIFF:g}; a "
+                             "failure means a layer was converted wrongly)"))
+    s = par.summary
+    r = s["tflite_int8"]["normal"]["pearson"]
+    gates.append(parity.gate("correlation", r == r and r >= MIN_PEARSON, r, MIN_PEARSON,
+                             f"int8 vs PyTorch score Pearson on held-out normal patches {r:.4f} (minimum "
+                             f"{MIN_PEARSON})" + (f", short by {MIN_PEARSON - r:.4f}"
+                                                  if r == r and r < MIN_PEARSON else "")))
+    drop = s["pytorch"]["auc"] - s["tflite_int8"]["auc"]
+    gates.append(parity.gate("auc_drop", drop == drop and drop <= MAX_AUC_DROP, drop, MAX_AUC_DROP,
+                             f"AUC normal vs injected faults: PyTorch {s['pytorch']['auc']:.4f}, int8 "
+                             f"{s['tflite_int8']['auc']:.4f}, drop {drop:+.4f} (maximum {MAX_AUC_DROP})"
+                             + (f", over by {drop - MAX_AUC_DROP:.4f}" if drop > MAX_AUC_DROP else "")))
+    return gates
+
+
+def classifier_stage(req: ExportRequest, loaded: Loaded, patches: Patches, conv: pipeline.Converted, tflm: dict,
+                     out_dir: Path, work: Path, clock: Clock) -> clf_export.ClassifierExport | None:
+    """The fault classifier through the same chain as a second int8 model, with its parity figures and gates."""
+    if loaded.classifier is None:
+        return None
+    return clf_export.run(loaded.classifier, loaded.src.det.params, patches.classifier, out_dir, work, clock,
+                          ae_int8=len(conv.int8_bytes), max_bytes=req.max_model_bytes, ae_tflm=tflm, seed=req.seed)
+
+
+# -- 8. manifest and write -----------------------------------------------------------------------------------------
+def _score_texts(scorer) -> tuple[str, str]:
+    """How the manifest describes the device's score (model section) and the parity score."""
+    if scorer.kind == "mse":
+        return ("mean over the patch of (x - dequantised output)^2 with x the float normalised input; computed on the "
+                "device in float (see humwatch_frontend.h)", "per-patch MSE")
+    return ("squared Mahalanobis distance of log(per-band mean of (x - dequantised output)^2 + HW_BAND_ERROR_EPS) "
+            "from the model's error Gaussian (hw_score_mean, hw_score_precision); computed on the device in float, "
+            "the quadratic form in double (see humwatch_frontend.h)",
+            "per-patch Gaussian score (Mahalanobis distance of the log band errors)")
+
+
+def _model_section(src: Source, conv: pipeline.Converted, macs: dict[str, int]) -> dict:
+    det = src.det
+    p, model, w = det.params, det.model_, det.train_config.mask_frames
+    passes = det.forward_passes()
+    (iscale, izp), (oscale, ozp) = conv.input_quant, conv.output_quant
+    return {
+        "architecture": det.arch.to_dict(),
+        "params": count_params(model),
+        "macs_per_patch": count_macs(model) * passes,
+        "forward_passes_per_patch": passes,
+        "mask_frames": w,
+        "macs_by_kind": macs,
+        "onnx": conv.onnx_info,
+        "tflite_ops": conv.ops,
+        "tflm_allowed_ops_source": TFLM_OPS_SOURCE,
+        "sizes": conv.sizes(),
+        "input": {"name": "normalised log-mel patch", "shape": [1, p.patch_frames, p.n_mels, 1],
+                  "layout": "NHWC: row = frame (time), column = mel band", "dtype": "int8",
+                  "scale": iscale, "zero_point": izp},
+        "output": {"name": "reconstruction of the normalised patch", "shape": [1, p.patch_frames, p.n_mels, 1],
+                   "dtype": "int8", "scale": oscale, "zero_point": ozp},
+        "passes": ("one invocation per patch" if not w else
+                   f"{passes} invocations per patch (interpolation objective): for pass k the input's frames "
+                   f"[{w}k, {w}k + {w}) are set to the input zero point (x = 0) and only those frames of the "
+                   "output are kept; the assembled output is the 'reconstruction' the score uses "
+                   "(hw_pass_input, hw_pass_collect)"),
+        "score": _score_texts(det.scorer)[0],
+    }
+
+
+def build_manifest(req: ExportRequest, loaded: Loaded, patches: Patches, conv: pipeline.Converted, par: Parity,
+                   threshold: dict, tflm: dict, clf: clf_export.ClassifierExport | None, gates: list[dict],
+                   clock: Clock) -> dict:
+    """The manifest (``outputs`` still empty: :func:`write_stage` fills it)."""
+    src, det = loaded.src, loaded.src.det
+    p = det.params
+    failed = [g for g in gates if not g["passed"]]
+    passes = det.forward_passes()
+    macs = {k: v * passes for k, v in macs_by_kind(det.model_, p.patch_frames, p.n_mels).items()}
+    return {
+        "manifest_format": MANIFEST_FORMAT,
+        "status": "failed" if failed else "passed",
+        "created_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "target": req.target,
+        "source": {"kind": src.kind, "site": src.site, "calibration_id": src.calibration_id,
+                   "model_dir": str(Path(src.model_dir).resolve()), "model_hash": src.model_hash,
+                   "detector": det.kind, "machine": src.machine},
+        "inputs": {**src.inputs,
+                   "audio": [{"path": str(f.path), "sha256": file_sha256(f.path), "patches": f.n_patches,
+                              "role": "calibration" if src.kind == "site" else "representative"}
+                             for f in patches.files]
+                   + [{"path": str(f), "sha256": file_sha256(f), "role": "representative"}
+                      for f in patches.representative_files]},
+        "outputs": {},
+        "feature_params": p.to_dict(),
+        "feature_params_hash": p.hash(),
+        "normalisation": {"mean": det.mean_.tolist(), "std": det.std_.tolist()},
+        "mic_offsets": None if src.offsets is None else np.asarray(src.offsets, float).tolist(),
+        "model": _model_section(src, conv, macs),
+        "tflm": tflm,
+        "latency_estimate": {
+            "note": "ESTIMATE from MACs and assumed per-kernel MAC rates, not a measurement",
+            "selected_target": req.target,
+            "targets": {t: latency_estimate(macs, t) for t in TARGETS},
+        },
+        "threshold": threshold,
+        "parity": {
+            "score": _score_texts(det.scorer)[1] + " between the float normalised input and each runtime's "
+                                                   "reconstruction",
+            "patches": {"normal_held_out": int(len(patches.check)), "fault": int(len(patches.faults)),
+                        "faults": list(data.INJECT_FAULTS), "severity": data.INJECT_SEVERITY,
+                        "fault_mixing": "simulator fault component x (held-out RMS / 0.1), clipped to +-1, as "
+                                        "calibration's fault injection",
+                        "representative": int(len(patches.representative)), "seed": req.seed},
+            "runtimes": clean(par.summary, 6),
+        },
+        "classifier": clf.section if clf else {"included": False, "reason": loaded.no_classifier_reason},
+        "gates": {"passed": not failed, "checks": gates},
+        "tools": tool_versions(),
+        "timing_seconds": clock.timings,
+    }
+
+
+def write_stage(out_dir: Path, loaded: Loaded, conv: pipeline.Converted, tflm: dict, threshold: dict,
+                clf: clf_export.ClassifierExport | None, manifest: dict, clock: Clock) -> dict:
+    """Raise :class:`GateFailed` when a gate failed (nothing written); else write the C sources and the manifest
+    into ``out_dir`` (the export's temporary directory) and return the final manifest."""
+    failed = [g for g in manifest["gates"]["checks"] if not g["passed"]]
+    if failed:
+        clock.lap("gates")
+        clock.total()
+        raise GateFailed(failed, clean(manifest))
+    src, p = loaded.src, loaded.src.det.params
+    clock.report("writing C sources", 0.95)
+    banner = (f"generated by humwatch export {manifest['tools']['humwatch']} on {manifest['created_utc']}; "
+              f"model {src.model_hash}" + (f", site {src.site}, calibration {src.calibration_id}"
+                                           if src.site else "") + ". Do not edit.")
+    cc, h = c_arrays.model_data_files(conv.int8_bytes, conv.ops, tflm.get("arena_bytes"),
+                                      tflm.get("arena_bytes_recommended"), banner)
+    (out_dir / "model_data.cc").write_text(cc)
+    (out_dir / "model_data.h").write_text(h)
+    (out_dir / "humwatch_frontend.h").write_text(c_arrays.frontend_header(
+        p, src.det.mean_, src.det.std_, src.offsets, conv.input_quant, conv.output_quant,
+        {"threshold": threshold["int8"], "k": src.k, "rule": src.rule,
+         "site_threshold_float": src.reference_threshold, "threshold_source": src.threshold_source},
+        {"model_hash": src.model_hash, "site": src.site, "calibration_id": src.calibration_id}, banner,
+        score=src.det.scorer, mask_frames=src.det.train_config.mask_frames))
+    for name in REF_SOURCES:
+        shutil.copyfile(REF_DIR / name, out_dir / name)
+    names = list(OUTPUT_FILES)
+    if clf:
+        clf.write_sources(out_dir, p, banner + f" Classifier {clf.cs.hash}.", anomaly_model_hash=src.model_hash,
+                          site=src.site, rule=src.rule)
+        names += list(clf_export.FILES)
+    manifest["outputs"] = {name: file_entry(out_dir / name) for name in names}
+    clock.lap("write")
+    clock.total()
+    manifest = clean(manifest)
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    clock.report("done", 1.0)
+    return manifest
 
 
 def run_export(req: ExportRequest, on_progress: Callable[[str, float], None] | None = None) -> dict:
@@ -227,268 +536,32 @@ def run_export(req: ExportRequest, on_progress: Callable[[str, float], None] | N
         ExportError (or another HumwatchError: SiteError, ModelError, AudioError): nothing could be exported.
         GateFailed: the export ran but a gate failed; ``.manifest`` holds everything measured, nothing was written.
     """
-    from anomaly.atomic import atomic_dir
-    from firmware_export import c_arrays, data, onnx_export, parity, pipeline, tflite
-    from firmware_export.frontend_ref import DIR as REF_DIR
-    from firmware_export.frontend_ref import SOURCES as REF_SOURCES
-    from firmware_export.manifest import MANIFEST_FORMAT, clean, file_entry, macs_by_kind, sha256_file, tool_versions
-
-    report_progress = on_progress or (lambda _s, _f: None)
-    timings: dict[str, float] = {}
-    t_start = t_last = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal t_last
-        now = time.perf_counter()
-        timings[name] = round(now - t_last, 2)
-        t_last = now
-
-    _check_request(req)
-    report_progress("loading the model", 0.02)
-    src = _site_source(req) if req.site else _model_source(req)
-    det = src.det
-    p = det.params
-    model = det.model_.eval()
-    cs, no_clf_reason = _classifier_source(req, src)
-    lap("load")
-    # with a classifier the autoencoder's stages take the first ~60 % of the progress bar
-    ae_share = 0.6 if cs else 1.0
-
-    def step(what: str, f: float) -> None:
-        report_progress(what, f * ae_share)
-
-    step("reading audio", 0.05)
-    clf_faults = []
-    if cs:
-        from firmware_export.classifier import simulator_classes
-
-        clf_faults = simulator_classes(cs.clf.classes)
-    d = data.gather(src.files, p, src.offsets, src.machine, src.chunk_patches,
-                    representative_files=req.representative if src.kind == "site" else None, seed=req.seed,
-                    extra_faults=clf_faults)
-    clf_sets = None
-    if cs:
-        from firmware_export.classifier import patch_sets
-
-        clf_sets = patch_sets(d.representative, d.check, d.faults, d.fault_names, d.extra_faults,
-                              d.extra_fault_names)
-    thr_n, check_n, fault_n, rep_n = (_normalise(det, X) for X in (d.threshold, d.check, d.faults, d.representative))
-    del d.threshold, d.check, d.faults, d.representative, d.extra_faults
-    lap("audio")
-
-    w = det.train_config.mask_frames
-    if w:
-        # An interpolation model only ever sees inputs with one block hidden: calibrate the int8 ranges on those.
-        rep_n = parity.hide_blocks(rep_n, w)
+    clock = Clock(on_progress)
+    clock.report("loading the model", 0.02)
+    loaded = load_stage(req)
+    clock.lap("load")
+    clock.share = 0.6 if loaded.classifier else 1.0  # with a classifier the autoencoder takes ~60 % of the bar
+    clock.step("reading audio", 0.05)
+    patches = audio_stage(req, loaded.src, loaded.classifier)
+    clock.lap("audio")
     with tempfile.TemporaryDirectory(prefix="humwatch-export-") as work_s, atomic_dir(req.out) as tmp:
         work = Path(work_s)
-        conv = pipeline.convert_model(model, "model", tmp, work, p.patch_frames, p.n_mels, rep_n,
-                                      (1, p.patch_frames, p.n_mels, 1), step, lap)
-        int8_bytes, fm, qm, ops = conv.int8_bytes, conv.fm, conv.qm, conv.ops
-
-        step("parity: PyTorch, ONNX Runtime, TFLite float and int8", 0.7)
-        sets = {"normal": check_n, "fault": fault_n}
-        # One network pass per patch, or (interpolation objective) one per hidden block, assembled as on the device.
-        runs = {"pytorch": lambda X: parity.torch_reconstruct(model, X),
-                "onnxruntime": lambda X: onnx_export.run_onnxruntime(tmp / "model.onnx", X)[:, 0],
-                "tflite_float": fm.run, "tflite_int8": qm.run}
-        recon = {rt: {k: parity.interpolated(run, X, w) for k, X in sets.items()} for rt, run in runs.items()}
-        scorer = det.scorer
-        scores = {rt: {k: scorer.of_output(sets[k], r[k]) for k in sets} for rt, r in recon.items()}
-        recon_diff = {rt: float(np.abs(recon[rt]["normal"] - recon["pytorch"]["normal"]).max())
-                      for rt in recon if rt != "pytorch"}
-        par = parity.summarise(scores, recon_diff, d.fault_names)
-        del recon
-        lap("parity")
-
-        step("threshold on int8 scores", 0.8)
-        pt_thr_scores = scorer.of_output(thr_n, parity.interpolated(runs["pytorch"], thr_n, w))
-        q_thr_scores = scorer.of_output(thr_n, parity.interpolated(runs["tflite_int8"], thr_n, w))
-        pt_thr = fit_threshold(pt_thr_scores, src.k).value
-        q_fit = fit_threshold(q_thr_scores, src.k)
-        q_thr, q_mean, q_std = q_fit.value, q_fit.mean, q_fit.std
-        report = None
-        if q_thr_scores.size >= 100:
-            from calibration.threshold import threshold_report
-
-            report = threshold_report(q_thr_scores, src.k, src.rule, p.patch_seconds, seed=req.seed).to_dict()
-            report.pop("tail", None)
-        pt_all = np.r_[scores["pytorch"]["normal"], scores["pytorch"]["fault"]]
-        q_all = np.r_[scores["tflite_int8"]["normal"], scores["tflite_int8"]["fault"]]
-        n_norm = scores["pytorch"]["normal"].size
-        threshold = {
-            "rule": f"mean + k * sigma (sample sigma) of the threshold part's patch scores, k = {src.k:g}",
-            "source": src.threshold_source,
-            "k": src.k, "alarm_m": src.rule.m, "alarm_n": src.rule.n,
-            "alarm_rule": src.rule.describe(),
-            "int8": q_thr, "int8_mean": q_mean, "int8_std": q_std,
-            "pytorch_reproduced": pt_thr,
-            "site_pytorch": src.reference_threshold,
-            "site_reproduction_rel_diff": (abs(pt_thr - src.reference_threshold) / src.reference_threshold
-                                           if src.reference_threshold else None),
-            "threshold_patches": int(thr_n.shape[0]),
-            "split": d.split,
-            "held_out_exceedance": {
-                "pytorch": float(np.mean(scores["pytorch"]["normal"] > pt_thr)),
-                "int8": float(np.mean(scores["tflite_int8"]["normal"] > q_thr))},
-            "fault_detection_rate": {
-                "pytorch": float(np.mean(scores["pytorch"]["fault"] > pt_thr)),
-                "int8": float(np.mean(scores["tflite_int8"]["fault"] > q_thr))},
-            "decision_agreement": float(np.mean((pt_all > pt_thr) == (q_all > q_thr))),
-            "decision_agreement_normal": float(np.mean((pt_all[:n_norm] > pt_thr) == (q_all[:n_norm] > q_thr))),
-            "int8_report": report,
-        }
-        lap("threshold")
-
-        step("TensorFlow Lite Micro", 0.85)
-        iq, oq = qm.input_quant, qm.output_quant
-        tfl_idx = np.linspace(0, len(check_n) - 1, min(TFLM_PATCHES, len(check_n))).round().astype(int)
-        tflm = pipeline.tflm_figures(conv, tflite.quantize(check_n[tfl_idx], *iq))
-        lap("tflm")
-
-        # -- gates ----------------------------------------------------------------------------------------------
-        n8 = len(int8_bytes)
-        gates = [parity.gate("size", n8 <= req.max_model_bytes, n8, req.max_model_bytes,
-                             f"model_int8.tflite is {n8:,} B, budget {req.max_model_bytes:,} B"
-                             + (f" (over by {n8 - req.max_model_bytes:,} B)" if n8 > req.max_model_bytes else ""))]
-        gates.append(pipeline.ops_gate("ops", ops, tflm))
-        fdiff = max(recon_diff["onnxruntime"], recon_diff["tflite_float"])
-        gates.append(parity.gate("float_parity", fdiff <= MAX_FLOAT_RECON_DIFF, fdiff, MAX_FLOAT_RECON_DIFF,
-                                 f"max |reconstruction - PyTorch| of ONNX Runtime {recon_diff['onnxruntime']:.2e}, "
-                                 f"float TFLite {recon_diff['tflite_float']:.2e} (limit {MAX_FLOAT_RECON_DIFF:g}; a "
-                                 "failure means a layer was converted wrongly)"))
-        r = par["tflite_int8"]["normal"]["pearson"]
-        gates.append(parity.gate("correlation", r == r and r >= MIN_PEARSON, r, MIN_PEARSON,
-                                 f"int8 vs PyTorch score Pearson on held-out normal patches {r:.4f} (minimum "
-                                 f"{MIN_PEARSON})" + (f", short by {MIN_PEARSON - r:.4f}"
-                                                      if r == r and r < MIN_PEARSON else "")))
-        drop = par["pytorch"]["auc"] - par["tflite_int8"]["auc"]
-        gates.append(parity.gate("auc_drop", drop == drop and drop <= MAX_AUC_DROP, drop, MAX_AUC_DROP,
-                                 f"AUC normal vs injected faults: PyTorch {par['pytorch']['auc']:.4f}, int8 "
-                                 f"{par['tflite_int8']['auc']:.4f}, drop {drop:+.4f} (maximum {MAX_AUC_DROP})"
-                                 + (f", over by {drop - MAX_AUC_DROP:.4f}" if drop > MAX_AUC_DROP else "")))
-
-        # -- the fault classifier: a second int8 model through the same chain ----------------------------------
-        clf = None
-        if cs:
-            from firmware_export import classifier as clf_export
-
-            clf = clf_export.run(cs, p, clf_sets, tmp, work, report_progress, lap, ae_int8=n8,
-                                 max_bytes=req.max_model_bytes, ae_tflm=tflm, seed=req.seed)
-            gates += clf.gates
-        failed = [g for g in gates if not g["passed"]]
-
-        # -- manifest -------------------------------------------------------------------------------------------
-        passes = det.forward_passes()
-        macs = {k: v * passes for k, v in macs_by_kind(model, p.patch_frames, p.n_mels).items()}
-        from anomaly.model import count_macs, count_params
-
-        manifest = {
-            "manifest_format": MANIFEST_FORMAT,
-            "status": "failed" if failed else "passed",
-            "created_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "target": req.target,
-            "source": {"kind": src.kind, "site": src.site, "calibration_id": src.calibration_id,
-                       "model_dir": str(Path(src.model_dir).resolve()), "model_hash": src.model_hash,
-                       "detector": det.kind, "machine": src.machine},
-            "inputs": {**src.inputs,
-                       "audio": [{"path": str(f.path), "sha256": sha256_file(f.path), "patches": f.n_patches,
-                                  "role": "calibration" if src.kind == "site" else "representative"}
-                                 for f in d.files]
-                       + [{"path": str(f), "sha256": sha256_file(f), "role": "representative"}
-                          for f in d.representative_files]},
-            "outputs": {},
-            "feature_params": p.to_dict(),
-            "feature_params_hash": p.hash(),
-            "normalisation": {"mean": det.mean_.tolist(), "std": det.std_.tolist()},
-            "mic_offsets": None if src.offsets is None else np.asarray(src.offsets, float).tolist(),
-            "model": {
-                "architecture": det.arch.to_dict(),
-                "params": count_params(model),
-                "macs_per_patch": count_macs(model) * passes,
-                "forward_passes_per_patch": passes,
-                "mask_frames": w,
-                "macs_by_kind": macs,
-                "onnx": conv.onnx_info,
-                "tflite_ops": ops,
-                "tflm_allowed_ops_source": TFLM_OPS_SOURCE,
-                "sizes": conv.sizes(),
-                "input": {"name": "normalised log-mel patch", "shape": [1, p.patch_frames, p.n_mels, 1],
-                          "layout": "NHWC: row = frame (time), column = mel band", "dtype": "int8",
-                          "scale": iq[0], "zero_point": iq[1]},
-                "output": {"name": "reconstruction of the normalised patch", "shape": [1, p.patch_frames, p.n_mels, 1],
-                           "dtype": "int8", "scale": oq[0], "zero_point": oq[1]},
-                "passes": ("one invocation per patch" if not w else
-                           f"{passes} invocations per patch (interpolation objective): for pass k the input's frames "
-                           f"[{w}k, {w}k + {w}) are set to the input zero point (x = 0) and only those frames of the "
-                           "output are kept; the assembled output is the 'reconstruction' the score uses "
-                           "(hw_pass_input, hw_pass_collect)"),
-                "score": ("mean over the patch of (x - dequantised output)^2 with x the float normalised input; "
-                          "computed on the device in float (see humwatch_frontend.h)") if scorer.kind == "mse" else
-                         ("squared Mahalanobis distance of log(per-band mean of (x - dequantised output)^2 + "
-                          "HW_BAND_ERROR_EPS) from the model's error Gaussian (hw_score_mean, hw_score_precision); "
-                          "computed on the device in float, the quadratic form in double (see humwatch_frontend.h)"),
-            },
-            "tflm": tflm,
-            "latency_estimate": {
-                "note": "ESTIMATE from MACs and assumed per-kernel MAC rates, not a measurement",
-                "selected_target": req.target,
-                "targets": {t: latency_estimate(macs, t) for t in TARGETS},
-            },
-            "threshold": threshold,
-            "parity": {
-                "score": ("per-patch MSE" if scorer.kind == "mse" else
-                          "per-patch Gaussian score (Mahalanobis distance of the log band errors)")
-                         + " between the float normalised input and each runtime's reconstruction",
-                "patches": {"normal_held_out": int(len(check_n)), "fault": int(len(fault_n)),
-                            "faults": list(data.INJECT_FAULTS), "severity": data.INJECT_SEVERITY,
-                            "fault_mixing": "simulator fault component x (held-out RMS / 0.1), clipped to +-1, as "
-                                            "calibration's fault injection", "representative": int(len(rep_n)),
-                            "seed": req.seed},
-                "runtimes": clean(par, 6),
-            },
-            "classifier": clf.section if clf else {"included": False, "reason": no_clf_reason},
-            "gates": {"passed": not failed, "checks": gates},
-            "tools": tool_versions(),
-            "timing_seconds": timings,
-        }
-
-        if failed:
-            lap("gates")
-            timings["total"] = round(time.perf_counter() - t_start, 2)
-            raise GateFailed(failed, clean(manifest))
-
-        # -- C sources ------------------------------------------------------------------------------------------
-        report_progress("writing C sources", 0.95)
-        banner = (f"generated by humwatch export {manifest['tools']['humwatch']} on {manifest['created_utc']}; "
-                  f"model {src.model_hash}" + (f", site {src.site}, calibration {src.calibration_id}"
-                                               if src.site else "") + ". Do not edit.")
-        cc, h = c_arrays.model_data_files(int8_bytes, ops, tflm.get("arena_bytes"),
-                                          tflm.get("arena_bytes_recommended"), banner)
-        (tmp / "model_data.cc").write_text(cc)
-        (tmp / "model_data.h").write_text(h)
-        (tmp / "humwatch_frontend.h").write_text(c_arrays.frontend_header(
-            p, det.mean_, det.std_, src.offsets, iq, oq,
-            {"threshold": q_thr, "k": src.k, "rule": src.rule,
-             "site_threshold_float": src.reference_threshold, "threshold_source": src.threshold_source},
-            {"model_hash": src.model_hash, "site": src.site, "calibration_id": src.calibration_id}, banner,
-            score=scorer, mask_frames=w))
-        for name in REF_SOURCES:
-            shutil.copyfile(REF_DIR / name, tmp / name)
-        names = list(OUTPUT_FILES)
+        conv = convert_stage(loaded.src, patches, tmp, work, clock)
+        clock.step("parity: PyTorch, ONNX Runtime, TFLite float and int8", 0.7)
+        par = parity_stage(loaded.src, patches, conv)
+        clock.lap("parity")
+        clock.step("threshold on int8 scores", 0.8)
+        threshold = threshold_stage(loaded.src, patches, par, req.seed)
+        clock.lap("threshold")
+        clock.step("TensorFlow Lite Micro", 0.85)
+        tflm = tflm_stage(conv, patches)
+        clock.lap("tflm")
+        gates = gate_stage(req.max_model_bytes, conv, par, tflm)
+        clf = classifier_stage(req, loaded, patches, conv, tflm, tmp, work, clock)
         if clf:
-            clf.write_sources(tmp, p, banner + f" Classifier {cs.hash}.", anomaly_model_hash=src.model_hash,
-                              site=src.site, rule=src.rule)
-            names += list(clf_export.FILES)
-        manifest["outputs"] = {name: file_entry(tmp / name) for name in names}
-        lap("write")
-        timings["total"] = round(time.perf_counter() - t_start, 2)
-        manifest = clean(manifest)
-        import json
-
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        report_progress("done", 1.0)
-    return manifest
+            gates += clf.gates
+        manifest = build_manifest(req, loaded, patches, conv, par, threshold, tflm, clf, gates, clock)
+        return write_stage(tmp, loaded, conv, tflm, threshold, clf, manifest, clock)
 
 
 def export_site(site, out: str | Path, target: str = DEFAULT_TARGET, max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES,

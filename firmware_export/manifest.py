@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from anomaly.detectors import file_sha256 as sha256_file  # one implementation for the project
+from anomaly.modeldir import file_sha256
 
 MANIFEST_FORMAT = 1
 TOOLS = ("torch", "onnx", "onnxruntime", "onnxscript", "onnx2tf", "tensorflow-cpu", "tf-keras", "ai-edge-litert",
@@ -71,7 +71,7 @@ def macs_by_kind(model: nn.Module, patch_frames: int, n_mels: int) -> dict[str, 
 
 
 def file_entry(path: Path) -> dict:
-    return {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+    return {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
 
 
 def clean(obj, digits: int | None = None):

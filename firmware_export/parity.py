@@ -10,11 +10,15 @@ assembled from one pass per hidden block (:func:`interpolated`), as the device's
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
+from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.stats import rankdata
 
 from anomaly.train import assemble_passes, mask_positions
+from firmware_export.onnx_export import run_onnxruntime
 
 RUNTIMES = ("pytorch", "onnxruntime", "tflite_float", "tflite_int8")
 
@@ -30,6 +34,17 @@ def torch_outputs(model: torch.nn.Module, X: np.ndarray, batch: int = 256) -> np
 def torch_reconstruct(model: torch.nn.Module, Xn: np.ndarray, batch: int = 256) -> np.ndarray:
     """The autoencoder's reconstructions ``[n, T, M]`` of normalised patches ``[n, T, M]``."""
     return torch_outputs(model, Xn, batch)[:, 0] if len(Xn) else np.zeros_like(Xn)
+
+
+def _onnxruntime_reconstruct(onnx_path: Path, Xn: np.ndarray) -> np.ndarray:
+    return run_onnxruntime(onnx_path, Xn)[:, 0]
+
+
+def runtimes(model: torch.nn.Module, onnx_path: Path, float_model, int8_model) -> dict[str, Callable]:
+    """``{runtime: normalised patches [n, T, M] in, the network's outputs [n, T, M] out}`` for the autoencoder in
+    PyTorch, ONNX Runtime, float TFLite and int8 TFLite (``RUNTIMES`` order)."""
+    return {"pytorch": partial(torch_reconstruct, model), "onnxruntime": partial(_onnxruntime_reconstruct, onnx_path),
+            "tflite_float": float_model.run, "tflite_int8": int8_model.run}
 
 
 def interpolated(run: Callable[[np.ndarray], np.ndarray], Xn: np.ndarray, mask_frames: int) -> np.ndarray:
@@ -55,8 +70,6 @@ def auc(normal: np.ndarray, fault: np.ndarray) -> float:
     normal, fault = np.asarray(normal, float), np.asarray(fault, float)
     if normal.size == 0 or fault.size == 0:
         return float("nan")
-    from scipy.stats import rankdata
-
     ranks = rankdata(np.concatenate([normal, fault]))  # average ranks for ties
     r_fault = ranks[normal.size:].sum()
     return float((r_fault - fault.size * (fault.size + 1) / 2.0) / (normal.size * fault.size))

@@ -2,12 +2,14 @@
 
 PyTorch module (input ``[1, 1, T, M]``) → ONNX (dynamo, opset 18) → onnx2tf SavedModel → TFLite float and
 full-integer int8 (calibrated on representative patches) → LiteRT interpreters for parity; then the int8 model in
-TensorFlow Lite Micro (arena, agreement with LiteRT) and the op gate. Heavy imports stay inside the functions.
+TensorFlow Lite Micro (arena, agreement with LiteRT) and the op gate. TensorFlow, onnx2tf and the interpreters are
+imported inside :mod:`firmware_export.tflite`'s functions.
 """
 
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,11 +17,43 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from firmware_export import onnx_export, tflite
 from firmware_export.errors import ExportError
 from firmware_export.parity import gate
 from firmware_export.targets import TFLM_BUILTIN_OPS
 
+TFLM_PATCHES = 8  # patches run through the (slow, reference-kernel) TFLM interpreter to compare with LiteRT
 ARENA_MARGIN = 1.25  # recommended arena = measured x margin, rounded up to 1 KiB (optimised kernels' scratch)
+
+
+class Clock:
+    """Progress and timings of one export.
+
+    ``report(what, fraction)`` reports progress of the whole export; ``step`` the same, scaled by ``share`` (the
+    autoencoder's stages take the first ~60 % of the bar when a classifier follows); ``lap(name)`` records the
+    seconds since the previous lap under ``name``.
+    """
+
+    def __init__(self, on_progress: Callable[[str, float], None] | None = None):
+        self.on_progress = on_progress
+        self.share = 1.0
+        self.timings: dict[str, float] = {}
+        self._start = self._last = time.perf_counter()
+
+    def report(self, what: str, fraction: float) -> None:
+        if self.on_progress is not None:
+            self.on_progress(what, fraction)
+
+    def step(self, what: str, fraction: float) -> None:
+        self.report(what, fraction * self.share)
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = round(now - self._last, 2)
+        self._last = now
+
+    def total(self) -> None:
+        self.timings["total"] = round(time.perf_counter() - self._start, 2)
 
 
 @dataclass
@@ -67,8 +101,6 @@ def convert_model(module: torch.nn.Module, stem: str, out_dir: Path, work: Path,
     Raises:
         ExportError: a tool failed, or a converted model has the wrong shapes or no int8 input/output.
     """
-    from firmware_export import onnx_export, tflite
-
     key = label.strip().replace(" ", "_") + "_" if label.strip() else ""
     step(f"{label}exporting ONNX", fractions[0])
     onnx_path = out_dir / f"{stem}.onnx"
@@ -107,8 +139,6 @@ def tflm_figures(conv: Converted, Xq: np.ndarray) -> dict:
         LiteRT's int8 outputs in LSB, the share of identical outputs and the recommended arena (measured x
         ``ARENA_MARGIN``, rounded up to 1 KiB).
     """
-    from firmware_export import tflite
-
     tflm = tflite.tflm_check(conv.int8_bytes, Xq)
     if tflm.get("runs"):
         lit = np.stack([conv.qm.run_raw(x) for x in Xq])

@@ -16,8 +16,9 @@ import soundfile as sf
 import calibration.calibrate as cal_mod
 from anomaly.audio import file_log_mel, file_patches
 from anomaly.decision import MOfN
-from anomaly.detectors import fingerprint_files, fit_detector, load_detector, model_hash
+from anomaly.detectors import fingerprint_files, fit_detector, load_detector
 from anomaly.features import DEFAULT_PARAMS
+from anomaly.modeldir import model_hash
 from anomaly.simulate import FAULTS, SimConfig, simulate, write_audio
 from anomaly.train import TrainConfig
 from calibration.calibrate import (

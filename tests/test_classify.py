@@ -228,7 +228,7 @@ def base_ae(sim, tmp_path_factory):
 
 
 def test_base_frozen_and_finetuned(sim, base_ae):
-    from anomaly.detectors import model_hash
+    from anomaly.modeldir import model_hash
 
     d, det = base_ae
     cfg = dict(epochs=2, steps_per_epoch=5, threads=1)

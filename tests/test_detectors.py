@@ -12,19 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from anomaly.detectors import (
-    AutoencoderDetector,
-    EmbeddingDetector,
-    fit_detector,
-    load_detector,
-    model_hash,
-    read_meta,
-    summary_stats,
-)
+from anomaly.detectors import AutoencoderDetector, EmbeddingDetector, fit_detector, load_detector, summary_stats
 from anomaly.errors import DataError, ModelError, NotFittedError, ParamsMismatchError
 from anomaly.evaluate import auc_pauc
 from anomaly.features import DEFAULT_PARAMS, log_mel, patches
 from anomaly.model import ArchConfig, ConvAutoencoder
+from anomaly.modeldir import model_hash, read_detector_meta
 from anomaly.simulate import SimConfig, simulate
 from anomaly.train import TrainConfig, split_recordings
 
@@ -313,7 +306,7 @@ def test_newer_format_version(ae_copy):
     with pytest.raises(ModelError, match="model format 99 is newer.*upgrade humwatch"):
         load_detector(ae_copy)
     with pytest.raises(ModelError, match="newer"):
-        read_meta(ae_copy)
+        read_detector_meta(ae_copy)
 
 
 def test_unknown_detector_kind(ae_copy):
@@ -351,7 +344,7 @@ def test_params_mismatch_names_the_field(ae_copy):
     with pytest.raises(ParamsMismatchError, match=r"n_mels=40 \(expected 64\)") as e:
         load_detector(ae_copy)
     assert "patch_frames" not in str(e.value) and str(ae_copy) in str(e.value)
-    assert read_meta(ae_copy)["feature_params"]["n_mels"] == 40  # read_meta alone does not compare parameters
+    assert read_detector_meta(ae_copy)["feature_params"]["n_mels"] == 40  # read_meta alone does not compare parameters
 
 
 def test_unknown_feature_params_field(ae_copy):

@@ -51,7 +51,8 @@ def one_error_line(result) -> str:
 def site_root(tmp_path_factory) -> Path:
     """A trained tiny model, and site ``pump-t`` calibrated (forced) on 2.6 min of audio."""
     from anomaly.audio import file_log_mel
-    from anomaly.detectors import fingerprint_files, fit_detector, model_hash
+    from anomaly.detectors import fingerprint_files, fit_detector
+    from anomaly.modeldir import model_hash
     from anomaly.simulate import SimConfig, write_audio
     from anomaly.train import TrainConfig
     from calibration.calibrate import CalibrationRequest, calibrate
@@ -103,7 +104,7 @@ def _build_hwref(include_dir: Path, exe: Path) -> Path:
 
 
 def test_export_writes_every_artifact_and_a_consistent_manifest(exported):
-    from firmware_export.manifest import sha256_file
+    from anomaly.modeldir import file_sha256
 
     m, out = exported["manifest"], exported["out"]
     assert json.loads(exported["stdout"]) == m  # --json prints exactly the manifest
@@ -111,7 +112,7 @@ def test_export_writes_every_artifact_and_a_consistent_manifest(exported):
     assert {g["gate"] for g in m["gates"]["checks"]} == {"size", "ops", "float_parity", "correlation", "auc_drop"}
     assert m["source"]["kind"] == "site" and m["source"]["site"] == "pump-t" and m["source"]["calibration_id"]
     for name, entry in m["outputs"].items():
-        assert (out / name).stat().st_size == entry["bytes"] and sha256_file(out / name) == entry["sha256"], name
+        assert (out / name).stat().st_size == entry["bytes"] and file_sha256(out / name) == entry["sha256"], name
     assert set(m["outputs"]) | {"manifest.json"} == {p.name for p in out.iterdir()}
     assert m["inputs"]["model_hash"] == m["source"]["model_hash"]
     assert len(m["inputs"]["model_json_sha256"]) == 64 and len(m["inputs"]["calibration_record_sha256"]) == 64
@@ -188,6 +189,91 @@ def test_threshold_is_rederived_on_int8_scores(exported):
     assert thr["int8"] == pytest.approx(thr["pytorch_reproduced"], rel=0.05)
     assert thr["threshold_patches"] == rec["audio"]["threshold_patches"]
     assert thr["decision_agreement"] >= 0.95
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The stages of run_export, each on its own (no conversion: fake runtimes stand in for the converted models)
+
+
+def _stage_inputs(site_root, tmp_path):
+    from firmware_export.export import ExportRequest, audio_stage, load_stage
+
+    req = ExportRequest(out=tmp_path / "o", site="pump-t", sites_dir=site_root / "sites")
+    loaded = load_stage(req)
+    return req, loaded, audio_stage(req, loaded.src, loaded.classifier)
+
+
+def test_load_and_audio_stages_follow_the_site_and_its_calibration(site_root, tmp_path):
+    from anomaly.decision import MOfN
+
+    _, loaded, patches = _stage_inputs(site_root, tmp_path)
+    src = loaded.src
+    rec = json.loads(next((site_root / "sites" / "pump-t" / "calibrations").glob("*.json")).read_text())
+    th = rec["threshold"]
+    assert (src.kind, src.site, src.calibration_id) == ("site", "pump-t", rec["id"])
+    assert src.rule == MOfN(th["alarm_m"], th["alarm_n"]) and src.k == th["k"]
+    assert src.reference_threshold == th["threshold"] and src.files == [site_root / "calib" / "site.flac"]
+    assert loaded.classifier is None and loaded.no_classifier_reason == "site pump-t has no classifier"
+    assert not (tmp_path / "o").exists()  # loading writes nothing
+    assert len(patches.threshold) == rec["audio"]["threshold_patches"]
+    assert len(patches.check) == rec["audio"]["check_patches"] and len(patches.faults) == 3 * 64
+    assert patches.threshold.dtype == np.float32 and abs(float(patches.threshold.mean())) < 1.0  # normalised
+    assert len(patches.fault_names) == len(patches.faults) and patches.classifier is None
+
+
+def test_threshold_stage_applies_the_site_rule_to_the_int8_scores(site_root, tmp_path):
+    from anomaly.decision import fit_threshold
+    from firmware_export.export import Parity, threshold_stage
+
+    _, loaded, patches = _stage_inputs(site_root, tmp_path)
+    src = loaded.src
+    runs = {"pytorch": lambda X: 0.9 * X, "tflite_int8": lambda X: 0.8 * X}  # stand-ins for the two runtimes
+    scores = {rt: {k: src.det.scorer.of_output(X, runs[rt](X)) for k, X in (("normal", patches.check),
+                                                                           ("fault", patches.faults))}
+              for rt in runs}
+    t = threshold_stage(src, patches, Parity(runs, scores, {}, {}))
+    q = fit_threshold(src.det.scorer.of_output(patches.threshold, 0.8 * patches.threshold), src.k)
+    assert (t["int8"], t["int8_mean"], t["int8_std"]) == (q.value, q.mean, q.std)
+    assert t["pytorch_reproduced"] == fit_threshold(src.det.scorer.of_output(patches.threshold,
+                                                                             0.9 * patches.threshold), src.k).value
+    assert (t["alarm_m"], t["alarm_n"]) == (src.rule.m, src.rule.n) and t["alarm_rule"] == src.rule.describe()
+    assert t["held_out_exceedance"]["int8"] == float(np.mean(scores["tflite_int8"]["normal"] > q.value))
+    assert t["int8_report"] is None or t["int8_report"]["threshold"] == q.value
+
+
+def test_gate_and_write_stages_refuse_a_failed_gate_and_write_nothing(tmp_path):
+    from types import SimpleNamespace
+
+    from firmware_export.errors import GateFailed
+    from firmware_export.export import Parity, gate_stage, write_stage
+    from firmware_export.pipeline import Clock
+
+    conv = SimpleNamespace(int8_bytes=b"\0" * 300, ops=["CONV_2D", "RELU"])
+    summary = {"pytorch": {"auc": 0.99}, "tflite_int8": {"auc": 0.985, "normal": {"pearson": 0.999}}}
+    par = Parity({}, {}, {"onnxruntime": 1e-6, "tflite_float": 2e-6}, summary)
+    gates = {g["gate"]: g for g in gate_stage(100, conv, par, {"runs": True})}
+    assert not gates["size"]["passed"] and "over by 200 B" in gates["size"]["detail"]
+    assert all(gates[g]["passed"] for g in ("ops", "float_parity", "correlation", "auc_drop"))
+    clock = Clock()
+    out = tmp_path / "o"
+    out.mkdir()
+    manifest = {"gates": {"passed": False, "checks": list(gates.values())}, "timing_seconds": clock.timings}
+    with pytest.raises(GateFailed, match="size: model_int8.tflite is 300 B") as e:
+        write_stage(out, None, conv, {}, {}, None, manifest, clock)
+    assert e.value.manifest["timing_seconds"].keys() == {"gates", "total"} and not any(out.iterdir())
+
+
+def test_clock_scales_the_autoencoder_share_and_times_laps():
+    from firmware_export.pipeline import Clock
+
+    seen = []
+    clock = Clock(lambda what, f: seen.append((what, f)))
+    clock.share = 0.6
+    clock.step("a", 0.5)
+    clock.report("b", 0.9)
+    clock.lap("first")
+    clock.total()
+    assert seen == [("a", 0.3), ("b", 0.9)] and list(clock.timings) == ["first", "total"]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -51,12 +51,12 @@ def clf_root(tmp_path_factory) -> Path:
     """A tiny autoencoder, a tiny classifier and site ``pump-c`` (classifier set, electrical-arc an alarm class)
     calibrated (forced) on 2.6 min of audio."""
     from anomaly.audio import file_log_mel
-    from anomaly.detectors import fingerprint_files, fit_detector, model_hash
+    from anomaly.detectors import fingerprint_files, fit_detector
+    from anomaly.modeldir import classifier_hash, model_hash
     from anomaly.simulate import SimConfig, write_audio
     from anomaly.train import TrainConfig
     from calibration.calibrate import CalibrationRequest, calibrate
     from calibration.store import SiteConfig, SiteStore
-    from firmware_export.classifier import classifier_hash
 
     root = tmp_path_factory.mktemp("export-clf")
     train = root / "train" / "normal.flac"
@@ -110,8 +110,7 @@ def _raw_patches(root: Path) -> np.ndarray:
 
 
 def test_export_with_classifier_writes_its_files_and_manifest_section(exported):
-    from firmware_export.classifier import classifier_hash
-    from firmware_export.manifest import sha256_file
+    from anomaly.modeldir import classifier_hash, file_sha256
 
     m, out, root = exported["manifest"], exported["out"], exported["root"]
     assert m["status"] == "passed" and m["gates"]["passed"]
@@ -120,7 +119,7 @@ def test_export_with_classifier_writes_its_files_and_manifest_section(exported):
     assert CLF_FILES <= set(m["outputs"]) and set(m["outputs"]) | {"manifest.json"} == {p.name for p in
                                                                                         out.iterdir()}
     for name, entry in m["outputs"].items():
-        assert (out / name).stat().st_size == entry["bytes"] and sha256_file(out / name) == entry["sha256"], name
+        assert (out / name).stat().st_size == entry["bytes"] and file_sha256(out / name) == entry["sha256"], name
     c = m["classifier"]
     assert c["included"] and set(c["files"]) == CLF_FILES and c["gates"]["passed"]
     src = c["source"]
@@ -502,7 +501,8 @@ def test_failing_classifier_gate_writes_nothing_ae_backbone_via_model_route(expo
     """An autoencoder-backbone classifier with ``--model --classifier`` and a budget that holds the autoencoder but
     not both models: the export runs (the AE-backbone classifier converts within the float gate), only
     ``classifier_size`` fails, exit 3, and the previous export in ``--out`` is left as it was."""
-    from anomaly.detectors import load_detector, model_hash
+    from anomaly.detectors import load_detector
+    from anomaly.modeldir import model_hash
 
     root = exported["root"]
     det = load_detector(root / "model")

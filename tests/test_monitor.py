@@ -17,8 +17,9 @@ import soundfile as sf
 import torch
 
 from anomaly.audio import find_audio
-from anomaly.detectors import fingerprint_files, fit_detector, model_hash
+from anomaly.detectors import fingerprint_files, fit_detector
 from anomaly.features import DEFAULT_PARAMS, log_mel
+from anomaly.modeldir import model_hash
 from anomaly.simulate import SimConfig, simulate, write_audio
 from anomaly.train import TrainConfig
 from calibration.calibrate import CalibrationRequest, calibrate

@@ -14,8 +14,9 @@ from helpers import assert_one_error_line, invoke
 from anomaly.audio import file_log_mel, find_audio
 from anomaly.classify import ClassifyConfig, FaultClassifier
 from anomaly.dataset import load_dataset, write_sim_dataset
-from anomaly.detectors import fit_detector, model_hash
+from anomaly.detectors import fit_detector
 from anomaly.features import DEFAULT_PARAMS, log_mel
+from anomaly.modeldir import model_hash
 from anomaly.simulate import SimConfig, simulate, write_audio
 from anomaly.train import TrainConfig
 from calibration.calibrate import CalibrationRequest, calibrate, site_classifier
