@@ -1,6 +1,17 @@
-"""The ``humwatch`` console script: one Typer app per package, joined here, plus ``demo``, which spans them all.
+"""The ``humwatch`` console script: the command tree, joined here from the packages' CLI modules, plus ``demo``, which
+spans them all (:mod:`humwatch_demo`).
 
-Only typer and rich are imported at start-up; every command imports what it needs, so ``--help`` is instant.
+    Start here  demo
+    Data        simulate, info                                   (anomaly/cli.py)
+    Model       train, score, evaluate, classify train|evaluate  (anomaly/cli.py)
+    Site        site create|list|show|history|set-model|set-classifier|calibrate|recalibrate|schedule
+                                                                 (calibration/cli.py)
+                monitor, report                                  (calibration/monitoring/cli.py)
+    Firmware    export                                           (firmware_export/cli.py)
+
+Hidden aliases keep the earlier spellings working: ``calibrate --site``, ``recalibrate --site | --due``, ``schedule
+--site``. Only typer, rich (and numpy, for the defaults shown in the help) are imported at start-up; every command
+imports what it needs, so ``--help`` is instant.
 """
 
 from __future__ import annotations
@@ -14,12 +25,14 @@ from anomaly import __version__
 from anomaly.cli import app as anomaly_app
 from anomaly.cli_util import console, user_errors
 from calibration.cli import app as calibration_app
+from calibration.monitoring.cli import app as monitoring_app
 from firmware_export.cli import app as export_app
 
 app = typer.Typer(
     name="humwatch",
     help="Listen to industrial machines and flag abnormal sound.\n\n"
-    "Start with `humwatch demo`, or: simulate → train → site create → calibrate. Every command has --help.",
+    "Start with `humwatch demo`, or: simulate → train → site create → site calibrate → monitor → report → export. "
+    "Every command has --help.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -43,6 +56,7 @@ def _root(
 
 app.add_typer(anomaly_app)
 app.add_typer(calibration_app)
+app.add_typer(monitoring_app)
 app.add_typer(export_app)
 
 
@@ -58,7 +72,7 @@ def demo(
     """Run the whole story on simulated audio: simulate a pump site → train → calibrate → evaluate → train a fault
     classifier → monitor a developing fault → report → export firmware."""
     with user_errors():
-        from firmware_export.demo import DemoConfig, run_demo
+        from humwatch_demo import DemoConfig, run_demo
 
         run_demo(DemoConfig(out=out, epochs=epochs, seed=seed, export=export, classifier=classifier),
                  say=console.print)

@@ -39,12 +39,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.metrics import average_precision_score
 from torch import nn
 
 from anomaly import __version__
 from anomaly.atomic import atomic_dir
+from anomaly.audio import file_log_mel
 from anomaly.errors import DataError, ModelError, one_line
 from anomaly.features import DEFAULT_PARAMS, FeatureParams
+from anomaly.model import ArchConfig, ConvAutoencoder
 from anomaly.modeldir import (
     CLASSIFIER_FORMAT,
     CLASSIFIER_KIND,
@@ -174,8 +177,6 @@ class ClassifierNet(nn.Module):
 def _build_net(arch: dict, n_classes: int, ae: nn.Module | None = None) -> ClassifierNet:
     if arch["backbone"] == "ae":
         if ae is None:
-            from anomaly.model import ArchConfig, ConvAutoencoder
-
             ae = ConvAutoencoder(ArchConfig.from_dict(arch["ae"]))
         return ClassifierNet(AEEmbedding(ae), n_classes, hidden=arch["hidden"])
     if arch["backbone"] == "yamnet":
@@ -477,8 +478,6 @@ class FaultClassifier:
         return clip_probabilities([self.patch_logits(r) for r in recs], t, self.config.exclusive)
 
     def predict_file(self, path: str | Path) -> np.ndarray:
-        from anomaly.audio import file_log_mel
-
         return self.predict_clips([file_log_mel(path, self.params)])[0]
 
     # -- training -----------------------------------------------------------------------------------------------
@@ -763,8 +762,6 @@ def evaluate_probs(P: np.ndarray, Y: np.ndarray, classes: Sequence[str], thresho
     ``confusions[true][other]``: among clips labelled ``true`` but not ``other``, the share where ``other`` fires.
     mAP is the mean AP over the classes that have at least one positive clip.
     """
-    from sklearn.metrics import average_precision_score
-
     P, Y = np.asarray(P, float), np.asarray(Y).astype(int)
     fired = P >= np.asarray(thresholds)[None, :]
     out: dict = {"n_clips": int(len(Y)), "classes": {}, "confusions": {}}

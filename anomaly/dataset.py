@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from anomaly.errors import DataError
+from anomaly.simulate import BACKGROUNDS, MACHINES, SimConfig, write_audio
 
 SIM_CLASSES = ("normal", "cavitation", "bearing-outer", "bearing-inner", "compressor-valve-leak", "electrical-arc")
 LABELS_FILE = "labels.csv"
@@ -141,8 +142,6 @@ def write_sim_dataset(out: str | Path, per_class: int, seed: int = 0, severity_r
     Raises:
         DataError: per_class < 1, a bad severity range, an unknown class, or ``out`` holding other files.
     """
-    from anomaly.simulate import BACKGROUNDS, MACHINES, SimConfig, write_audio
-
     out = Path(out)
     lo, hi = (float(x) for x in severity_range)
     if per_class < 1:

@@ -22,9 +22,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.ensemble import IsolationForest
+from sklearn.svm import OneClassSVM
 
 from anomaly import __version__
 from anomaly.atomic import atomic_dir
+from anomaly.audio import iter_patches
 from anomaly.decision import DEFAULT_K, fit_threshold
 from anomaly.errors import DataError, ModelError, NotFittedError, one_line
 from anomaly.features import DEFAULT_PARAMS, FeatureParams
@@ -376,16 +379,12 @@ class EmbeddingDetector(Detector):
         self.emb_std_ = np.maximum(E[order[n_val:]].std(0), 1e-6)
         Z = (E - self.emb_mean_) / self.emb_std_
         if self.kind == "ocsvm":
-            from sklearn.svm import OneClassSVM
-
             m = OneClassSVM(kernel="rbf", gamma="scale", nu=self.nu).fit(Z[order[n_val:]])
             self.sv_ = m.support_vectors_.astype(np.float64)
             self.dual_coef_ = m.dual_coef_.ravel().astype(np.float64)
             self.intercept_ = float(m.intercept_[0])
             self.gamma_ = float(m._gamma)
         else:
-            from sklearn.ensemble import IsolationForest
-
             m = IsolationForest(n_estimators=200, random_state=self.seed).fit(Z[order[n_val:]])
             self.trees_ = [_tree_arrays(e.tree_) for e in m.estimators_]
             self.tree_features_ = [np.asarray(f, np.int64) for f in m.estimators_features_]
@@ -549,8 +548,6 @@ def score_file(det: Detector, path: str | Path, offsets: np.ndarray | None = Non
     Returns:
         ``(start_s [n], scores [n], band_errors [n, n_mels] or None)``.
     """
-    from anomaly.audio import iter_patches
-
     starts, scores, band_rows = [], [], []
     for s, X in iter_patches(path, det.params, offsets, block_seconds=block_seconds):
         sc, b = det.score_with_bands(X) if bands else (det.score_samples(X), None)

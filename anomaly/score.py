@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
+from sklearn.covariance import LedoitWolf
 
 from anomaly.errors import DataError
 
@@ -84,7 +85,5 @@ class GaussianScore:
     @classmethod
     def fit(cls, bands: np.ndarray, eps: float = BAND_ERROR_EPS) -> GaussianScore:
         """Fit the Gaussian (Ledoit-Wolf shrinkage) on normal patches' band errors ``[n, M]``."""
-        from sklearn.covariance import LedoitWolf
-
         lw = LedoitWolf().fit(np.log(np.asarray(bands, np.float64) + eps))
         return cls(lw.location_.astype(np.float64), lw.precision_.astype(np.float64), eps)

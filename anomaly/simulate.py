@@ -26,8 +26,10 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 from scipy import signal
 
+from anomaly.atomic import atomic_path
 from anomaly.errors import DataError
 
 SAMPLE_RATE = 16000
@@ -859,10 +861,6 @@ def write_audio(path: str | Path, config: SimConfig, minutes: float, *,
     Raises:
         DataError: an unsupported suffix, bad minutes or config.
     """
-    import soundfile as sf  # only needed here; keeps `import anomaly.simulate` to numpy + scipy
-
-    from anomaly.atomic import atomic_path
-
     path = Path(path)
     fmt = {".flac": "FLAC", ".wav": "WAV"}.get(path.suffix.lower())
     if fmt is None:

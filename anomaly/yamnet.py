@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 from pathlib import Path
 
@@ -50,7 +51,6 @@ def _import_tf(what: Path):
     except ImportError:
         raise ModelError(f"reading {what} needs TensorFlow, which is not installed (pip install tensorflow-cpu; it is "
                          "part of humwatch's `export` extra)") from None
-    import logging
 
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     return tf

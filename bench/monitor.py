@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, cached_pump_audio, speed_args, write_results  # noqa: E402
 
-from calibration.monitor import Monitor, MonitorConfig  # noqa: E402
+from calibration.monitoring.monitor import Monitor, MonitorConfig  # noqa: E402
 from calibration.store import SiteStore  # noqa: E402
 
 

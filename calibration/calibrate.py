@@ -8,19 +8,23 @@ optimistically low).
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 from scipy import stats
 
 from anomaly.audio import ReadStats, audio_info, find_audio, iter_blocks
+from anomaly.classify import load_classifier
 from anomaly.decision import K_RANGE, MOfN, over
 from anomaly.detectors import AutoencoderDetector, Detector, load_detector, score_file
-from anomaly.features import FeatureParams, MicResponse, PatchStream, patch_starts
+from anomaly.features import FeatureParams, MicResponse, PatchStream, log_mel, patch_starts, patches
 from anomaly.modeldir import classifier_hash, file_sha256, model_hash
-from calibration.errors import CalibrationError, SiteError
+from anomaly.simulate import FAULTS, MACHINES, fault_signal
+from calibration.errors import CalibrationError, ShiftRefused, SiteError
 from calibration.store import Site, utc_now
 from calibration.threshold import threshold_report
 
@@ -92,8 +96,6 @@ def site_classifier(site: Site, params: FeatureParams | None = None):
         SiteError: the classifier changed since it was attached, or lists unknown alarm classes.
         ModelError / ParamsMismatchError: missing, corrupt, or made for another front end.
     """
-    from anomaly.classify import load_classifier
-
     cfg = site.config()
     cdir = site.classifier_dir()
     if cdir is None:
@@ -256,9 +258,6 @@ def inject_faults(det: Detector, b: Baseline, threshold: float, rule: MOfN, mach
                   severities: Sequence[float] = INJECT_SEVERITIES, seed: int = 0,
                   offsets: np.ndarray | None = None) -> dict:
     """Mix simulator faults into held-out site audio at several severities and measure detection."""
-    from anomaly.features import log_mel, patches
-    from anomaly.simulate import FAULTS, MACHINES, fault_signal
-
     p = det.params
     if not b.check_audio:
         raise CalibrationError("no held-out audio kept for fault injection (record at least 3 min)")
@@ -409,8 +408,6 @@ def _sample(x: np.ndarray, k: int, seed: int) -> list[float]:
 
 
 def _retain_audio(site: Site, cid: str, files: Sequence[Path]) -> None:
-    import shutil
-
     dest = site.dir / "baseline" / cid
     dest.mkdir(parents=True, exist_ok=True)
     for i, f in enumerate(files):
@@ -470,8 +467,6 @@ def recalibrate(site: Site, req: CalibrationRequest, accept_shift: bool = False,
     Raises:
         ShiftRefused: the safeguard fired and ``accept_shift`` is False.
     """
-    from calibration.errors import ShiftRefused
-
     site.config()
     with site.lock("recalibration"):
         current = site.calibration()
@@ -496,11 +491,15 @@ def recalibrate(site: Site, req: CalibrationRequest, accept_shift: bool = False,
         return record
 
 
+def calibration_age_days(record: dict, now=None) -> float:
+    """Days since a calibration record was made."""
+    now = now or utc_now()
+    made = datetime.strptime(record["created_utc"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=now.tzinfo)
+    return (now - made).total_seconds() / 86400.0
+
+
 def due_sites(store, now=None) -> list[tuple[str, float | None]]:
     """Sites whose current calibration is older than their interval, with its age in days (None: never)."""
-    from datetime import datetime
-
-    now = now or utc_now()
     out = []
     for name in store.names():
         site = store.site(name)
@@ -509,9 +508,7 @@ def due_sites(store, now=None) -> list[tuple[str, float | None]]:
         if cid is None:
             out.append((name, None))
             continue
-        made = datetime.strptime(site.calibration(cid)["created_utc"], "%Y-%m-%dT%H:%M:%SZ").replace(
-            tzinfo=now.tzinfo)
-        age = (now - made).total_seconds() / 86400.0
+        age = calibration_age_days(site.calibration(cid), now)
         if age >= cfg.recalibration_days:
             out.append((name, age))
     return out

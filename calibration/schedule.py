@@ -7,24 +7,27 @@ import sys
 from pathlib import Path
 
 from anomaly.atomic import write_text
+from calibration.errors import SiteError
 from calibration.store import Site
+
+KINDS = ("cron", "systemd")
 
 
 def _command(site: Site, sites_dir: Path) -> list[str]:
     exe = Path(sys.executable).parent / "humwatch"  # the console script of the environment running now
-    return [str(exe), "recalibrate", "--site", site.name, "--sites-dir", str(sites_dir.resolve())]
+    return [str(exe), "site", "recalibrate", site.name, "--sites-dir", str(sites_dir.resolve())]
 
 
 def emit(site: Site, sites_dir: Path, kind: str, out: Path) -> list[Path]:
-    """Write the schedule files for ``site`` into ``out`` and return their paths."""
-    cfg = site.config()
+    """Write the schedule files (``kind``: one of ``KINDS``) for ``site`` into ``out`` and return their paths."""
+    source = site.config().audio_source
     cmd = _command(site, sites_dir)
-    if cfg.source.startswith("mic"):
-        cmd += ["--mic"] + (["--device", cfg.source.split(":", 1)[1]] if ":" in cfg.source else [])
-    elif cfg.source:
-        cmd += ["--from", cfg.source]
-    else:  # the technician must fill in where recent audio is
+    if source is None:  # the technician must fill in where recent audio is
         cmd += ["--from", "/path/to/recent/normal/audio"]
+    elif source[0] == "mic":
+        cmd += ["--mic"] + (["--device", source[1]] if source[1] is not None else [])
+    else:
+        cmd += ["--from", source[1]]
     log = (site.dir / "recalibration.log").resolve()
     if kind == "cron":
         # Day 1 of each month, 03:00: monthly matches the default 30-day interval.
@@ -41,4 +44,4 @@ def emit(site: Site, sites_dir: Path, kind: str, out: Path) -> list[Path]:
                  "OnCalendar=monthly\nPersistent=true\nRandomizedDelaySec=1h\n\n[Install]\n"
                  "WantedBy=timers.target\n")
         return [write_text(out / f"{unit}.service", service), write_text(out / f"{unit}.timer", timer)]
-    raise ValueError(f"--emit must be cron or systemd, got {kind!r}")
+    raise SiteError(f"--emit must be {' or '.join(KINDS)}, got {kind!r}")

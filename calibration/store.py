@@ -97,6 +97,16 @@ class SiteConfig:
     def alarm_rule(self) -> str:
         return self.rule.describe()
 
+    @property
+    def audio_source(self) -> tuple[str, str | None] | None:
+        """Where scheduled recalibration takes its audio: ``("mic", device or None)`` for ``mic`` / ``mic:<device>``,
+        ``("dir", path)`` for a directory, None when not set."""
+        if not self.source:
+            return None
+        if self.source.startswith("mic"):
+            return "mic", (self.source.split(":", 1)[1] if ":" in self.source else None)
+        return "dir", self.source
+
     def to_toml(self) -> str:
         d = asdict(self)
         extra = d.pop("extra")
@@ -184,6 +194,10 @@ class Site:
         p = Path(cp)
         return p if p.is_absolute() else (self.dir / p).resolve()
 
+    def new_recording_path(self) -> Path:
+        """Where a calibration recorded from a sound card goes (``baseline/mic-<UTC time>.flac``)."""
+        return self.dir / "baseline" / f"mic-{utc_id()}.flac"
+
     # -- calibrations -----------------------------------------------------------------------------------------
     def calibration_ids(self) -> list[str]:
         if not self.calibrations_dir.is_dir():
@@ -221,7 +235,7 @@ class Site:
         """A calibration record (the current one by default). Raises SiteError when there is none."""
         cid = cid or self.current_id()
         if cid is None:
-            raise SiteError(f"site {self.name!r} is not calibrated yet (run `humwatch calibrate --site {self.name} "
+            raise SiteError(f"site {self.name!r} is not calibrated yet (run `humwatch site calibrate {self.name} "
                             "--from AUDIO`)")
         path = self.calibrations_dir / f"{cid}.json"
         if not path.is_file():

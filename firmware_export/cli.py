@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from anomaly.cli_util import console, progress, user_errors
+from firmware_export.targets import DEFAULT_MAX_MODEL_BYTES, DEFAULT_TARGET, TARGETS
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -24,9 +25,10 @@ def export(
                                              "threshold rule and calibration audio.")] = None,
     model: Annotated[Path | None, typer.Option("--model", "-m", help="A model directory instead of a site (needs "
                                                "--representative; the threshold is then provisional).")] = None,
-    target: Annotated[str, typer.Option(help="cortex-m7 | esp32-s3 (for the latency estimate).")] = "cortex-m7",
+    target: Annotated[str, typer.Option(help=f"{' | '.join(TARGETS)} (for the latency estimate).")] = DEFAULT_TARGET,
     max_model_bytes: Annotated[int, typer.Option(help="Size budget of model_int8.tflite, and of both int8 models "
-                                                 "together when a classifier is exported (gate).")] = 204_800,
+                                                 "together when a classifier is exported (gate).")]
+    = DEFAULT_MAX_MODEL_BYTES,
     representative: Annotated[list[Path] | None, typer.Option(
         "--representative", "-r", help="Normal audio (files or directories, repeatable) for the int8 calibration; "
         "with --model also for the threshold and the parity check.")] = None,

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from anomaly.audio import iter_blocks
 from anomaly.features import FeatureParams, PatchStream, log_mel, patches
+from anomaly.simulate import MACHINES, fault_signal
 from calibration.calibrate import split_masks
 from firmware_export.errors import ExportError
 
@@ -52,8 +54,6 @@ class ExportData:
 def read_patches(files: Sequence[Path], params: FeatureParams, offsets: np.ndarray | None) -> tuple[np.ndarray,
                                                                                                    list[FileAudio]]:
     """All patches of the files in order (streamed block-wise, as calibration reads them)."""
-    from anomaly.audio import iter_blocks
-
     parts, info = [], []
     for f in files:
         stream = PatchStream(params, offsets)
@@ -80,8 +80,6 @@ def _runs(idx: np.ndarray) -> list[tuple[int, int]]:
 
 def _extract(path: Path, ranges: list[tuple[int, int]], params: FeatureParams) -> list[np.ndarray]:
     """Sample ranges ``[a, b)`` (sorted) of one file, streamed block-wise."""
-    from anomaly.audio import iter_blocks
-
     out = [np.zeros(b - a, np.float32) for a, b in ranges]
     pos = 0
     last = max(b for _, b in ranges)
@@ -125,8 +123,6 @@ def inject(pieces: list[np.ndarray], params: FeatureParams, offsets: np.ndarray 
            seed: int = 0, faults: Sequence[str] = INJECT_FAULTS) -> tuple[np.ndarray, list[str]]:
     """Fault patches ``[n, T, M]`` and their fault names: each of ``faults`` (simulator fault names) at
     ``INJECT_SEVERITY`` mixed into held-out pieces until ``FAULT_PATCHES`` patches."""
-    from anomaly.simulate import MACHINES, fault_signal
-
     machine = machine if machine in MACHINES else "pump"
     if not pieces:
         raise ExportError("no held-out audio to inject faults into")

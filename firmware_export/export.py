@@ -47,9 +47,14 @@ from firmware_export.frontend_ref import DIR as REF_DIR
 from firmware_export.frontend_ref import SOURCES as REF_SOURCES
 from firmware_export.manifest import MANIFEST_FORMAT, clean, file_entry, macs_by_kind, tool_versions
 from firmware_export.pipeline import TFLM_PATCHES, Clock
-from firmware_export.targets import DEFAULT_TARGET, TARGETS, TFLM_OPS_SOURCE, latency_estimate
+from firmware_export.targets import (
+    DEFAULT_MAX_MODEL_BYTES,
+    DEFAULT_TARGET,
+    TARGETS,
+    TFLM_OPS_SOURCE,
+    latency_estimate,
+)
 
-DEFAULT_MAX_MODEL_BYTES = 204_800  # budget of model_int8.tflite, and of both int8 models together with a classifier
 MIN_PEARSON = 0.98
 MAX_AUC_DROP = 0.02
 MAX_FLOAT_RECON_DIFF = 1e-3
@@ -181,7 +186,7 @@ def _site_source(req: ExportRequest) -> Source:
     rec_hash = record.get("model", {}).get("hash")
     if rec_hash and rec_hash != mh:
         raise ExportError(f"site {site.name!r}: calibration {record['id']} was made with model {rec_hash}, the site "
-                          f"now uses {mh}: calibrate again (`humwatch calibrate --site {site.name} --from AUDIO`)")
+                          f"now uses {mh}: calibrate again (`humwatch site calibrate {site.name} --from AUDIO`)")
     th = record["threshold"]
     rule = _exportable_rule(MOfN(int(th["alarm_m"]), int(th["alarm_n"])), f"site {site.name!r}")
     files = _calibration_files(site, record)

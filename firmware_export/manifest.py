@@ -7,24 +7,21 @@ each file's size and sha256, ``gates`` every check with its value and limit.
 
 from __future__ import annotations
 
-import hashlib
 import platform
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
+from anomaly import __version__
 from anomaly.modeldir import file_sha256
 
 MANIFEST_FORMAT = 1
 TOOLS = ("torch", "onnx", "onnxruntime", "onnxscript", "onnx2tf", "tensorflow-cpu", "tf-keras", "ai-edge-litert",
          "tflite_micro", "numpy", "scipy")
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def tool_versions() -> dict[str, str | None]:
@@ -34,8 +31,6 @@ def tool_versions() -> dict[str, str | None]:
             out[name] = version(name)
         except PackageNotFoundError:
             out[name] = None
-    from anomaly import __version__
-
     out["humwatch"] = __version__
     return out
 
@@ -77,8 +72,6 @@ def file_entry(path: Path) -> dict:
 def clean(obj, digits: int | None = None):
     """JSON-safe copy: numpy scalars to Python, NaN/Inf to None, floats optionally to ``digits`` significant
     digits (parity figures; thresholds and quantisation parameters stay exact)."""
-    import numpy as np
-
     if isinstance(obj, (np.floating, float)):
         v = float(obj)
         if v != v or v in (float("inf"), float("-inf")):

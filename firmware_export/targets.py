@@ -55,6 +55,7 @@ TARGETS: dict[str, dict] = {
     },
 }
 DEFAULT_TARGET = "cortex-m7"
+DEFAULT_MAX_MODEL_BYTES = 204_800  # budget of model_int8.tflite, and of both int8 models together with a classifier
 
 
 def latency_estimate(macs_by_kind: dict[str, int], target: str) -> dict:

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterable
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -172,8 +173,6 @@ def tflm_check(int8_bytes: bytes, Xq: np.ndarray, max_arena: int = 4 << 20) -> d
     see :func:`squeeze_image`) so that they can be compared with LiteRT's.
     """
     try:
-        from importlib.metadata import version
-
         from tflite_micro.python.tflite_micro import runtime as tflm
         ver = version("tflite_micro")
     except Exception as e:  # ImportError, or a wheel whose native part does not load

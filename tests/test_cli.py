@@ -69,6 +69,22 @@ def test_installed_script_help_version_and_no_torch_at_import():
     assert heavy == [], f"`import humwatch_cli` pulls in heavy modules: {heavy[:10]}"
 
 
+def test_help_is_one_command_tree_grouped_by_task():
+    out = invoke("--help").output
+    panels = [ln.strip("╭─ ").split(" ─")[0] for ln in out.splitlines() if ln.startswith("╭─")]
+    assert panels == ["Options", "Start here", "Data", "Model", "Site", "Firmware"], panels
+    cells = [ln.split("│")[1].strip() for ln in out.splitlines() if ln.startswith("│ ")]
+    commands = {c.split()[0] for c in cells if c and not c.startswith("-")}
+    assert {"demo", "simulate", "info", "train", "score", "evaluate", "classify", "site", "monitor", "report",
+            "export"} <= commands
+    assert not {"calibrate", "recalibrate", "schedule"} & commands  # hidden aliases of `site calibrate` etc.
+    site = invoke("site", "--help").output
+    for sub in ("create", "list", "show", "history", "set-model", "set-classifier", "calibrate", "recalibrate",
+                "schedule"):
+        assert f"│ {sub} " in site, sub
+    assert invoke("calibrate", "--help").exit_code == 0  # the earlier spelling still works
+
+
 def test_version_and_help_in_process():
     r = invoke("--version")
     assert r.exit_code == 0 and r.output.strip() == f"humwatch {__version__}"

@@ -1,4 +1,5 @@
-"""``humwatch site / calibrate / recalibrate / schedule`` end to end on simulated audio (typer's CliRunner)."""
+"""``humwatch site ...`` (create, list, show, history, calibrate, recalibrate, schedule; and the root aliases
+``calibrate / recalibrate / schedule``) end to end on simulated audio (typer's CliRunner)."""
 
 from __future__ import annotations
 
@@ -89,7 +90,7 @@ def test_site_create_and_list(model, tmp_path):
     sites = tmp_path / "sites"
     out = ok(invoke("site", "create", "pump-3", "--model", model, "--machine", "pump", "--k", "3.5", "--alarm",
                     "2/4", "--interval-days", "14", "--sites-dir", sites))
-    assert "created site pump-3" in out and "humwatch calibrate --site pump-3" in out
+    assert "created site pump-3" in out and "humwatch site calibrate pump-3" in out
     cfg = SiteStore(sites).site("pump-3").config()
     assert (cfg.k, cfg.alarm_m, cfg.alarm_n, cfg.recalibration_days, cfg.machine) == (3.5, 2, 4, 14, "pump")
     assert Path(cfg.model_path) == model.resolve()
@@ -246,7 +247,7 @@ def test_site_show(calibrated):
 def test_site_show_uncalibrated_and_missing(model, tmp_path):
     ok(invoke("site", "create", "p", "--model", model, "--sites-dir", tmp_path))
     out = ok(invoke("site", "show", "p", "--sites-dir", tmp_path))
-    assert "not calibrated" in out and "humwatch calibrate --site p" in out
+    assert "not calibrated" in out and "humwatch site calibrate p" in out
     assert_one_error_line(invoke("site", "show", "nosuch", "--sites-dir", tmp_path), "no site 'nosuch'")
     assert_one_error_line(invoke("site", "history", "nosuch", "--sites-dir", tmp_path), "no site 'nosuch'")
     assert "has no calibrations yet" in ok(invoke("site", "history", "p", "--sites-dir", tmp_path))
@@ -290,6 +291,18 @@ def test_recalibrate_refused_then_history(sites_copy, bearing_audio):
     assert site.current_id() != old and site.calibration()["status"] == "adopted-with-shift"
 
 
+def test_site_group_spellings_do_what_the_root_aliases_do(sites_copy, bearing_audio, cal_audio, tmp_path):
+    """`site recalibrate NAME`, `site calibrate NAME`, `site schedule NAME`: the command tree's spellings of the
+    earlier root commands (which stay as hidden aliases, used by the other tests here)."""
+    r = invoke("site", "recalibrate", "pump-3", "--from", bearing_audio, "--force", "--sites-dir", sites_copy)
+    assert_one_error_line(r, "refused", "the current threshold stays in force", exit_code=4)
+    out = ok(invoke("site", "calibrate", "pump-3", "--from", cal_audio.parent, "--force", "--sites-dir", sites_copy))
+    assert "expected false alarms" in out and "(current)" in out
+    ok(invoke("site", "schedule", "pump-3", "--emit", "cron", "--out", tmp_path, "--sites-dir", sites_copy))
+    assert "site recalibrate pump-3" in (tmp_path / "humwatch-pump-3.cron").read_text()
+    assert_one_error_line(invoke("site", "recalibrate", "--sites-dir", sites_copy), "or --due", "one of the two")
+
+
 @pytest.mark.parametrize("args", [("--site", "pump-3", "--due"), ()])
 def test_recalibrate_site_xor_due(sites_copy, args):
     assert_one_error_line(invoke("recalibrate", *args, "--sites-dir", sites_copy), "--site NAME or --due",
@@ -328,7 +341,7 @@ def test_schedule_cron(sites_copy, tmp_path):
     text = f.read_text()
     line = next(ln for ln in text.splitlines() if not ln.startswith("#"))
     assert line.startswith("0 3 1 * * ")
-    assert "recalibrate --site pump-3" in line
+    assert "site recalibrate pump-3" in line
     assert f"--sites-dir {sites_copy.resolve()}" in line
     assert "recalibration.log" in line
 
@@ -337,7 +350,7 @@ def test_schedule_systemd(sites_copy, tmp_path):
     ok(invoke("schedule", "--site", "pump-3", "--emit", "systemd", "--out", tmp_path, "--sites-dir", sites_copy))
     service = (tmp_path / "humwatch-recalibrate-pump-3.service").read_text()
     timer = (tmp_path / "humwatch-recalibrate-pump-3.timer").read_text()
-    assert "Type=oneshot" in service and "recalibrate --site pump-3" in service
+    assert "Type=oneshot" in service and "site recalibrate pump-3" in service
     assert "OnCalendar=monthly" in timer and "Persistent=true" in timer and "WantedBy=timers.target" in timer
 
 

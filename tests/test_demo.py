@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from firmware_export.demo import DemoConfig, run_demo
+from humwatch_demo import DemoConfig, run_demo
 
 
 def test_short_demo_tells_the_whole_story(tmp_path):
@@ -22,6 +22,6 @@ def test_short_demo_tells_the_whole_story(tmp_path):
     assert report.exists() and "demo-pump" in report.read_text()
     # a re-run starts the demo site afresh: the log holds one monitoring run
     run_demo(cfg, say=lambda _m: None)
-    from calibration.scorelog import read_scores
+    from calibration.monitoring.scorelog import read_scores
 
     assert len(read_scores(tmp_path / "demo" / "sites" / "demo-pump" / "scores.sqlite")) == 62 + 187

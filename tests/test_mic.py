@@ -10,8 +10,7 @@ import pytest
 import soundfile as sf
 
 from calibration.errors import CalibrationError
-from calibration.monitor import mic_blocks
-from calibration.sources import record_mic
+from calibration.monitoring.mic import mic_blocks, record_mic
 
 
 class _PortAudioError(Exception):

@@ -24,8 +24,8 @@ from anomaly.simulate import SimConfig, simulate, write_audio
 from anomaly.train import TrainConfig
 from calibration.calibrate import CalibrationRequest, calibrate
 from calibration.errors import SiteError
-from calibration.monitor import Monitor, MonitorConfig, MonitorWarning
-from calibration.scorelog import ScoreLog, read_alarms, read_scores
+from calibration.monitoring.monitor import Monitor, MonitorConfig, MonitorWarning
+from calibration.monitoring.scorelog import ScoreLog, read_alarms, read_scores
 from calibration.store import SiteConfig, SiteStore
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,9 +21,9 @@ from anomaly.simulate import SimConfig, simulate, write_audio
 from anomaly.train import TrainConfig
 from calibration.calibrate import CalibrationRequest, calibrate, site_classifier
 from calibration.errors import SiteError
-from calibration.monitor import Monitor, MonitorConfig
+from calibration.monitoring.monitor import Monitor, MonitorConfig
+from calibration.monitoring.scorelog import SCHEMA_VERSION, ScoreLog, read_alarms, read_scores
 from calibration.report import build_report, fault_label
-from calibration.scorelog import SCHEMA_VERSION, ScoreLog, read_alarms, read_scores
 from calibration.store import SiteConfig, SiteStore
 
 T0 = 1.75e9

@@ -225,7 +225,7 @@ def test_uncalibrated_site(demo, tmp_path):
     r = invoke("site", "create", "fresh", "--model", root / "model", "--sites-dir", sites)
     assert r.exit_code == 0, r.output
     r = invoke("report", "--site", "fresh", "--out", tmp_path / "r.html", "--sites-dir", sites)
-    assert_one_error_line(r, "not calibrated yet", "humwatch calibrate --site fresh")
+    assert_one_error_line(r, "not calibrated yet", "humwatch site calibrate fresh")
     assert not (tmp_path / "r.html").exists()
 
 
@@ -323,10 +323,10 @@ def test_relative_source_paths_resolve_from_above_the_site(tmp_path, monkeypatch
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    assert rp._resolve_audio("demo-out/audio/x.flac", s) == tmp_path / "demo-out" / "audio" / "x.flac"
-    assert rp._resolve_audio(str(audio), s) == audio
-    assert rp._resolve_audio("demo-out/audio/gone.flac", s) is None
-    assert rp._resolve_audio(None, s) is None
+    assert rp.resolve_audio("demo-out/audio/x.flac", s) == tmp_path / "demo-out" / "audio" / "x.flac"
+    assert rp.resolve_audio(str(audio), s) == audio
+    assert rp.resolve_audio("demo-out/audio/gone.flac", s) is None
+    assert rp.resolve_audio(None, s) is None
 
 
 @pytest.mark.slow
@@ -334,7 +334,7 @@ def test_a_week_of_scores_gives_a_small_report(demo, tmp_path):
     """630 000 patches (a week) → the page stays under 3 MB."""
     import time
 
-    from calibration.scorelog import ScoreLog
+    from calibration.monitoring.scorelog import ScoreLog
 
     _, sites, _ = demo
     dst = tmp_path / "sites" / "pump-1"

@@ -241,7 +241,7 @@ def test_utc_id_sorts_like_time():
 
 def test_uncalibrated_site(site):
     assert site.current_id() is None and site.calibration_ids() == [] and site.history() == []
-    with pytest.raises(SiteError, match=r"not calibrated yet.*humwatch calibrate --site pump-3"):
+    with pytest.raises(SiteError, match=r"not calibrated yet.*humwatch site calibrate pump-3"):
         site.calibration()
 
 
@@ -249,7 +249,7 @@ def test_empty_current_pointer_means_uncalibrated(site):
     site.add_calibration(record())
     (site.dir / "current").write_text("\n")
     assert site.current_id() is None
-    with pytest.raises(SiteError, match="humwatch calibrate"):
+    with pytest.raises(SiteError, match="humwatch site calibrate"):
         site.calibration()
 
 

@@ -1,6 +1,6 @@
 """Live monitoring: score every patch against the site's current calibration, apply the alarm rule, log everything.
 
-Every raw score goes to the site's score log (:mod:`calibration.scorelog`); alarms also go to
+Every raw score goes to the site's score log (:mod:`calibration.monitoring.scorelog`); alarms also go to
 ``sites/<name>/alarms.jsonl`` (one JSON object per line, flushed and fsynced) and, with ``on_alarm``, to a command
 that receives the alarm JSON on its standard input.
 
@@ -20,7 +20,7 @@ import subprocess
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +32,8 @@ from anomaly.decision import over
 from anomaly.errors import AudioError, HumwatchWarning
 from anomaly.features import PatchStream, mel_centers
 from calibration.calibrate import site_classifier, site_detector
-from calibration.scorelog import DEFAULT_RETENTION_DAYS, ScoreLog
+from calibration.errors import SiteError
+from calibration.monitoring.scorelog import DEFAULT_RETENTION_DAYS, ScoreLog
 from calibration.store import Site
 
 
@@ -79,8 +80,6 @@ class Monitor:
         self.calibration = site.calibration()  # raises SiteError when uncalibrated
         self.det, self.offsets, self.model_hash = site_detector(site)
         if self.calibration["model"]["hash"] != self.model_hash:
-            from calibration.errors import SiteError
-
             made_with = self.calibration["model"]["hash"]
             raise SiteError(f"site {site.name!r}: the current calibration was made with model {made_with}, the site "
                             f"now uses {self.model_hash}; calibrate again")
@@ -253,25 +252,3 @@ class Monitor:
                 self.state.skipped.append(str(f))
                 warnings.warn(MonitorWarning(f"skipped: {e}"), stacklevel=2)
         return self.state
-
-
-def mic_blocks(device: int | str | None, minutes: float | None, sample_rate: int = 16000) -> Iterator[np.ndarray]:
-    """Blocks of 0.1 s from a sound card, until ``minutes`` (None: until interrupted)."""
-    from calibration.errors import CalibrationError
-
-    try:
-        import sounddevice as sd
-    except (OSError, ImportError):
-        raise CalibrationError("microphone input needs the sounddevice package and the PortAudio library "
-                               "(apt-get install libportaudio2)") from None
-    total = None if minutes is None else int(minutes * 60 * sample_rate)
-    done = 0
-    try:
-        with sd.InputStream(samplerate=sample_rate, channels=1, dtype="float32", device=device,
-                            blocksize=sample_rate // 10) as stream:
-            while total is None or done < total:
-                data, _ = stream.read(sample_rate // 10)
-                done += len(data)
-                yield data[:, 0].copy()
-    except sd.PortAudioError as e:
-        raise CalibrationError(f"sound card {device if device is not None else '(default)'}: {e}") from None

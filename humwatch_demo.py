@@ -1,5 +1,7 @@
 """The end-to-end demo on simulated audio (what ``humwatch demo`` and ``make demo`` run).
 
+It uses all three packages (anomaly, calibration, firmware_export), so it lives beside them, as the CLI does.
+
 simulate a pump site → train the autoencoder on normal audio → create the site and calibrate it on 30 min of its
 audio (with injected faults) → evaluate on held-out normal and faulty clips → train a fault classifier on labelled
 simulated clips and attach it to the site → monitor the same pump after its calibration recording: 10 min of normal
@@ -8,15 +10,32 @@ operation, then a developing cavitation fault → write the reliability report �
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 
-from anomaly.atomic import write_json
+from anomaly.atomic import atomic_path, write_json
+from anomaly.audio import file_log_mel
+from anomaly.classify import ClassifyConfig, FaultClassifier, evaluate_classifier
+from anomaly.dataset import SIM_CLASSES, load_dataset, write_sim_dataset
+from anomaly.detectors import fingerprint_files, fit_detector, load_detector, score_file
+from anomaly.evaluate import auc_pauc, evaluate
+from anomaly.features import DEFAULT_PARAMS
+from anomaly.modeldir import classifier_hash, model_hash
+from anomaly.simulate import SAMPLE_RATE, SimConfig, fault_signal, simulate, write_audio
+from anomaly.train import TrainConfig
+from calibration.calibrate import CalibrationRequest, calibrate
+from calibration.monitoring.monitor import Monitor, MonitorConfig
+from calibration.report import write_report
+from calibration.store import SiteConfig, SiteStore
+from firmware_export.export import export_site
 
 
 @dataclass(frozen=True)
@@ -40,8 +59,6 @@ class DemoConfig:
 def _sim(path: Path, cfg: DemoConfig, seed: int, minutes: float, fault: str = "none", severity: float = 0.0,
          start_s: float = 0.0) -> Path:
     """Simulated audio of unit ``seed`` (each seed is one physical unit of the machine), from ``start_s`` on."""
-    from anomaly.simulate import SimConfig, write_audio
-
     return write_audio(path, SimConfig(cfg.machine, fault, severity, cfg.background, seed=seed), minutes,
                        start_s=start_s)
 
@@ -53,16 +70,6 @@ def _site_unit(cfg: DemoConfig) -> int:
 
 def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict:
     """Run the demo; return its figures (also written to ``<out>/demo.json``)."""
-    from anomaly.audio import file_log_mel
-    from anomaly.detectors import fingerprint_files, fit_detector, load_detector, score_file
-    from anomaly.evaluate import auc_pauc, evaluate
-    from anomaly.features import DEFAULT_PARAMS
-    from anomaly.modeldir import model_hash
-    from anomaly.train import TrainConfig
-    from calibration.calibrate import CalibrationRequest, calibrate
-    from calibration.monitor import Monitor, MonitorConfig
-    from calibration.store import SiteConfig, SiteStore
-
     t0 = time.time()
     out = cfg.out
     audio = out / "audio"
@@ -145,29 +152,22 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict:
            if first_alarm is not None else "the developing fault raised no alarm")
         + (f"; the classifier: {named_as}" if caught and classifier else ""))
 
-    report_path = None
-    try:
-        from calibration.report import write_report
-    except ImportError:
-        say(f"[{next(step)}/{steps}] report: not available in this build, skipped")
-    else:
-        report_path = out / "report.html"
-        write_report(site, report_path)
-        say(f"[{next(step)}/{steps}] reliability report: {report_path}")
+    report_path = out / "report.html"
+    write_report(site, report_path)
+    say(f"[{next(step)}/{steps}] reliability report: {report_path}")
 
     summary = {"seconds": None, "model": str(model_dir), "site": str(site.dir), "calibration": rec["id"],
                "threshold": th["threshold"], "false_alarms_per_day": th["false_alarms_per_day"],
                "lowest_severity_detected": low, "auc": m["auc"], "pauc": m["pauc"], "auc_per_fault": per_fault,
                "monitored_patches": state.patches, "alarms_during_normal": len(false),
                "fault_alarm_after_s": first_alarm, "fault_named": named, "classifier": classifier,
-               "report": str(report_path) if report_path else None}
+               "report": str(report_path)}
     if cfg.export:
-        summary["firmware"] = _export_step(site, store, out, say, steps)
+        summary["firmware"] = _export_step(site, out, say, steps)
     summary["seconds"] = round(time.time() - t0, 1)
     write_json(out / "demo.json", summary)
     say(f"done in {summary['seconds']:.0f} s: model {model_dir}, site {site.dir}, figures {out / 'demo.json'}")
-    if report_path:
-        say(f"open the report: {report_path.resolve()}")
+    say(f"open the report: {report_path.resolve()}")
     if summary.get("firmware"):
         say(f"firmware for the microcontroller: {summary['firmware']}")
     return summary
@@ -175,12 +175,6 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict:
 
 def _classifier_step(site, cfg: DemoConfig, out: Path, say, tag: str) -> dict:
     """Train a fault classifier on labelled simulated clips and attach it to the demo site."""
-    from anomaly.audio import file_log_mel
-    from anomaly.classify import ClassifyConfig, FaultClassifier, evaluate_classifier
-    from anomaly.dataset import SIM_CLASSES, load_dataset, write_sim_dataset
-    from anomaly.features import DEFAULT_PARAMS
-    from anomaly.modeldir import classifier_hash
-
     say(f"{tag} training a fault classifier on {cfg.classifier_clips} labelled simulated clips per class "
         f"({', '.join(SIM_CLASSES)}) and attaching it to the site")
     clips = out / "audio" / "faults"
@@ -202,15 +196,8 @@ def _classifier_step(site, cfg: DemoConfig, out: Path, say, tag: str) -> dict:
     return {"dir": str(cdir), "map": ev["map"], "held_out_clips": len(test.files)}
 
 
-def _export_step(site, store, out: Path, say, steps: int) -> str | None:
-    try:
-        from firmware_export.export import export_site  # noqa: F401  (present once the export issue has landed)
-    except ImportError:
-        say(f"[{steps}/{steps}] firmware export: not available in this build, skipped")
-        return None
+def _export_step(site, out: Path, say, steps: int) -> str:
     say(f"[{steps}/{steps}] exporting the int8 firmware model(s) for the site")
-    from firmware_export.export import export_site
-
     result = export_site(site, out / "firmware")
     say(f"      firmware in {out / 'firmware'}")
     return str(result)
@@ -218,11 +205,6 @@ def _export_step(site, store, out: Path, say, steps: int) -> str | None:
 
 def _developing_fault(path: Path, cfg: DemoConfig, fault: str) -> Path:
     """One minute healthy, then two minutes whose fault severity ramps up linearly to 0.8."""
-    import soundfile as sf
-
-    from anomaly.atomic import atomic_path
-    from anomaly.simulate import SAMPLE_RATE, SimConfig, fault_signal, simulate
-
     healthy = SimConfig(cfg.machine, "none", 0.0, cfg.background, seed=_site_unit(cfg))
     base = simulate(healthy, 180.0, start_s=(cfg.calibration_minutes + cfg.monitor_minutes) * 60)
     add = fault_signal(fault, 0.8, 120.0, seed=healthy.seed + 1, machine=healthy.machine, start_s=60.0)
@@ -234,9 +216,6 @@ def _developing_fault(path: Path, cfg: DemoConfig, fault: str) -> Path:
 
 
 def _read_alarms(site) -> list[dict]:
-    import json
-    from datetime import datetime
-
     path = site.dir / "alarms.jsonl"
     if not path.exists():
         return []

@@ -27,8 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from anomaly.decision import over
+from calibration.errors import SiteError
 
 SCHEMA_VERSION = 3  # 2: source paths in their own table; 3: classifier outputs
 READABLE_VERSIONS = (2, 3)
@@ -97,8 +99,6 @@ def connect(path: str | Path, readonly: bool = False) -> sqlite3.Connection:
 
 def _check_version(con: sqlite3.Connection, path: Path) -> int | None:
     """The log's layout (None for a new database); refuse one this humwatch cannot read."""
-    from calibration.errors import SiteError
-
     try:
         row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     except sqlite3.DatabaseError as e:
@@ -203,8 +203,6 @@ def read_scores(path: str | Path, since_utc: float | None = None, bands: bool = 
     With ``classes``, one ``p_<class>`` column per class any run's fault classifier had (NaN where a run had no
     classifier or not that class): the calibrated per-patch probabilities the monitor compared with the thresholds.
     """
-    import pandas as pd
-
     v3 = _log_version(path) >= 3
     extra = ", s.classes, r.classes AS run_classes" if v3 else ", NULL AS classes, NULL AS run_classes"
     df = _read(path, "SELECT s.t_utc, s.score, s.over, s.bands, f.path AS file, s.offset_s, r.calibration_id, "
@@ -248,8 +246,6 @@ def read_alarms(path: str | Path, since_utc: float | None = None):
 
 def _read(path: str | Path, select: str, alias: str, since_utc: float | None):
     """Run ``select`` (rows of table ``alias``) from ``since_utc`` on, oldest first, adding a ``time`` column."""
-    import pandas as pd
-
     con = connect(path, readonly=True)
     try:
         where, args = (f" WHERE {alias}.t_utc >= ?", (since_utc,)) if since_utc is not None else ("", ())

@@ -1,0 +1,146 @@
+"""``humwatch monitor`` (score a site's audio, raise alarms, log every score) and ``humwatch report`` (the log as
+one HTML page, CSV or Parquet).
+
+This module parses and prints; the monitor is :mod:`calibration.monitoring.monitor`, the report
+:mod:`calibration.report`. Both are imported inside the commands so that ``humwatch --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from anomaly.cli_util import console, err_console, user_errors
+from calibration.cli import SitesDir, device_arg
+
+app = typer.Typer(no_args_is_help=True)
+
+_SPARK = " ▁▂▃▄▅▆▇█"
+
+
+def _view(state):
+    from rich.table import Table
+
+    vals = list(state.recent)
+    top = max([state.threshold * 1.5] + vals)
+    spark = "".join(_SPARK[min(8, int(8 * v / top))] for v in vals) if vals else ""
+    t = Table.grid(padding=(0, 2))
+    t.add_row("source", state.source)
+    t.add_row("patches", f"{state.patches} ({state.audio_seconds / 60:.1f} min of audio)")
+    t.add_row("recent scores", spark)
+    t.add_row("threshold", f"{state.threshold:.4g}   rule {state.rule}")
+    t.add_row("state", "[bold red]ALARM[/]" if state.in_alarm else "[green]normal[/]")
+    if state.top_class is not None:
+        t.add_row("likeliest fault", f"{escape(state.top_class[0])} (p = {state.top_class[1]:.2f})")
+    last = state.last_alarm
+    fault = ((last.get("fault") or {}).get("likely") or "unknown fault") if last and "fault" in last else None
+    t.add_row("alarms", str(state.alarms) + (f"  (last at {last['t_utc']}" + (f", {escape(fault)}" if fault else "")
+                                             + ")" if last else ""))
+    return t
+
+
+@app.command(rich_help_panel="Site")
+def monitor(
+    site: Annotated[str, typer.Option("--site", "-s", help="Site name (must be calibrated).")],
+    from_: Annotated[list[Path] | None, typer.Option("--from", help="Audio files or directories to score, in "
+                                                     "order (repeatable).")] = None,
+    mic: Annotated[bool, typer.Option("--mic", help="Listen to a sound card until interrupted (Ctrl-C).")] = False,
+    device: Annotated[str | None, typer.Option(help="Sound card index or name for --mic.")] = None,
+    minutes: Annotated[float | None, typer.Option(help="Stop --mic after this long.")] = None,
+    realtime: Annotated[bool, typer.Option(help="Replay files at real-time speed (default: as fast as possible).")]
+    = False,
+    on_alarm: Annotated[str | None, typer.Option(help="Command to run on each alarm; gets the alarm JSON on stdin.")]
+    = None,
+    retention_days: Annotated[float, typer.Option(min=1, help="Keep raw scores this long.")] = 56,
+    start_time: Annotated[str | None, typer.Option(help="UTC time of the first file's first sample "
+                                                   "(ISO 8601); default: each file's mtime minus its duration.")]
+    = None,
+    sites_dir: SitesDir = None,
+) -> None:
+    """Score every 0.96 s patch against the site's calibration, raise alarms, log every raw score.
+
+    Scores go to sites/NAME/scores.sqlite (read them with `humwatch report`), alarms to sites/NAME/alarms.jsonl.
+    """
+    with user_errors():
+        from datetime import datetime
+
+        from rich.live import Live
+
+        from anomaly.audio import find_audio
+        from calibration.errors import CalibrationError
+        from calibration.monitoring.mic import mic_blocks
+        from calibration.monitoring.monitor import Monitor, MonitorConfig
+        from calibration.store import SiteStore, utc_now
+
+        if bool(from_) == bool(mic):
+            raise CalibrationError("give the audio with --from FILES/DIRS or listen with --mic (one of the two)")
+        start = None
+        if start_time:
+            try:
+                start = datetime.fromisoformat(start_time.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                raise CalibrationError(f"--start-time must be ISO 8601 like 2026-11-25T08:00:00Z, got "
+                                       f"{start_time!r}") from None
+        cfg = MonitorConfig(realtime=realtime, on_alarm=on_alarm, retention_days=retention_days, start_utc=start)
+        s = SiteStore(sites_dir).site(site)
+        files = find_audio(from_) if from_ else None
+        live = Live(console=err_console, refresh_per_second=4, transient=False) if err_console.is_terminal else None
+        update = (lambda st: live.update(_view(st))) if live else None
+        with Monitor(s, cfg, on_update=update) as mon:
+            try:
+                if live:
+                    live.start()
+                if files is not None:
+                    state = mon.process_files(files)
+                else:
+                    dev = device_arg(device)
+                    mon.state.source = f"microphone {dev if dev is not None else '(default)'}"
+                    mon.process_blocks(mic_blocks(dev, minutes), utc_now().timestamp(), None)
+                    state = mon.state
+            finally:
+                if live:
+                    live.stop()
+        console.print(f"{state.patches} patches ({state.audio_seconds / 60:.1f} min) scored, {state.alarms} alarm(s)"
+                      + (f", {len(state.skipped)} file(s) skipped" if state.skipped else "")
+                      + f"; scores in {s.dir / 'scores.sqlite'}, alarms in {s.dir / 'alarms.jsonl'}")
+        if state.alarm_faults:
+            console.print("alarms by likely fault: " + ", ".join(
+                f"{escape(f)} {n}" for f, n in sorted(state.alarm_faults.items(), key=lambda kv: -kv[1])))
+
+
+@app.command(rich_help_panel="Site")
+def report(
+    site: Annotated[str, typer.Option("--site", "-s", help="Site name.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="report.html, or scores.csv / scores.parquet to export "
+                                      "the score log.")],
+    since: Annotated[str | None, typer.Option(help="Only the last 7d, 12h or 90m, or since an ISO date/time (UTC) "
+                                              "such as 2026-11-20 [default: everything logged].")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", "-f", help="html | csv | parquet [default: from the --out "
+                                            "suffix, else html].")] = None,
+    top: Annotated[int, typer.Option(min=0, max=50, help="How many of the most anomalous patches to show with "
+                                     "their spectrograms.")] = 6,
+    sites_dir: SitesDir = None,
+) -> None:
+    """One self-contained HTML page about a site's monitoring, or its score log as CSV/Parquet.
+
+    The page (no network needed) shows the score timeline with thresholds, calibration changes and alarms, the alarm
+    table, the score histogram and weekly/daily drift against the calibration baseline, the most anomalous patches
+    (spectrogram, reconstruction, error map, which frequency band deviated) and the calibration certificate and
+    history.
+    """
+    with user_errors():
+        from calibration.report import export_log, format_for, parse_since, write_report
+        from calibration.store import SiteStore
+
+        s = SiteStore(sites_dir).site(site)
+        since_utc = parse_since(since)
+        kind = format_for(out, fmt)
+        if kind == "html":
+            path = write_report(s, out, since_utc, top)
+            console.print(f"wrote {escape(str(path))} ({path.stat().st_size / 1e6:.1f} MB): open it in a web browser")
+        else:
+            path, rows = export_log(s, out, kind, since_utc)
+            console.print(f"wrote {rows} scores to {escape(str(path))}")

@@ -1,0 +1,100 @@
+"""Setting a site up: create it for a trained model, point it at another model, attach or detach a fault classifier.
+
+The rules live here (what ``humwatch site create/set-model/set-classifier`` do; the CLI only parses and prints): a
+model is checked by loading it before a site uses it; a model kept inside the site folder is stored by a relative
+path, so it moves with the site; a new model invalidates the calibration in force (its threshold belongs to the old
+model); a classifier must read the same front end as the site's model and name the classes that may alarm alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from anomaly.atomic import write_text
+from anomaly.classify import FaultClassifier, load_classifier
+from anomaly.decision import DEFAULT_K, DEFAULT_RULE, MOfN
+from anomaly.detectors import load_detector
+from anomaly.features import MicResponse
+from anomaly.modeldir import classifier_hash, model_hash
+from calibration.calibrate import site_classifier, site_detector
+from calibration.errors import SiteError
+from calibration.store import Site, SiteConfig, SiteStore, validate_name
+
+DEFAULT_INTERVAL_DAYS = 30
+
+
+def create_site(store: SiteStore, name: str, model: Path, k: float = DEFAULT_K, rule: MOfN = DEFAULT_RULE,
+                machine: str = "", microphone: str = "", response: Path | None = None,
+                interval_days: int = DEFAULT_INTERVAL_DAYS, source: str = "") -> Site:
+    """Create site ``name`` using the model directory ``model`` (checked by loading it).
+
+    Raises:
+        SiteError: a bad name or setting, or the site exists. ModelError: the model cannot be loaded.
+        DataError: an unreadable microphone-response curve.
+    """
+    validate_name(name)
+    load_detector(model)  # fail now, not at calibration time
+    if response is not None:
+        MicResponse.from_csv(response)
+    model_path = Path(model).resolve()
+    site_dir = store.site(name).dir.resolve()
+    if model_path.is_relative_to(site_dir):  # a model kept inside the site folder moves with it
+        model_path = model_path.relative_to(site_dir)
+    cfg = SiteConfig(name=name, model_path=str(model_path), model_hash=model_hash(model), machine=machine,
+                     microphone=microphone, response_curve=str(Path(response).resolve()) if response else "", k=k,
+                     alarm_m=rule.m, alarm_n=rule.n, recalibration_days=interval_days, source=source)
+    return store.create(cfg)
+
+
+def set_model(site: Site, model: Path) -> None:
+    """Point the site at another (e.g. retrained) model; the calibration in force no longer applies."""
+    cfg = site.config()
+    load_detector(model)
+    with site.lock("model change"):
+        cfg.model_path, cfg.model_hash = str(Path(model).resolve()), model_hash(model)
+        site.save_config(cfg)
+        if site.current_id():
+            write_text(site.dir / "current", "")  # the old threshold belongs to the old model
+
+
+@dataclass
+class Attached:
+    classifier: FaultClassifier
+    alarm_classes: list[str]  # the classes whose hit alone raises an alarm
+
+
+def set_classifier(site: Site, classifier: Path, alarm_on: list[str] | None = None) -> Attached:
+    """Attach a fault classifier; ``alarm_on`` lists classes that alarm on their own (``all``: every class but
+    ``normal``).
+
+    Raises:
+        SiteError: an unknown class, or ``normal``, in ``alarm_on``. ModelError / ParamsMismatchError: a classifier
+            that cannot be loaded or reads another front end than the site's model.
+    """
+    cfg = site.config()
+    det, _, _ = site_detector(site)
+    clf = load_classifier(classifier, det.params)  # also checks the front end matches the site's model
+    faults = [c for c in clf.classes if c != "normal"]
+    wanted = list(dict.fromkeys(alarm_on or []))
+    if "all" in wanted:
+        wanted = faults
+    unknown = [c for c in wanted if c not in clf.classes]
+    if unknown:
+        raise SiteError(f"--alarm-on: unknown class {unknown[0]!r} (the classifier has {', '.join(faults)})")
+    if "normal" in wanted:
+        raise SiteError("--alarm-on normal makes no sense: the normal class never raises an alarm")
+    with site.lock("classifier change"):
+        cfg.classifier_path, cfg.classifier_hash = str(Path(classifier).resolve()), classifier_hash(classifier)
+        cfg.classifier_alarm = wanted
+        site.save_config(cfg)
+    site_classifier(site, det.params)  # the site now loads it as the monitor will
+    return Attached(clf, wanted)
+
+
+def remove_classifier(site: Site) -> None:
+    """Detach the site's fault classifier (and its alarm classes)."""
+    cfg = site.config()
+    with site.lock("classifier change"):
+        cfg.classifier_path, cfg.classifier_hash, cfg.classifier_alarm = "", "", []
+        site.save_config(cfg)
