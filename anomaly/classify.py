@@ -48,14 +48,7 @@ from anomaly.audio import file_log_mel
 from anomaly.errors import DataError, ModelError, one_line
 from anomaly.features import DEFAULT_PARAMS, FeatureParams
 from anomaly.model import ArchConfig, ConvAutoencoder
-from anomaly.modeldir import (
-    CLASSIFIER_FORMAT,
-    CLASSIFIER_KIND,
-    check_files,
-    file_sha256,
-    model_params,
-    read_classifier_meta,
-)
+from anomaly.modeldir import CLASSIFIER_FORMAT, CLASSIFIER_KIND, file_sha256, read_checked
 from anomaly.train import spec_masks_
 from anomaly.yamnet import open_recorded
 
@@ -715,9 +708,7 @@ def load_classifier(directory: str | Path, params: FeatureParams | None = DEFAUL
             ParamsMismatchError: other front-end parameters.
     """
     d = Path(directory)
-    meta = read_classifier_meta(d)
-    mp = model_params(meta, d, params, "classifier")
-    check_files(meta, d)
+    meta, mp = read_checked(d, "classifier", params)
     try:
         known = set(ClassifyConfig.__dataclass_fields__)
         cfg = ClassifyConfig(**{k: v for k, v in meta.get("training", {}).items() if k in known})

@@ -175,16 +175,13 @@ def train(
     """
     with user_errors():
         from anomaly.audio import find_audio
-        from anomaly.detectors import DETECTORS, EMBEDDINGS, fingerprint_files, fit_detector
+        from anomaly.detectors import check_choice, fingerprint_files, fit_detector
         from anomaly.errors import DataError
         from anomaly.features import DEFAULT_PARAMS
         from anomaly.model import ArchConfig
         from anomaly.train import TrainConfig
 
-        if detector not in DETECTORS:
-            raise DataError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}")
-        if embedding not in EMBEDDINGS:
-            raise DataError(f"unknown embedding {embedding!r}; choose one of {', '.join(EMBEDDINGS)}")
+        check_choice(detector, embedding)  # before reading any audio
         if embedding == "yamnet" and detector == "ae":
             raise DataError("--embeddings yamnet is for --detector ocsvm or iforest (the autoencoder learns its own "
                             "features)")

@@ -32,14 +32,7 @@ from anomaly.decision import DEFAULT_K, fit_threshold
 from anomaly.errors import DataError, ModelError, NotFittedError, one_line
 from anomaly.features import DEFAULT_PARAMS, FeatureParams
 from anomaly.model import ArchConfig, ConvAutoencoder, count_macs, count_params
-from anomaly.modeldir import (
-    DETECTOR_FORMAT,
-    DETECTOR_KINDS,
-    check_files,
-    file_sha256,
-    model_params,
-    read_detector_meta,
-)
+from anomaly.modeldir import DETECTOR_FORMAT, DETECTOR_KINDS, file_sha256, read_checked
 from anomaly.score import MSE, GaussianScore, MSEScore
 from anomaly.train import (
     Split,
@@ -498,9 +491,7 @@ def load_detector(directory: str | Path, params: FeatureParams | None = DEFAULT_
         ModelError: missing/corrupt directory or weights. ParamsMismatchError: other front-end parameters.
     """
     d = Path(directory)
-    meta = read_detector_meta(d)
-    mp = model_params(meta, d, params, "model")
-    check_files(meta, d)
+    meta, mp = read_checked(d, "detector", params)
     try:
         det = (AutoencoderDetector if meta["detector"] == "ae" else EmbeddingDetector)._from_meta(meta, d, mp)
     except (KeyError, TypeError, ValueError) as e:
@@ -510,6 +501,14 @@ def load_detector(directory: str | Path, params: FeatureParams | None = DEFAULT_
     det.validation_ = dict(v)  # a loaded model saves again with its own validation figures
     det.meta_ = meta
     return det
+
+
+def check_choice(kind: str, embedding: str = "stats") -> None:
+    """DataError unless ``kind`` is a detector and ``embedding`` an embedding this humwatch has."""
+    if kind not in DETECTORS:
+        raise DataError(f"unknown detector {kind!r}; choose one of {', '.join(DETECTORS)}")
+    if embedding not in EMBEDDINGS:
+        raise DataError(f"unknown embedding {embedding!r}; choose one of {', '.join(EMBEDDINGS)}")
 
 
 def fit_detector(kind: str, recordings: Sequence[np.ndarray], params: FeatureParams = DEFAULT_PARAMS,
@@ -522,10 +521,7 @@ def fit_detector(kind: str, recordings: Sequence[np.ndarray], params: FeaturePar
         yamnet: with ``embedding="yamnet"``: a :class:`~anomaly.yamnet.YamnetEmbedder` or the path of a YAMNet
             model (:func:`anomaly.yamnet.load_embedder`).
     """
-    if kind not in DETECTORS:
-        raise DataError(f"unknown detector {kind!r}; choose one of {', '.join(DETECTORS)}")
-    if embedding not in EMBEDDINGS:
-        raise DataError(f"unknown embedding {embedding!r}; choose one of {', '.join(EMBEDDINGS)}")
+    check_choice(kind, embedding)
     if embedding == "yamnet" and kind == "ae":
         raise DataError("YAMNet embeddings are for the ocsvm and iforest detectors, not the autoencoder")
     if embedding == "yamnet" and yamnet is None:

@@ -9,7 +9,7 @@ look at a classifier's ``model.json`` (its backbone, its front end) and refuse i
   the right kind, its ``format_version`` an integer this humwatch understands, ``files`` a mapping);
 * :func:`model_params`: its FeatureParams, checked against the front end in use, if given
   (:class:`~anomaly.errors.ParamsMismatchError` naming the fields), and against the stored ``feature_params_hash``;
-* :func:`check_files`: every listed file present with its sha256;
+* :func:`check_files`: every listed file present with its sha256; :func:`read_checked`: all of these, for a loader;
 * :func:`file_sha256`, :func:`directory_hash`, :func:`model_hash`, :func:`classifier_hash`: identities.
 
 Errors are :class:`ModelDirError` (a :class:`~anomaly.errors.ModelError`) with a ``problem`` tag, so that a caller
@@ -162,6 +162,17 @@ def model_params(meta: dict, directory: str | Path, params: FeatureParams | None
         raise ModelDirError(f"{d / 'model.json'}: feature_params_hash {stored!r} does not match its feature_params "
                             f"({theirs.hash()}): the file was edited or damaged", "params", meta=meta)
     return theirs
+
+
+def read_checked(directory: str | Path, kind: str, params: FeatureParams | None = None) -> tuple[dict,
+                                                                                                  FeatureParams]:
+    """``(model.json, its FeatureParams)`` of a ``detector`` or ``classifier`` folder, with every check: the
+    description (:func:`read_detector_meta` / :func:`read_classifier_meta`), the parameters against ``params``
+    (:func:`model_params`) and the files' hashes (:func:`check_files`). What a loader needs before the weights."""
+    meta = read_detector_meta(directory) if kind == "detector" else read_classifier_meta(directory)
+    mp = model_params(meta, directory, params, "model" if kind == "detector" else "classifier")
+    check_files(meta, directory)
+    return meta, mp
 
 
 def check_files(meta: dict, directory: str | Path) -> None:
