@@ -7,6 +7,15 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
+from anomaly.features import DEFAULT_PARAMS, FeatureParams
+
+
+def record_patch_seconds(rec: dict) -> float:
+    """Seconds per patch of the front end a calibration record was made with (the default one for a record without
+    its parameters)."""
+    fp = rec.get("model", {}).get("feature_params")
+    return (FeatureParams.from_dict(fp) if fp else DEFAULT_PARAMS).patch_seconds
+
 
 def _pct(x) -> str:
     return "n/a" if x is None else f"{x:.3%}"
@@ -28,7 +37,7 @@ def certificate_lines(rec: dict) -> list[str]:
         f"expected false alarms: {th['false_alarms_per_day']:.2g} per day (90 % CI {flo:.2g}–{fhi:.2g}) with the "
         f"rule {th['alarm_m']} of {th['alarm_n']} patches",
         f"held-out check: {_pct(ck['observed_exceedance'])} of {ck['patches']} patches exceeded; "
-        f"{ck['observed_alarms']} alarm(s) in {ck['patches'] * 0.96 / 60:.0f} min",
+        f"{ck['observed_alarms']} alarm(s) in {ck['patches'] * record_patch_seconds(rec) / 60:.0f} min",
     ]
     return lines
 

@@ -21,7 +21,7 @@ from scipy import signal
 from anomaly.atomic import atomic_path
 from anomaly.detectors import AutoencoderDetector
 from anomaly.errors import AudioError, HumwatchError
-from anomaly.features import FeatureParams, log_mel
+from anomaly.features import DEFAULT_PARAMS, FeatureParams, log_mel
 from anomaly.features.functional import mel_band_edges
 from calibration.calibrate import site_classifier, site_detector
 from calibration.errors import ReportError, SiteError
@@ -212,7 +212,7 @@ def _break_gaps(x: np.ndarray, ys: list[np.ndarray], gap: float) -> tuple[np.nda
     return xn, [np.insert(np.asarray(y, float), cut, np.nan) for y in ys]
 
 
-def timeline_series(t: np.ndarray, score: np.ndarray, thr: np.ndarray, patch_s: float = 0.96,
+def timeline_series(t: np.ndarray, score: np.ndarray, thr: np.ndarray, patch_s: float = DEFAULT_PARAMS.patch_seconds,
                     max_points: int = MAX_POINTS) -> dict:
     """Timeline data, downsampled to at most ``max_points`` time bins (per-bin max and median score, max
     threshold); lines are broken over gaps."""

@@ -15,7 +15,7 @@ import numpy as np
 
 from anomaly import __version__
 from anomaly.atomic import write_text
-from calibration.certificate import certificate_lines
+from calibration.certificate import certificate_lines, record_patch_seconds
 from calibration.report import charts, data
 from calibration.store import Site
 
@@ -101,7 +101,8 @@ def _site_section(site: Site, cfg, current: dict) -> str:
 
 
 def _summary(df, alarms, current: dict) -> str:
-    span = float(df["t_utc"].iloc[-1] - df["t_utc"].iloc[0]) + 0.96
+    patch_s = record_patch_seconds(current)
+    span = float(df["t_utc"].iloc[-1] - df["t_utc"].iloc[0]) + patch_s
     over = float(df["over"].mean())
     expected = current.get("threshold", {}).get("exceedance")
     worst = df.iloc[int(df["score"].to_numpy().argmax())]
@@ -110,7 +111,8 @@ def _summary(df, alarms, current: dict) -> str:
     cards = [
         ("period (UTC)", f"{_e(data.iso(df['t_utc'].iloc[0], False))} – "
                          f"{_e(data.iso(df['t_utc'].iloc[-1], False))}", ""),
-        ("patches scored", f"{len(df):,} ({_e(data.span(len(df) * 0.96))} of audio in {_e(data.span(span))})", ""),
+        ("patches scored", f"{len(df):,} ({_e(data.span(len(df) * patch_s))} of audio in {_e(data.span(span))})",
+         ""),
         ("alarms", f"{len(alarms)}", cls),
         ("patches over the threshold", f"{over:.2%}" + (f" (certificate: {expected:.3%})" if expected is not None
                                                          else ""),
