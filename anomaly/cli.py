@@ -5,10 +5,13 @@ Heavy modules (torch, the model) are imported inside the commands so that ``humw
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
+from rich.table import Table
 
 from anomaly.cli_util import console, progress, user_errors
 from anomaly.decision import DEFAULT_K, describe_threshold
@@ -76,9 +79,6 @@ def simulate(
 def info(files: Annotated[list[Path], typer.Argument(help="WAV/FLAC files or directories.")]) -> None:
     """Show each file's format and a summary of its log-mel features (what the models will see)."""
     with user_errors():
-        import numpy as np
-        from rich.table import Table
-
         from anomaly.audio import ReadStats, audio_info, find_audio, iter_blocks
         from anomaly.features import DEFAULT_PARAMS, PatchStream, mel_centers
 
@@ -270,9 +270,7 @@ def score(
 ) -> None:
     """Score recordings patch by patch (0.96 s each) with a trained model."""
     with user_errors():
-        import numpy as np
         import pandas as pd
-        from rich.table import Table
 
         from anomaly import atomic
         from anomaly.audio import find_audio
@@ -321,10 +319,6 @@ def evaluate(
 ) -> None:
     """AUC and pAUC (p = 0.1, DCASE definition) on labelled recordings, per machine."""
     with user_errors():
-        import json
-
-        from rich.table import Table
-
         from anomaly import atomic
         from anomaly.detectors import score_file
         from anomaly.evaluate import evaluate as run_eval
@@ -393,8 +387,6 @@ def classify_train(
     Example: humwatch classify train --data data/faults --out models/faults --precision 0.9
     """
     with user_errors():
-        from rich.table import Table
-
         from anomaly.classify import ClassifyConfig, FaultClassifier, stratified_split
         from anomaly.detectors import AutoencoderDetector, fingerprint_files, load_detector
         from anomaly.errors import DataError
@@ -471,10 +463,7 @@ def classify_evaluate(
 ) -> None:
     """Per-class average precision, mAP, precision/recall at the thresholds and confusions on labelled clips."""
     with user_errors():
-        import json
-
         import torch
-        from rich.table import Table
 
         from anomaly import atomic
         from anomaly.classify import evaluate_classifier, load_classifier

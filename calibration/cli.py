@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
+from rich.table import Table
 
 from anomaly.cli_util import console, err_console, progress, user_errors
 from anomaly.decision import DEFAULT_K, DEFAULT_RULE, K_RANGE, MOfN, describe_threshold
@@ -95,8 +96,6 @@ def site_create(
 def site_list(sites_dir: SitesDir = None) -> None:
     """All sites with their calibration state."""
     with user_errors():
-        from rich.table import Table
-
         from calibration.calibrate import calibration_age_days, due_sites
 
         store = _store(sites_dir)
@@ -141,8 +140,6 @@ def site_show(name: Name, sites_dir: SitesDir = None) -> None:
 def site_history(name: Name, sites_dir: SitesDir = None) -> None:
     """Every calibration of a site: threshold over time, adopted or refused."""
     with user_errors():
-        from rich.table import Table
-
         site = _store(sites_dir).site(name)
         site.config()
         cur = site.current_id()

@@ -6,10 +6,12 @@ stays instant.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
 from anomaly.cli_util import console, progress, user_errors
 from firmware_export.targets import DEFAULT_MAX_MODEL_BYTES, DEFAULT_TARGET, TARGETS
@@ -53,8 +55,6 @@ def export(
     Example: humwatch export --site pump-3 --out firmware/model --target esp32-s3
     """
     with user_errors():
-        import json
-
         from firmware_export.errors import GateFailed
         from firmware_export.export import ExportRequest, run_export
 
@@ -83,8 +83,6 @@ def _fmt(v, spec: str = ".4f") -> str:
 
 
 def _summary(m: dict, out: Path, written: bool) -> None:
-    from rich.table import Table
-
     mod, thr, tflm = m["model"], m["threshold"], m["tflm"]
     s = mod["sizes"]
     console.print(f"model {m['source']['model_hash']}" + (f", site {m['source']['site']} calibration "

@@ -7,11 +7,14 @@ This module parses and prints; the monitor is :mod:`calibration.monitoring.monit
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.live import Live
 from rich.markup import escape
+from rich.table import Table
 
 from anomaly.cli_util import console, err_console, user_errors
 from calibration.cli import SitesDir, device_arg
@@ -22,8 +25,6 @@ _SPARK = " ▁▂▃▄▅▆▇█"
 
 
 def _view(state):
-    from rich.table import Table
-
     vals = list(state.recent)
     top = max([state.threshold * 1.5] + vals)
     spark = "".join(_SPARK[min(8, int(8 * v / top))] for v in vals) if vals else ""
@@ -65,10 +66,6 @@ def monitor(
     Scores go to sites/NAME/scores.sqlite (read them with `humwatch report`), alarms to sites/NAME/alarms.jsonl.
     """
     with user_errors():
-        from datetime import datetime
-
-        from rich.live import Live
-
         from anomaly.audio import find_audio
         from calibration.errors import CalibrationError
         from calibration.monitoring.mic import mic_blocks
