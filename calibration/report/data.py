@@ -152,7 +152,7 @@ def export_log(site: Site, out: str | Path, fmt: str | None = None, since_utc: f
     return out, len(df)
 
 
-def calibrations(site: Site) -> tuple[dict[str, dict], list[tuple[str, str]]]:
+def read_calibrations(site: Site) -> tuple[dict[str, dict], list[tuple[str, str]]]:
     """Every readable calibration record by id, and the unreadable ones with the reason."""
     recs, bad = {}, []
     for cid in site.calibration_ids():

@@ -310,7 +310,7 @@ def build_report(site: Site, since_utc: float | None = None, top_n: int = 6, now
     cfg = site.config()
     current = site.calibration()  # SiteError when uncalibrated
     df, alarms = data.read_log(site, since_utc)
-    recs, bad = data.calibrations(site)
+    recs, bad = data.read_calibrations(site)
     recs.setdefault(current["id"], current)
     cids = df["calibration_id"].to_numpy()
     changes = data.calibration_changes(df)
