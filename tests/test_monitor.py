@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -165,3 +166,47 @@ def test_log_of_another_layout_is_refused_in_one_line(tmp_path):
     for open_it in (lambda: ScoreLog(tmp_path / "old.sqlite"), lambda: read_scores(tmp_path / "old.sqlite")):
         with pytest.raises(SiteError, match="layout 1, this humwatch writes layout 3"):
             open_it()
+
+
+def test_file_times_from_names_and_mtimes_are_logged_and_warned(site, tmp_path):
+    """Copied recordings share one mtime: they are placed on top of each other, and the monitor says so; a time in
+    the name places its file exactly; the score log keeps how each time was found."""
+    s, d = site
+    t_copy = 1.8e9
+    named = tmp_path / "pump_20261120T080000.flac"
+    write_audio(named, SimConfig("pump", "none", 0, "factory", seed=213), 0.25)
+    copies = []
+    for i in range(2):
+        p = tmp_path / f"copy_{i}.flac"
+        write_audio(p, SimConfig("pump", "none", 0, "factory", seed=214 + i), 0.25)
+        os.utime(p, (t_copy, t_copy))
+        copies.append(p)
+    with pytest.warns(MonitorWarning) as caught, Monitor(s, MonitorConfig()) as mon:
+        state = mon.process_files([named, *copies])
+    msgs = [str(w.message) for w in caught]
+    assert any("copy_1.flac overlaps copy_0.flac" in m for m in msgs), msgs
+    assert any("2 file(s) have no recording time" in m for m in msgs), msgs
+    assert state.time_sources == {"name": 1, "mtime": 2}
+    df = read_scores(s.dir / "scores.sqlite")
+    by_file = df.groupby(df["file"].map(lambda f: Path(f).name))
+    assert set(by_file["time_source"].first().items()) >= {("pump_20261120T080000.flac", "name"),
+                                                            ("copy_0.flac", "mtime"), ("copy_1.flac", "mtime")}
+    assert by_file["t_utc"].min()["pump_20261120T080000.flac"] == pytest.approx(
+        datetime(2026, 11, 20, 8, tzinfo=UTC).timestamp())
+    from calibration.monitoring.scorelog import read_file_times
+
+    ft = read_file_times(s.dir / "scores.sqlite")
+    assert {"name", "mtime"} <= set(ft["source"]) and ft["detail"].str.contains("20261120T080000").any()
+
+
+def test_monitor_prints_one_line_per_alarm_when_not_a_terminal(site):
+    from helpers import invoke
+
+    s, d = site
+    r = invoke("monitor", "--site", "pump-1", "--from", d / "audio" / "b_cavitation.flac", "--start-time",
+               "2026-11-21T08:00:00Z", "--sites-dir", s.dir.parent)
+    assert r.exit_code == 0, r.output
+    lines = [ln for ln in r.output.splitlines() if ln.startswith("ALARM ")]
+    assert lines and "site pump-1" in lines[0] and "b_cavitation.flac at" in lines[0] and "× threshold" in lines[0]
+    assert "2026-11-21T08:00" in lines[0]
+    assert "recording times from --start-time (1 file(s))" in r.output

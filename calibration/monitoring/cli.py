@@ -43,6 +43,29 @@ def _view(state):
     return t
 
 
+_SOURCE_WORDS = {"metadata": "file metadata", "name": "file names", "start-time": "--start-time",
+                 "contiguous": "following on from the previous file", "mtime": "modification times (uncertain)"}
+
+
+def alarm_line(info: dict) -> str:
+    """One plain line about an alarm, for logs: time, site, score against the threshold, where, and what."""
+    thr = info.get("threshold") or 0
+    ratio = f" ({info['score'] / thr:.1f}× threshold)" if thr else ""
+    where = (f" in {Path(info['file']).name} at {info.get('offset_s', 0):.1f} s" if info.get("file") else "")
+    fault = (info.get("fault") or {}).get("likely")
+    bands = info.get("top_bands") or []
+    what = (f"; likely {fault}" if fault else "") + (f"; band {bands[0]['center_hz']} Hz ×{bands[0]['error_ratio']}"
+                                                     + (f" ({bands[0]['hint']})" if bands[0].get("hint") else "")
+                                                     if bands else "")
+    uncertain = " (time uncertain: from the file's modification time)" if info.get("time_source") == "mtime" else ""
+    return (f"ALARM {info['t_utc']} site {info['site']}: {info.get('kind', 'anomaly')}, score {info['score']:.4g}"
+            f"{ratio}{where}{what}{uncertain}")
+
+
+def _print_alarm(info: dict) -> None:
+    console.print(escape(alarm_line(info)), soft_wrap=True)
+
+
 @app.command(rich_help_panel="Site")
 def monitor(
     site: Annotated[str, typer.Option("--site", "-s", help="Site name (must be calibrated).")],
@@ -56,17 +79,26 @@ def monitor(
     on_alarm: Annotated[str | None, typer.Option(help="Command to run on each alarm; gets the alarm JSON on stdin.")]
     = None,
     retention_days: Annotated[float, typer.Option(min=1, help="Keep raw scores this long.")] = 56,
-    start_time: Annotated[str | None, typer.Option(help="UTC time of the first file's first sample "
-                                                   "(ISO 8601); default: each file's mtime minus its duration.")]
-    = None,
+    start_time: Annotated[str | None, typer.Option("--start-time", "-t", help="Time (ISO 8601, UTC unless it "
+                                                   "says otherwise) of the first file without a time of its own; "
+                                                   "later such files follow on.")] = None,
+    name_time: Annotated[list[str] | None, typer.Option("--name-time", "-n", help="strftime-like format of a time in "
+                                                        "the file names, e.g. %Y%m%d_%H%M%S (repeatable; replaces "
+                                                        "the built-in formats).")] = None,
+    time_zone: Annotated[str, typer.Option("--time-zone", "-z", help="Zone of times in files and names that carry "
+                                           "none: UTC, +01:00 or Europe/Berlin.")] = "UTC",
     sites_dir: SitesDir = None,
 ) -> None:
     """Score every 0.96 s patch against the site's calibration, raise alarms, log every raw score.
 
-    Scores go to sites/NAME/scores.sqlite (read them with `humwatch report`), alarms to sites/NAME/alarms.jsonl.
+    Scores go to sites/NAME/scores.sqlite (read them with `humwatch report`), alarms to sites/NAME/alarms.jsonl;
+    when the output is not a terminal (a log), one line per alarm. A file's time comes from its metadata (WAV bext
+    or LIST/ICRD, FLAC tags), else from its name, else from --start-time, else from its modification time (with a
+    warning: copying changes it).
     """
     with user_errors():
         from anomaly.audio import find_audio
+        from anomaly.recording_time import NAME_FORMATS, TimePolicy, parse_tz
         from calibration.errors import CalibrationError
         from calibration.monitoring.mic import mic_blocks
         from calibration.monitoring.monitor import Monitor, MonitorConfig
@@ -81,10 +113,13 @@ def monitor(
             except ValueError:
                 raise CalibrationError(f"--start-time must be ISO 8601 like 2026-11-25T08:00:00Z, got "
                                        f"{start_time!r}") from None
-        cfg = MonitorConfig(realtime=realtime, on_alarm=on_alarm, retention_days=retention_days, start_utc=start)
+        policy = TimePolicy(name_formats=tuple(name_time) if name_time else NAME_FORMATS, tz=parse_tz(time_zone),
+                            start_utc=start)
+        live = Live(console=err_console, refresh_per_second=4, transient=False) if err_console.is_terminal else None
+        cfg = MonitorConfig(realtime=realtime, on_alarm=on_alarm, retention_days=retention_days, start_utc=start,
+                            time_policy=policy, on_alarm_line=None if live else _print_alarm)
         s = SiteStore(sites_dir).site(site)
         files = find_audio(from_) if from_ else None
-        live = Live(console=err_console, refresh_per_second=4, transient=False) if err_console.is_terminal else None
         update = (lambda st: live.update(_view(st))) if live else None
         with Monitor(s, cfg, on_update=update) as mon:
             try:
@@ -103,6 +138,11 @@ def monitor(
         console.print(f"{state.patches} patches ({state.audio_seconds / 60:.1f} min) scored, {state.alarms} alarm(s)"
                       + (f", {len(state.skipped)} file(s) skipped" if state.skipped else "")
                       + f"; scores in {s.dir / 'scores.sqlite'}, alarms in {s.dir / 'alarms.jsonl'}")
+        if state.time_sources:
+            console.print("recording times from " + ", ".join(f"{_SOURCE_WORDS.get(k, k)} ({n} file(s))" for k, n in
+                                                              state.time_sources.items())
+                          + (f"; {len(state.time_problems)} problem(s) warned about above" if state.time_problems
+                             else ""))
         if state.alarm_faults:
             console.print("alarms by likely fault: " + ", ".join(
                 f"{escape(f)} {n}" for f, n in sorted(state.alarm_faults.items(), key=lambda kv: -kv[1])))

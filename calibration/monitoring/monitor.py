@@ -31,6 +31,7 @@ from anomaly.audio import audio_info, iter_blocks
 from anomaly.decision import over
 from anomaly.errors import AudioError, HumwatchWarning
 from anomaly.features import PatchStream, mel_centers
+from anomaly.recording_time import FileTime, TimePolicy, assign_times, check_readable
 from calibration.calibrate import site_classifier, site_detector
 from calibration.errors import SiteError
 from calibration.monitoring.scorelog import DEFAULT_RETENTION_DAYS, ScoreLog
@@ -46,7 +47,13 @@ class MonitorConfig:
     realtime: bool = False
     on_alarm: str | None = None
     retention_days: float = DEFAULT_RETENTION_DAYS
-    start_utc: float | None = None  # time of the first file's first sample; default: file mtime − duration
+    start_utc: float | None = None  # the time of the first file without one of its own (anomaly.recording_time)
+    time_policy: TimePolicy | None = None  # how files are placed in time (default: TimePolicy(start_utc=start_utc))
+    on_alarm_line: Callable[[dict], None] | None = None  # called with every alarm (e.g. a log line per alarm)
+
+    @property
+    def policy(self) -> TimePolicy:
+        return self.time_policy or TimePolicy(start_utc=self.start_utc)
 
 
 @dataclass
@@ -65,6 +72,8 @@ class MonitorState:
     audio_seconds: float = 0.0
     top_class: tuple[str, float] | None = None  # the most likely non-normal class of the last patch
     alarm_faults: dict[str, int] = field(default_factory=dict)  # alarms per likely fault ("unknown": none fired)
+    time_sources: dict[str, int] = field(default_factory=dict)  # files per way their time was found
+    time_problems: list[str] = field(default_factory=list)  # overlapping, out-of-order or guessed file times
 
 
 def _iso(t: float) -> str:
@@ -104,6 +113,7 @@ class Monitor:
         self.log.prune(cfg.retention_days)
         self.alarms_path = site.dir / "alarms.jsonl"
         self.run = None
+        self._time: FileTime | None = None  # the time of the file being scored (None: live input, the clock)
 
     def __enter__(self) -> Monitor:
         return self
@@ -155,6 +165,7 @@ class Monitor:
 
     def _raise_alarm(self, t: float, score: float, bands: np.ndarray | None, file: str | None, offset: float,
                      kind: str = "anomaly", fault_class: str | None = None) -> None:
+        time_source = self._time.source if self._time is not None else "clock"
         if kind == "anomaly":
             rule = self.alarm_rule.describe()
         else:
@@ -162,7 +173,8 @@ class Monitor:
         info = {"t_utc": _iso(t), "site": self.site.name, "kind": kind, "score": round(score, 6),
                 "threshold": self.threshold, "rule": rule,
                 "calibration": self.calibration["id"], "model_hash": self.model_hash, "file": file,
-                "offset_s": round(offset, 2), "top_bands": self._top_bands(bands) if bands is not None else []}
+                "offset_s": round(offset, 2), "time_source": time_source,
+                "top_bands": self._top_bands(bands) if bands is not None else []}
         if self.clf is not None:
             info["fault"] = self._fault(fault_class)
             if fault_class is not None:  # the class's own m-of-n rule fired: it names the alarm
@@ -176,6 +188,8 @@ class Monitor:
             os.fsync(fh.fileno())
         self.state.alarms += 1
         self.state.last_alarm = info
+        if self.cfg.on_alarm_line:
+            self.cfg.on_alarm_line(info)
         if self.cfg.on_alarm:
             try:
                 r = subprocess.run(shlex.split(self.cfg.on_alarm), input=json.dumps(info), text=True, timeout=30,
@@ -235,20 +249,32 @@ class Monitor:
             self.state.top_class = (c, pr)
 
     def process_files(self, files: list[Path]) -> MonitorState:
-        """Score files in order; an unreadable file is skipped with a warning."""
+        """Score files in order, each placed in time by :mod:`anomaly.recording_time`; an unreadable file is skipped
+        with a warning, and overlapping, out-of-order or guessed times are warned about (and kept in the state)."""
         p = self.det.params
-        next_t = self.cfg.start_utc
-        for f in files:
+        ok, durations, bad = check_readable(files, audio_info)
+        for f, why in bad:
+            self.state.skipped.append(str(f))
+            warnings.warn(MonitorWarning(f"skipped: {why}"), stacklevel=2)
+        timing = assign_times(ok, durations, self.cfg.policy)
+        self.state.time_sources = timing.by_source()
+        self.state.time_problems = timing.problems
+        for problem in timing.problems:
+            warnings.warn(MonitorWarning(f"recording times: {problem}"), stacklevel=2)
+        for ft in timing.files:
+            f = ft.path
             self.state.source = str(f)
+            path = str(Path(f).resolve())  # absolute: the report re-reads top patches
             try:
-                info = audio_info(f)
-                t0 = next_t if next_t is not None else f.stat().st_mtime - info.duration_s
+                self._time = ft
+                self._start(path)
+                self.log.file_time(self.run, path, ft.t0_utc, ft.duration_s, ft.source, ft.detail)
                 block_s = 1.0 if self.cfg.realtime else 30.0
                 self.process_blocks(iter_blocks(f, p.sample_rate, block_seconds=block_s, min_samples=p.min_samples),
-                                    t0, str(Path(f).resolve()))  # absolute: the report re-reads top patches
-                if next_t is not None:
-                    next_t = t0 + info.duration_s
+                                    ft.t0_utc, path)
             except AudioError as e:
                 self.state.skipped.append(str(f))
                 warnings.warn(MonitorWarning(f"skipped: {e}"), stacklevel=2)
+            finally:
+                self._time = None
         return self.state

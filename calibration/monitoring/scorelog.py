@@ -13,6 +13,11 @@ and the time index, i.e. ~18 MB per day and ~1 GB for the default retention of 8
 per-class probabilities (float16, 2 bytes per class) to each row: the classifier's outputs, kept so that the
 per-class thresholds can be tuned on weeks of real data.
 
+The ``file_times`` table (added to any layout-2/3 log when a monitor opens it; readers do without it) records how
+each file's start time was found (:mod:`anomaly.recording_time`: metadata, name, start-time, contiguous, mtime), so
+that the report can mark periods whose times are uncertain; :func:`read_scores` gives it as ``time_source`` (``clock``
+for live input).
+
 Layout 3 added the class probabilities (``scores.classes``) and the classifier of each run (``runs.classifier_hash``,
 ``runs.classes``, ``runs.class_thresholds``); a layout-2 log is upgraded in place (columns added, nothing rewritten)
 when a monitor opens it, and read as it is.
@@ -63,6 +68,15 @@ CREATE TABLE IF NOT EXISTS scores (
 );
 CREATE TABLE IF NOT EXISTS files (file_id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE);
 CREATE INDEX IF NOT EXISTS scores_t ON scores(t_utc);
+CREATE TABLE IF NOT EXISTS file_times (
+    run_id INTEGER NOT NULL REFERENCES runs(run_id),
+    file_id INTEGER NOT NULL REFERENCES files(file_id),
+    t0_utc REAL NOT NULL,         -- the time given to the file's first sample
+    duration_s REAL NOT NULL,
+    source TEXT NOT NULL,         -- how that time was found: anomaly.recording_time.SOURCES
+    detail TEXT NOT NULL,         -- e.g. "bext 2026-11-20 08:00:00", "name 20261120T080000"
+    PRIMARY KEY (run_id, file_id)
+);
 CREATE TABLE IF NOT EXISTS alarms (
     t_utc REAL NOT NULL,
     run_id INTEGER NOT NULL REFERENCES runs(run_id),
@@ -174,6 +188,11 @@ class ScoreLog:
         self.rows += len(rows)
         self.maybe_commit()
 
+    def file_time(self, run: Run, file: str, t0_utc: float, duration_s: float, source: str, detail: str) -> None:
+        """Record how ``file``'s start time was found in this run (:mod:`anomaly.recording_time`)."""
+        self.con.execute("INSERT OR REPLACE INTO file_times VALUES (?,?,?,?,?,?)",
+                         (run.run_id, self._file_id(file), t0_utc, duration_s, source, detail))
+
     def alarm(self, run: Run, t_utc: float, score: float, info: dict) -> None:
         self.con.execute("INSERT INTO alarms VALUES (?,?,?,?)", (t_utc, run.run_id, score, json.dumps(info)))
         self.con.commit()
@@ -198,16 +217,22 @@ class ScoreLog:
 
 def read_scores(path: str | Path, since_utc: float | None = None, bands: bool = False, classes: bool = False):
     """Scores as a pandas DataFrame (columns t_utc, time, score, over, calibration_id, model_hash, threshold,
-    file, offset_s [, band_00 … band_63] [, p_<class> …]), oldest first.
+    file, offset_s, time_source [, band_00 … band_63] [, p_<class> …]), oldest first.
 
     With ``classes``, one ``p_<class>`` column per class any run's fault classifier had (NaN where a run had no
     classifier or not that class): the calibrated per-patch probabilities the monitor compared with the thresholds.
     """
-    v3 = _log_version(path) >= 3
-    extra = ", s.classes, r.classes AS run_classes" if v3 else ", NULL AS classes, NULL AS run_classes"
+    version, has_times = _log_layout(path)
+    extra = ", s.classes, r.classes AS run_classes" if version >= 3 else ", NULL AS classes, NULL AS run_classes"
+    if has_times:
+        extra += (", COALESCE(ft.source, CASE WHEN s.file_id IS NULL THEN 'clock' END) AS time_source")
+        join = " LEFT JOIN file_times ft ON ft.run_id = s.run_id AND ft.file_id = s.file_id"
+    else:
+        extra += ", CASE WHEN s.file_id IS NULL THEN 'clock' END AS time_source"
+        join = ""
     df = _read(path, "SELECT s.t_utc, s.score, s.over, s.bands, f.path AS file, s.offset_s, r.calibration_id, "
                      f"r.model_hash, r.threshold{extra} FROM scores s JOIN runs r USING (run_id) "
-                     "LEFT JOIN files f USING (file_id)", "s", since_utc)
+                     f"LEFT JOIN files f USING (file_id){join}", "s", since_utc)
     blobs, cblobs, run_classes = df.pop("bands"), df.pop("classes"), df.pop("run_classes")
     if bands and len(df):
         arr = np.stack([np.frombuffer(b, "<f2").astype(np.float32) if b is not None else
@@ -228,10 +253,24 @@ def read_scores(path: str | Path, since_utc: float | None = None, bands: bool = 
     return df
 
 
-def _log_version(path: str | Path) -> int:
+def _log_layout(path: str | Path) -> tuple[int, bool]:
+    """The log's layout version and whether it has the ``file_times`` table."""
     con = connect(path, readonly=True)
     try:
-        return _version(con)
+        has = con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'file_times'").fetchone()
+        return _version(con), has is not None
+    finally:
+        con.close()
+
+
+def read_file_times(path: str | Path):
+    """How each monitored file's time was found, per run (empty for a log without that table)."""
+    if not _log_layout(path)[1]:
+        return pd.DataFrame(columns=["run_id", "file", "t0_utc", "duration_s", "source", "detail"])
+    con = connect(path, readonly=True)
+    try:
+        return pd.read_sql("SELECT ft.run_id, f.path AS file, ft.t0_utc, ft.duration_s, ft.source, ft.detail "
+                           "FROM file_times ft JOIN files f USING (file_id) ORDER BY ft.t0_utc", con)
     finally:
         con.close()
 
