@@ -218,6 +218,21 @@ RULES: dict[str, type] = {MOfN.kind: MOfN}
 DEFAULT_RULE = MOfN(3, 5)
 
 
+def parse_rule(text: str) -> AlarmRule:
+    """An alarm rule from how the CLI spells it (``3/5`` for :class:`MOfN`), trying every registered kind.
+
+    Raises:
+        DecisionError: no kind reads ``text``; the message names what each kind accepts.
+    """
+    errors = []
+    for cls in RULES.values():
+        try:
+            return cls.parse(text)
+        except DecisionError as e:
+            errors.append(str(e))
+    raise DecisionError("; ".join(errors) if len(errors) > 1 else errors[0])
+
+
 def rule_from_dict(d: dict) -> AlarmRule:
     """An alarm rule from its ``to_dict()`` form, by ``kind``."""
     kind = d.get("kind") if isinstance(d, dict) else None

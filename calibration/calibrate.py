@@ -19,7 +19,7 @@ from scipy import stats
 
 from anomaly.audio import ReadStats, audio_info, find_audio, iter_blocks
 from anomaly.classify import load_classifier
-from anomaly.decision import K_RANGE, MOfN, over
+from anomaly.decision import K_RANGE, MOfN, over, rule_from_dict
 from anomaly.detectors import AutoencoderDetector, Detector, load_detector, score_file
 from anomaly.features import FeatureParams, MicResponse, PatchStream, log_mel, patch_starts, patches
 from anomaly.modeldir import classifier_hash, file_sha256, model_hash
@@ -235,15 +235,29 @@ def findings(b: Baseline, det: Detector) -> list[Finding]:
 
 
 def threshold_findings(rep, rule: MOfN) -> list[Finding]:
-    """Advice when the expected false-alarm rate is high."""
+    """Advice when the expected false-alarm rate is high: a larger k while k is below its maximum, else a stricter
+    alarm rule (``humwatch site set``)."""
     out = []
     if rep.false_alarms_per_day > 1.0:
+        if rep.k < K_RANGE[1]:
+            change = (f"consider a larger k (now {rep.k:g}, at most {K_RANGE[1]:g}) or a stricter alarm rule than "
+                      f"{rule.short}")
+        else:
+            change = (f"k is already at its maximum {K_RANGE[1]:g}: consider a stricter alarm rule than "
+                      f"{rule.short} (more of a longer window)")
         out.append(Finding("warning", f"about {rep.false_alarms_per_day:.2g} false alarms per day expected: the "
                                       f"baseline's score tail is heavy (extremal index {rep.extremal_index:.2f}); "
-                                      f"consider a larger k (up to {K_RANGE[1]:g}) or a stricter rule than "
-                                      f"{rule.short}, and check "
-                                      "the recording for intermittent noise that is not the machine"))
+                                      f"{change} with `humwatch site set`, then calibrate again; and check the "
+                                      "recording for intermittent noise that is not the machine"))
     return out
+
+
+def calibration_rule(record: dict):
+    """The alarm rule a calibration record was certified for (what monitoring applies while it is in force)."""
+    th = record["threshold"]
+    if isinstance(th.get("rule"), dict):
+        return rule_from_dict(th["rule"])
+    return MOfN(int(th["alarm_m"]), int(th["alarm_n"]))
 
 
 def _minutes_finding(b: Baseline) -> list[Finding]:

@@ -1,6 +1,6 @@
 """``humwatch site ...``: create, inspect and calibrate sites (one per installation).
 
-``site create | list | show | history | set-model | set-classifier | calibrate | recalibrate | schedule``. The
+``site create | list | show | history | set | set-model | set-classifier | calibrate | recalibrate | schedule``. The
 earlier root spellings ``humwatch calibrate --site NAME``, ``recalibrate --site NAME | --due`` and ``schedule --site
 NAME`` still work (hidden aliases of the ``site`` commands). This module parses and prints; the rules are in
 :mod:`calibration.site_setup`, :mod:`calibration.calibrate`, :mod:`calibration.schedule` and :mod:`anomaly.decision`.
@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from anomaly.cli_util import console, err_console, progress, user_errors
-from anomaly.decision import DEFAULT_K, DEFAULT_RULE, K_RANGE, MOfN, describe_threshold
+from anomaly.decision import DEFAULT_K, DEFAULT_RULE, K_RANGE, describe_threshold, parse_rule
 
 app = typer.Typer(no_args_is_help=True)
 site_app = typer.Typer(no_args_is_help=True, help="Sites (one per installation): create, inspect, calibrate, "
@@ -85,7 +85,7 @@ def site_create(
         from calibration.store import validate_name
 
         validate_name(name)
-        site = create_site(_store(sites_dir), name, model, k=k, rule=MOfN.parse(alarm), machine=machine,
+        site = create_site(_store(sites_dir), name, model, k=k, rule=parse_rule(alarm), machine=machine,
                            microphone=microphone, response=response, interval_days=interval_days, source=source)
         console.print(f"created site {name} in {site.dir}  (threshold {describe_threshold(k)}; alarm: "
                       f"{site.config().alarm_rule})")
@@ -138,17 +138,67 @@ def site_show(name: Name, sites_dir: SitesDir = None) -> None:
 
 @site_app.command("history")
 def site_history(name: Name, sites_dir: SitesDir = None) -> None:
-    """Every calibration of a site: threshold over time, adopted or refused."""
+    """Every calibration of a site (threshold over time, adopted or refused) and every settings change."""
     with user_errors():
         site = _store(sites_dir).site(name)
         site.config()
         cur = site.current_id()
-        t = Table("id", "kind", "status", "minutes", "threshold", "false alarms/day", "current")
+        t = Table("id", "kind", "status", "minutes", "k", "rule", "threshold", "false alarms/day", "current")
         for rec in site.history():
             th = rec["threshold"]
-            t.add_row(rec["id"], rec["kind"], rec["status"], f"{rec['audio']['minutes']:.0f}",
-                      f"{th['threshold']:.4g}", f"{th['false_alarms_per_day']:.2g}", "*" if rec["id"] == cur else "")
+            t.add_row(rec["id"], rec["kind"], rec["status"], f"{rec['audio']['minutes']:.0f}", f"{th['k']:g}",
+                      f"{th['alarm_m']}/{th['alarm_n']}", f"{th['threshold']:.4g}",
+                      f"{th['false_alarms_per_day']:.2g}", "*" if rec["id"] == cur else "")
         console.print(t if t.row_count else f"site {name} has no calibrations yet")
+        changes = site.settings_history()
+        if changes:
+            s = Table("changed (UTC)", "setting", "from", "to")
+            for e in changes:
+                for what, v in e["changes"].items():
+                    s.add_row(escape(str(e.get("t_utc"))), escape(what), escape(repr(v.get("old"))),
+                              escape(repr(v.get("new"))))
+            console.print(s)
+
+
+@site_app.command("set")
+def site_set(
+    name: Name,
+    k: Annotated[float | None, typer.Option("--k", "-k", help=f"Threshold = mean + k·σ ({K_RANGE[0]:g}-"
+                                            f"{K_RANGE[1]:g}); from the next calibration.")] = None,
+    alarm: Annotated[str | None, typer.Option("--alarm", "-a", help="Alarm rule, e.g. 3/5 (m of the last n "
+                                              "patches); from the next calibration.")] = None,
+    machine: Annotated[str | None, typer.Option("--machine", "-M", help="Machine type (pump, compressor, fan, "
+                                                "motor or any text); now.")] = None,
+    source: Annotated[str | None, typer.Option("--source", help="Audio for scheduled recalibration: a directory, "
+                                               "mic or mic:DEVICE ('' to clear).")] = None,
+    interval_days: Annotated[int | None, typer.Option("--interval-days", min=1, help="Recalibrate every N days; "
+                                                      "now.")] = None,
+    microphone: Annotated[str | None, typer.Option("--microphone", help="Microphone make, model, mounting.")]
+    = None,
+    sites_dir: SitesDir = None,
+) -> None:
+    """Change a site's settings; each is checked, recorded in `site history`, and its effect is printed.
+
+    k and the alarm rule take effect at the next calibration (the threshold, the rule and the certificate's
+    false-alarm figures belong together; monitoring keeps those of the calibration in force). The machine type,
+    the interval and the microphone take effect now; the source at the next scheduled recalibration (write the job
+    again with `humwatch site schedule`).
+    """
+    with user_errors():
+        from calibration.site_setup import set_settings
+
+        site = _store(sites_dir).site(name)
+        got = set_settings(site, k=k, alarm=alarm, machine=machine, source=source, interval_days=interval_days,
+                           microphone=microphone)
+        if not got.changes:
+            console.print(f"site {escape(name)}: nothing changed (the values given are the current ones)")
+            return
+        for what, (old, new) in got.changes.items():
+            console.print(f"{what}: {escape(repr(old))} → {escape(repr(new))}; takes effect "
+                          f"{escape(got.effects[what])}")
+        if {"k", "alarm"} & set(got.changes) and site.current_id():
+            console.print(f"next: humwatch site recalibrate {escape(name)} --from <recent normal audio>  (or "
+                          "site calibrate)")
 
 
 @site_app.command("set-model")

@@ -8,18 +8,19 @@ model); a classifier must read the same front end as the site's model and name t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from anomaly.atomic import write_text
 from anomaly.classify import FaultClassifier, load_classifier
-from anomaly.decision import DEFAULT_K, DEFAULT_RULE, MOfN
+from anomaly.decision import DEFAULT_K, DEFAULT_RULE, MOfN, check_k, parse_rule
 from anomaly.detectors import load_detector
+from anomaly.errors import DecisionError
 from anomaly.features import MicResponse
 from anomaly.modeldir import classifier_hash, model_hash
 from calibration.calibrate import site_classifier, site_detector
 from calibration.errors import SiteError
-from calibration.store import Site, SiteConfig, SiteStore, validate_name
+from calibration.store import Site, SiteConfig, SiteStore, validate_name, validate_source, validate_text
 
 DEFAULT_INTERVAL_DAYS = 30
 
@@ -34,6 +35,8 @@ def create_site(store: SiteStore, name: str, model: Path, k: float = DEFAULT_K, 
         DataError: an unreadable microphone-response curve.
     """
     validate_name(name)
+    machine, microphone = validate_text("--machine", machine), validate_text("--microphone", microphone)
+    source = validate_source(source)
     load_detector(model)  # fail now, not at calibration time
     if response is not None:
         MicResponse.from_csv(response)
@@ -98,3 +101,72 @@ def remove_classifier(site: Site) -> None:
     with site.lock("classifier change"):
         cfg.classifier_path, cfg.classifier_hash, cfg.classifier_alarm = "", "", []
         site.save_config(cfg)
+
+
+# When each setting of `humwatch site set` takes effect, in the words the CLI prints and the history keeps.
+EFFECTS = {
+    "k": "at the next calibration (site calibrate or recalibrate): the threshold and its certificate are set "
+         "together on the site's audio, so the threshold in force stays until then",
+    "alarm": "at the next calibration: the certificate's false-alarm figures belong to the rule, so monitoring "
+             "keeps the rule of the calibration in force until then",
+    "machine": "now: alarm and report band words; --inject-faults uses it at the next calibration",
+    "source": "at the next scheduled recalibration; write the job again with `humwatch site schedule` (it names the "
+              "source)",
+    "interval_days": "now: `site list` and `recalibrate --due` count from it",
+    "microphone": "now (a description)",
+}
+
+
+@dataclass
+class SettingsChange:
+    changes: dict[str, tuple[object, object]]  # setting -> (old, new)
+    effects: dict[str, str]  # setting -> when it takes effect (EFFECTS)
+
+
+def set_settings(site: Site, k: float | None = None, alarm: str | None = None, machine: str | None = None,
+                 source: str | None = None, interval_days: int | None = None,
+                 microphone: str | None = None) -> SettingsChange:
+    """Change a site's settings (None: unchanged), validated by their owners (:mod:`anomaly.decision` for k and
+    the alarm rule, :mod:`calibration.store` for texts and the source), and record the change in the site's
+    history. Nothing is written when a value is bad or nothing changes.
+
+    Raises:
+        SiteError: a bad value (naming it), or no setting given.
+    """
+    cfg = site.config()
+    new = replace(cfg)
+    old_rule = cfg.rule
+    try:
+        if k is not None:
+            new.k = check_k(k)
+        if alarm is not None:
+            new.with_rule(parse_rule(alarm))
+    except DecisionError as e:
+        raise SiteError(str(e)) from None
+    if machine is not None:
+        new.machine = validate_text("--machine", machine)
+    if source is not None:
+        new.source = validate_source(source)
+    if microphone is not None:
+        new.microphone = validate_text("--microphone", microphone)
+    if interval_days is not None:
+        if isinstance(interval_days, bool) or not isinstance(interval_days, int) or interval_days < 1:
+            raise SiteError(f"--interval-days must be a whole number of days >= 1, got {interval_days!r}")
+        new.recalibration_days = interval_days
+    if all(v is None for v in (k, alarm, machine, source, interval_days, microphone)):
+        raise SiteError("nothing to set: give --k, --alarm, --machine, --source, --interval-days or --microphone")
+    changes: dict[str, tuple[object, object]] = {}
+    for name, field_ in (("k", "k"), ("machine", "machine"), ("source", "source"),
+                         ("interval_days", "recalibration_days"), ("microphone", "microphone")):
+        if getattr(new, field_) != getattr(cfg, field_):
+            changes[name] = (getattr(cfg, field_), getattr(new, field_))
+    if new.rule != old_rule:
+        changes["alarm"] = (old_rule.spelling, new.rule.spelling)
+    if not changes:
+        return SettingsChange({}, {})
+    SiteConfig.from_toml(new.to_toml(), str(site.toml_path))  # the file as it will be read back
+    with site.lock("settings change"):
+        site.save_config(new)
+        effects = {name: EFFECTS[name] for name in changes}
+        site.record_settings(changes, effects)
+    return SettingsChange(changes, effects)

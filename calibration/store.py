@@ -5,6 +5,7 @@ Layout (root ``./sites`` unless ``--sites-dir`` or ``HUMWATCH_SITES`` says other
     sites/<name>/site.toml                   settings: machine, model path + hash, microphone, k, alarm rule, interval
     sites/<name>/calibrations/<id>.json      one per calibration, versioned, never overwritten
     sites/<name>/current                     the id of the calibration in force
+    sites/<name>/settings.jsonl              every settings change (`humwatch site set`): time, old and new values
     sites/<name>/baseline/<id>/...           optional retained calibration audio
     sites/<name>/.lock                       held while a calibration or recalibration runs
 
@@ -41,6 +42,27 @@ def validate_name(name: str) -> str:
         raise SiteError(f"invalid site name {name!r}: use 1-64 characters a-z, 0-9, '-' or '_', starting with a "
                         "letter or digit (no paths)")
     return name
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_TEXT = 200
+
+
+def validate_text(what: str, value: str) -> str:
+    """A free-text setting (machine, microphone): one line of at most ``MAX_TEXT`` characters."""
+    if not isinstance(value, str) or _CONTROL.search(value) or len(value) > MAX_TEXT:
+        raise SiteError(f"{what} must be one line of at most {MAX_TEXT} characters without control characters, got "
+                        f"{value!r:.80}")
+    return value.strip()
+
+
+def validate_source(source: str) -> str:
+    """Where scheduled recalibration takes its audio: ``""`` (none), ``mic``, ``mic:DEVICE`` or a directory path (one
+    line, no ``%``: it goes into a cron line)."""
+    validate_text("--source", source)
+    if "%" in source:
+        raise SiteError(f"--source may not contain '%' (cron reads it as a line break), got {source!r}")
+    return source.strip()
 
 
 def default_root() -> Path:
@@ -106,6 +128,12 @@ class SiteConfig:
         if self.source.startswith("mic"):
             return "mic", (self.source.split(":", 1)[1] if ":" in self.source else None)
         return "dir", self.source
+
+    def with_rule(self, rule) -> None:
+        """Store an alarm rule (site.toml holds m-of-n rules as ``alarm_m`` and ``alarm_n``)."""
+        if getattr(rule, "kind", None) != MOfN.kind:
+            raise SiteError(f"site.toml stores m-of-n alarm rules only, got {getattr(rule, 'kind', rule)!r}")
+        self.alarm_m, self.alarm_n = int(rule.m), int(rule.n)
 
     def to_toml(self) -> str:
         d = asdict(self)
@@ -197,6 +225,35 @@ class Site:
     def new_recording_path(self) -> Path:
         """Where a calibration recorded from a sound card goes (``baseline/mic-<UTC time>.flac``)."""
         return self.dir / "baseline" / f"mic-{utc_id()}.flac"
+
+    # -- settings history -------------------------------------------------------------------------------------
+    @property
+    def settings_log(self) -> Path:
+        return self.dir / "settings.jsonl"
+
+    def record_settings(self, changes: dict[str, tuple[Any, Any]], effects: dict[str, str]) -> dict:
+        """Append a settings change (``{setting: (old, new)}``, and when each takes effect) to the site's history."""
+        entry = {"t_utc": utc_now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+                 "changes": {k: {"old": o, "new": n} for k, (o, n) in changes.items()}, "effects": effects}
+        with open(self.settings_log, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        return entry
+
+    def settings_history(self) -> list[dict]:
+        """Every recorded settings change, oldest first (unreadable lines are skipped)."""
+        if not self.settings_log.is_file():
+            return []
+        out = []
+        for line in self.settings_log.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                e = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(e, dict) and isinstance(e.get("changes"), dict):
+                out.append(e)
+        return out
 
     # -- calibrations -----------------------------------------------------------------------------------------
     def calibration_ids(self) -> list[str]:

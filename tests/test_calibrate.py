@@ -367,3 +367,21 @@ def test_lock_blocks_a_concurrent_calibration(calibrated, cal_audio, normal_othe
         with pytest.raises(SiteLockedError):
             recalibrate(s, CalibrationRequest(files=[normal_other_seed], force=True))
     assert s.calibration_ids() == before
+
+
+def test_high_false_alarm_advice_depends_on_k():
+    """At k = 5 (the maximum) the advice is a stricter rule, never "a larger k (up to 5)"."""
+    from types import SimpleNamespace
+
+    from anomaly.decision import MOfN
+    from calibration.calibrate import threshold_findings
+
+    def advice(k):
+        rep = SimpleNamespace(k=k, false_alarms_per_day=12.0, extremal_index=0.5)
+        [f] = threshold_findings(rep, MOfN(3, 5))
+        return f.what
+
+    assert "larger k (now 4, at most 5)" in advice(4.0) and "humwatch site set" in advice(4.0)
+    assert "larger k" not in advice(5.0) and "already at its maximum 5" in advice(5.0)
+    assert "stricter alarm rule than 3 of 5" in advice(5.0)
+    assert threshold_findings(SimpleNamespace(k=4.0, false_alarms_per_day=0.5, extremal_index=1.0), MOfN(3, 5)) == []

@@ -150,6 +150,56 @@ def test_emoji_in_free_text_settings(model, tmp_path):
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# site set
+
+
+def test_site_set_changes_validates_and_records(sites_copy, cal_audio):
+    site = SiteStore(sites_copy).site("pump-3")
+    before = site.calibration()
+    out = ok(invoke("site", "set", "pump-3", "--k", "5", "--alarm", "4/8", "--machine", "toy car", "--source",
+                    str(cal_audio.parent), "--sites-dir", sites_copy))
+    assert "k: 4.0 → 5.0; takes effect at the next calibration" in out
+    assert "alarm: '3/5' → '4/8'; takes effect at the next calibration" in out
+    assert "machine: 'pump' → 'toy car'; takes effect now" in out
+    assert "source: '' →" in out and "humwatch site schedule" in out
+    assert "next: humwatch site recalibrate pump-3" in out
+    cfg = site.config()
+    assert (cfg.k, cfg.alarm_m, cfg.alarm_n, cfg.machine, cfg.source) == (5.0, 4, 8, "toy car", str(cal_audio.parent))
+    # the calibration in force is untouched, and monitoring keeps its rule until the next calibration
+    assert site.calibration() == before
+    from calibration.calibrate import calibration_rule
+
+    assert calibration_rule(site.calibration()).spelling == "3/5"
+    hist = ok(invoke("site", "history", "pump-3", "--sites-dir", sites_copy))
+    assert "alarm" in hist and "'4/8'" in hist and "toy car" in hist
+    [entry] = site.settings_history()
+    assert entry["changes"]["k"] == {"old": 4.0, "new": 5.0} and "next calibration" in entry["effects"]["k"]
+    # the next calibration uses the new k and rule
+    ok(invoke("site", "calibrate", "pump-3", "--from", cal_audio, "--force", "--sites-dir", sites_copy))
+    th = site.calibration()["threshold"]
+    assert (th["k"], th["alarm_m"], th["alarm_n"]) == (5.0, 4, 8)
+    assert "nothing changed" in ok(invoke("site", "set", "pump-3", "--k", "5", "--sites-dir", sites_copy))
+
+
+@pytest.mark.parametrize("args, needle", [(("--k", "7"), "k must be between 3 and 5"),
+                                          (("--alarm", "6/5"), "alarm rule needs"),
+                                          (("--alarm", "often"), "--alarm must look like 3/5"),
+                                          (("--source", "/rec\n* * * * * touch x"), "--source must be one line"),
+                                          (("--source", "/rec/%d"), "'%'"),
+                                          (("--machine", "x" * 300), "at most 200 characters"),
+                                          ((), "nothing to set")])
+def test_site_set_refuses_bad_values_and_writes_nothing(sites_copy, args, needle):
+    site = SiteStore(sites_copy).site("pump-3")
+    toml = site.toml_path.read_text()
+    assert_one_error_line(invoke("site", "set", "pump-3", *args, "--sites-dir", sites_copy), needle)
+    assert site.toml_path.read_text() == toml and site.settings_history() == []
+
+
+def test_site_set_unknown_site(tmp_path):
+    assert_one_error_line(invoke("site", "set", "nope", "--k", "4", "--sites-dir", tmp_path), "no site 'nope'")
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # calibrate
 
 

@@ -32,7 +32,7 @@ from anomaly.decision import over
 from anomaly.errors import AudioError, HumwatchWarning
 from anomaly.features import PatchStream, mel_centers
 from anomaly.recording_time import FileTime, TimePolicy, assign_times, check_readable
-from calibration.calibrate import site_classifier, site_detector
+from calibration.calibrate import calibration_rule, site_classifier, site_detector
 from calibration.errors import SiteError
 from calibration.monitoring.scorelog import DEFAULT_RETENTION_DAYS, ScoreLog
 from calibration.store import Site
@@ -94,7 +94,7 @@ class Monitor:
                             f"now uses {self.model_hash}; calibrate again")
         th = self.calibration["threshold"]
         self.threshold = float(th["threshold"])
-        self.alarm_rule = sc.rule
+        self.alarm_rule = calibration_rule(self.calibration)  # the rule the certificate was made for
         self.rule = self.alarm_rule.stream(self.threshold)
         self.state = MonitorState(self.threshold, self.alarm_rule.short)
         base = self.calibration.get("baseline", {}).get("band_error_mean")
@@ -123,11 +123,10 @@ class Monitor:
 
     def _start(self, source: str) -> None:
         if self.run is None:
-            sc = self.site.config()
             c = None if self.clf is None else {"hash": self.clf_hash, "classes": self.clf.classes,
                                                "thresholds": self.class_thr}
-            self.run = self.log.start_run(self.calibration["id"], self.model_hash, self.threshold, sc.alarm_m,
-                                          sc.alarm_n, source, c)
+            self.run = self.log.start_run(self.calibration["id"], self.model_hash, self.threshold, self.alarm_rule.m,
+                                          self.alarm_rule.n, source, c)
 
     def _top_bands(self, bands: np.ndarray) -> list[dict]:
         ref = self.band_baseline if self.band_baseline is not None else np.ones_like(bands)
