@@ -36,6 +36,14 @@ SAMPLE_RATE = 16000
 MACHINES = ("pump", "compressor", "fan", "motor")
 FAULTS = ("none", "cavitation", "bearing-outer", "bearing-inner", "compressor-valve-leak", "electrical-arc")
 BACKGROUNDS = ("quiet", "factory", "hvac-cycling")
+MACHINE_FAULTS = {
+    "pump": ("cavitation", "bearing-outer", "bearing-inner"),
+    "compressor": ("compressor-valve-leak", "bearing-outer", "bearing-inner"),
+    "fan": ("bearing-outer", "bearing-inner"),
+    "motor": ("electrical-arc", "bearing-outer", "bearing-inner"),
+}
+"""The faults each machine really has (any fault can be mixed into any machine's sound, as an additive stand-in);
+their words label bands in alarms and reports (:mod:`anomaly.vocabulary`)."""
 
 MAINS_HZ = 50.0
 """Mains frequency: motor magnetic hum and electrical arcs are locked to ``2 * MAINS_HZ`` (100 Hz)."""

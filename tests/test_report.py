@@ -307,11 +307,14 @@ def test_band_names():
     bands = np.ones(64)
     bands[[60, 61, 62]] = [9.0, 10.0, 8.0]
     bands[1] = 7.0
-    top = rp.top_bands(bands, np.ones(64), DEFAULT_PARAMS)
+    top = rp.top_bands(bands, np.ones(64), DEFAULT_PARAMS, machine="pump 3")
     assert [d["band"] for d in top] == [61, 60, 62]
-    assert top[0]["hint"] == "cavitation/arc-like high band"
-    groups = rp.band_groups(rp.top_bands(bands, np.ones(64), DEFAULT_PARAMS, k=4))
+    assert top[0]["hint"] == "cavitation-like high band (broadband hiss)"
+    groups = rp.band_groups(rp.top_bands(bands, np.ones(64), DEFAULT_PARAMS, k=4, machine="pump"))
     assert len(groups) == 2 and groups[0]["bands"] == 3 and groups[1]["hint"].startswith("low band")
+    # an unknown machine type: the band and its frequency only
+    top = rp.top_bands(bands, np.ones(64), DEFAULT_PARAMS, machine="ToyCar")
+    assert top[0]["hint"] == "high band (above 4.0 kHz)"
 
 
 def test_relative_source_paths_resolve_from_above_the_site(tmp_path, monkeypatch):

@@ -32,6 +32,7 @@ from anomaly.decision import over
 from anomaly.errors import AudioError, HumwatchWarning
 from anomaly.features import PatchStream, mel_centers
 from anomaly.recording_time import FileTime, TimePolicy, assign_times, check_readable
+from anomaly.vocabulary import band_hint
 from calibration.calibrate import calibration_rule, site_classifier, site_detector
 from calibration.errors import SiteError
 from calibration.monitoring.scorelog import DEFAULT_RETENTION_DAYS, ScoreLog
@@ -86,6 +87,7 @@ class Monitor:
     def __init__(self, site: Site, cfg: MonitorConfig, on_update: Callable[[MonitorState], None] | None = None):
         self.site, self.cfg, self.on_update = site, cfg, on_update
         sc = site.config()
+        self.machine = sc.machine  # the words of alarms' bands follow its type (anomaly.vocabulary)
         self.calibration = site.calibration()  # raises SiteError when uncalibrated
         self.det, self.offsets, self.model_hash = site_detector(site)
         if self.calibration["model"]["hash"] != self.model_hash:
@@ -132,8 +134,8 @@ class Monitor:
         ref = self.band_baseline if self.band_baseline is not None else np.ones_like(bands)
         ratio = bands / np.maximum(ref, 1e-9)
         top = np.argsort(ratio)[::-1][:3]
-        return [{"band": int(i), "center_hz": round(float(self.centers[i])), "error_ratio": round(float(ratio[i]), 2)}
-                for i in top]
+        return [{"band": int(i), "center_hz": round(float(self.centers[i])), "error_ratio": round(float(ratio[i]), 2),
+                 "hint": band_hint(float(self.centers[i]), self.machine)} for i in top]
 
     def _fault(self, only: str | None = None) -> dict:
         """What the classifier says about the alarm window: mean probabilities over its evidence patches.

@@ -23,6 +23,7 @@ from anomaly.detectors import AutoencoderDetector
 from anomaly.errors import AudioError, HumwatchError
 from anomaly.features import DEFAULT_PARAMS, FeatureParams, log_mel
 from anomaly.features.functional import mel_band_edges
+from anomaly.vocabulary import band_hint
 from calibration.calibrate import site_classifier, site_detector
 from calibration.errors import ReportError, SiteError
 from calibration.monitoring.scorelog import connect, read_alarms, read_scores
@@ -293,25 +294,14 @@ def top_patches(df, n: int, spacing_s: float = PATCH_SPACING_S):
     return df.iloc[picked]
 
 
-def band_hint(center_hz: float) -> str:
-    """What a band's deviation typically means (the simulator's and common machine fault signatures)."""
-    if center_hz < 300:
-        return "low band: hum, shaft or structure-borne rumble"
-    if center_hz < 1000:
-        return "mid band: blade-pass and flow tones"
-    if center_hz < 2500:
-        return "upper-mid band: valve clicks, impacts"
-    if center_hz < 4000:
-        return "bearing-resonance-like band (impacts ring near 3 kHz)"
-    return "cavitation/arc-like high band"
-
-
 def _khz(f: float) -> str:
     return f"{f / 1000:.1f}" if f >= 1000 else f"{f / 1000:.2f}"
 
 
-def top_bands(bands: np.ndarray, baseline: np.ndarray | None, params, k: int = 3) -> list[dict]:
-    """The ``k`` bands with the largest error ratio to the baseline (plain error without a baseline)."""
+def top_bands(bands: np.ndarray, baseline: np.ndarray | None, params, k: int = 3,
+              machine: str | None = None) -> list[dict]:
+    """The ``k`` bands with the largest error ratio to the baseline (plain error without a baseline), each with
+    the words of the site's ``machine`` type for it (:mod:`anomaly.vocabulary`)."""
     edges = mel_band_edges(params)
     ref = baseline if baseline is not None and baseline.size == bands.size else np.ones_like(bands)
     ratio = bands / np.maximum(ref, 1e-9)
@@ -321,7 +311,7 @@ def top_bands(bands: np.ndarray, baseline: np.ndarray | None, params, k: int = 3
         lo, c, hi = edges[i], edges[i + 1], edges[i + 2]
         out.append({"band": int(i), "lo_hz": float(lo), "center_hz": float(c), "hi_hz": float(hi),
                     "ratio": float(ratio[i]), "error": float(bands[i]),
-                    "label": f"{_khz(lo)}–{_khz(hi)} kHz", "hint": band_hint(c)})
+                    "label": f"{_khz(lo)}–{_khz(hi)} kHz", "hint": band_hint(c, machine)})
     return out
 
 
@@ -400,6 +390,7 @@ def analyse_patches(site: Site, df, n: int, calibrations: dict[str, dict], log_p
     logged = _logged_bands(log_path, list(zip(picked["t_utc"].tolist(), picked["score"].tolist(), strict=True)))
     det = offsets = mh = None
     model_err = None
+    machine = site.config().machine
     try:
         det, offsets, mh = site_detector(site)
     except HumwatchError as e:
@@ -447,7 +438,7 @@ def analyse_patches(site: Site, df, n: int, calibrations: dict[str, dict], log_p
         bands = lb if lb is not None else (err.mean(axis=0) if err is not None else None)
         if bands is not None and not np.isfinite(bands).any():
             bands = None
-        top = top_bands(bands, base, params) if bands is not None else []
+        top = top_bands(bands, base, params, machine=machine) if bands is not None else []
         if base is None and bands is not None:
             notes.append("the calibration has no per-band baseline: bands ranked by their plain error")
         out.append({"t_utc": float(row["t_utc"]), "score": float(row["score"]), "threshold": float(row["threshold"]),

@@ -15,6 +15,7 @@ import numpy as np
 
 from anomaly import __version__
 from anomaly.atomic import write_text
+from anomaly.vocabulary import signature_text
 from calibration.certificate import certificate_lines, record_patch_seconds
 from calibration.report import charts, data
 from calibration.store import Site
@@ -222,7 +223,7 @@ def _drift_section(df, calibrations: dict, alarms) -> str:
     return _section("drift", "Drift", img + expl + table)
 
 
-def _patch_section(items: list[dict], n: int) -> str:
+def _patch_section(items: list[dict], n: int, machine: str = "") -> str:
     if not items:
         return ""
     figs = []
@@ -248,9 +249,7 @@ def _patch_section(items: list[dict], n: int) -> str:
             "right: "
             "the input log-mel spectrogram, the autoencoder's reconstruction, the squared reconstruction error "
             "(normalised per band) and the error per mel band against the calibration's mean (red: the three "
-            "largest ratios). Typical signatures: cavitation is broadband hiss strongest above 3–4 kHz; "
-            "an electric arc a 2–8 kHz buzz that comes and goes; bearing impacts ring a resonance near 3 kHz; a "
-            "leaking valve hisses above 2 kHz; looseness and imbalance show at the low end.</p>")
+            "largest ratios). " + _e(signature_text(machine)) + "</p>")
     return _section("patches", f"Top {len(items)} anomalous patches", expl + "".join(figs))
 
 
@@ -343,7 +342,7 @@ def build_report(site: Site, since_utc: float | None = None, top_n: int = 6, now
         _fault_section(site, df, alarms),
         _section("histogram", "Score distribution", hist + hist_note),
         _drift_section(df, recs, alarms),
-        _patch_section(patches, top_n),
+        _patch_section(patches, top_n, cfg.machine),
         _calibration_section(site, current, recs, bad),
         _site_section(site, cfg, current),
         "</main>",
