@@ -20,7 +20,7 @@ EDGES = (300.0, 1000.0, 2500.0, 4000.0)
 NEUTRAL = ("low band", "low-mid band", "mid band", "upper-mid band", "high band")
 WORDS: dict[str, tuple[str, str, str, str, str]] = {
     "pump": ("low band: imbalance, looseness or structure-borne rumble", "blade-pass and flow tones",
-             "impacts (loose parts, valve clicks)", "bearing-resonance-like band (bearing impacts ring near 3 kHz)",
+             "impacts (loose parts, rubbing)", "bearing-resonance-like band (bearing impacts ring near 3 kHz)",
              "cavitation-like high band (broadband hiss)"),
     "compressor": ("low band: crank imbalance, looseness", "piston and valve tones", "valve clicks, impacts",
                    "bearing-resonance-like band (bearing impacts ring near 3 kHz)",

@@ -74,9 +74,10 @@ def site(demo):
 
 
 def test_report_has_every_plot_and_table(html):
-    for id_ in ("timeline", "histogram", "drift", "alarm-table", "drift-table", "certificate", "history",
+    for id_ in ("verdict", "timeline", "histogram", "drift", "alarm-table", "drift-table", "certificate", "history",
                 "site-table", "summary"):
         assert f'id="{id_}"' in html, id_
+    assert html.index('id="verdict"') < html.index('id="summary"')  # the verdict comes first
     assert len(re.findall(r'<img[^>]+class="patch', html)) == 6
     assert html.count("data:image/png;base64,") == 3 + 6
 
@@ -160,35 +161,57 @@ def chromium() -> str:
 def run_chromium(page: Path, tmp_path: Path, *mode: str) -> subprocess.CompletedProcess:
     cmd = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1280,2000", *mode,
+           f"--user-data-dir={tmp_path / 'chromium-profile'}", *mode,
            page.resolve().as_uri()]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=90, cwd=tmp_path)
 
 
-def test_chromium_renders_the_plots(demo, tmp_path):
+def screenshot(page: Path, tmp_path: Path, width: int, height: int = 2000):
     from PIL import Image
 
-    page = demo[2]
-    shot = tmp_path / "shot.png"
-    r = run_chromium(page, tmp_path, f"--screenshot={shot}")
+    shot = tmp_path / f"shot-{width}.png"
+    r = run_chromium(page, tmp_path, f"--window-size={width},{height}", "--hide-scrollbars", f"--screenshot={shot}")
     assert shot.is_file(), r.stderr[-2000:]
-    img = np.asarray(Image.open(shot).convert("RGB"), float)
-    assert img.shape[:2] == (2000, 1280)
+    return np.asarray(Image.open(shot).convert("RGB"), float)
+
+
+def near(img: np.ndarray, rgb, tol: float = 40) -> np.ndarray:
+    return np.sqrt(((img - np.array(rgb, float)) ** 2).sum(axis=2)) < tol
+
+
+def test_chromium_renders_the_plots(demo, tmp_path):
+    page = demo[2]
+    img = screenshot(page, tmp_path, 1400)
+    assert img.shape[:2] == (2000, 1400)
     gray = img.mean(axis=2)
     assert gray.std() > 20, "the screenshot is blank"
     # The plots drew: the threshold's orange and the score line's blue appear nowhere in the page's text or CSS.
     for name, rgb in (("threshold orange", (255, 127, 14)), ("score blue", (74, 127, 181))):
-        near = np.sqrt(((img - np.array(rgb, float)) ** 2).sum(axis=2)) < 40
-        assert near.sum() > 1000, f"{name}: {near.sum()} pixels: a plot did not render"
+        assert near(img, rgb).sum() > 1000, f"{name}: a plot did not render"
+    # The verdict panel opens the page: its "act" red tint fills a band just under the header.
+    top = img[90:300]
+    assert near(top, (255, 236, 236), 6).mean() > 0.3, "no verdict panel at the top"
 
-    r = run_chromium(page, tmp_path, "--dump-dom")
+    r = run_chromium(page, tmp_path, "--window-size=1400,2000", "--dump-dom")
     dom = r.stdout
     assert r.returncode == 0 and "</html>" in dom, r.stderr[-2000:]
-    for id_ in ("timeline", "histogram", "drift", "alarm-table", "certificate", "history"):
+    for id_ in ("verdict", "timeline", "histogram", "drift", "alarm-table", "certificate", "history"):
         assert f'id="{id_}"' in dom, id_
     assert len(re.findall(r'<img[^>]+class="patch', dom)) == 6
     assert "<script" not in dom.lower()  # the escaped text stayed text
     assert "alert(3)" in dom
+
+
+def test_chromium_at_phone_width_keeps_everything_inside_the_page(demo, tmp_path):
+    """At 390 px every table scrolls inside its card and every image shrinks: nothing reaches the right margin."""
+    img = screenshot(demo[2], tmp_path, 390, 6000)
+    assert img.shape[1] == 390
+    page_bg, header = (246, 247, 249), (31, 59, 87)
+    assert img.mean(axis=2).std() > 20, "the screenshot is blank"
+    margin = img[:, -3:]  # the page's right margin, beyond every card (the header spans it)
+    spill = ~(near(margin, page_bg, 3) | near(margin, header, 3)).all(axis=1)
+    assert spill.sum() == 0, f"{spill.sum()} rows draw into the right margin: something is wider than the screen"
+    assert near(img[60:400], (255, 236, 236), 6).mean() > 0.2, "no verdict panel at the top"
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -361,3 +384,127 @@ def test_a_week_of_scores_gives_a_small_report(demo, tmp_path):
     text = path.read_text()
     assert "<th>day</th>" in text and "no longer exists" in text  # daily drift; the source file is gone
     assert took < 120, took
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Verdict, alarm table, charts
+
+
+def test_alarm_table_without_a_classifier_has_no_fault_column_and_short_names(html):
+    table = html[html.index('id="alarm-table"'):]
+    table = table[: table.index("</table>")]
+    head = re.findall(r"<th>(.*?)</th>", table)
+    assert "likely fault" not in head and "how serious" in head
+    assert "strong" in table
+    # the file is named, its full path is on hover
+    assert re.search(r'<span class="file" title="/[^"]*02 cav &lt;script&gt;alert\(3\)&lt;b&gt;.flac">02 cav', table)
+
+
+def test_verdict_of_the_demo_says_act_with_the_reason_and_next_step(html):
+    v = html[html.index('id="verdict"'):]
+    v = v[: v.index("</section>")]
+    assert 'data-level="act"' in v and "Act: inspect the machine" in v
+    assert "alarm(s)" in v and "× the threshold" in v and "Next step: Inspect the machine" in v
+    assert "below the minimum (forced)" in v  # the 3-min certificate is a reason to watch too
+
+
+def _facts(alarm_scores=(), over_after=0.0, per_day=0.1, q50=1.0, over=0.0, forced=False, time_source="name"):
+    n = 600
+    t = 1.8e9 + np.arange(n) * 0.96
+    df = pd.DataFrame({"t_utc": t, "score": np.full(n, 1.0), "over": np.zeros(n, int),
+                       "time_source": time_source})
+    rows = []
+    for i, s in enumerate(alarm_scores):
+        at = t[100 + 200 * i]
+        df.loc[(df["t_utc"] >= at) & (df["t_utc"] < at + 60), "over"] = (
+            np.arange(((df["t_utc"] >= at) & (df["t_utc"] < at + 60)).sum()) < over_after * 62.5).astype(int)
+        rows.append({"t_utc": at, "score": s, "info": {"threshold": 2.0}})
+    alarms = pd.DataFrame(rows, columns=["t_utc", "score", "info"])
+    drift = pd.DataFrame({"q50": [1.0, q50], "base_q50": [1.0, 1.0], "over": [0.0, over],
+                          "expected_over": [1e-3, 1e-3]})
+    current = {"threshold": {"false_alarms_per_day": per_day}, "audio": {"forced": forced, "minutes": 45}}
+    return rp.data.ReportFacts(df, alarms, current, drift, n * 0.96, "pump")
+
+
+def test_verdict_levels():
+    v = rp.data.verdict(_facts())
+    assert v.level == "normal" and v.headline == "All normal" and "keep monitoring" in v.next_step
+    v = rp.data.verdict(_facts(alarm_scores=[2.1], over_after=0.1))  # one marginal, brief alarm
+    assert v.level == "watch" and "weak" in v.reasons[0].what
+    v = rp.data.verdict(_facts(alarm_scores=[6.0], over_after=0.9))
+    assert v.level == "act" and "strong" in v.reasons[0].what and "Inspect the machine" in v.next_step
+    v = rp.data.verdict(_facts(q50=1.6))
+    assert v.level == "watch" and "1.60× the calibration's" in v.reasons[0].what
+    v = rp.data.verdict(_facts(over=0.05))
+    assert v.level == "watch" and "expected by the certificate" in v.reasons[0].what
+    v = rp.data.verdict(_facts(per_day=40.0))
+    assert v.level == "watch" and "40 false alarms per day" in v.reasons[0].what and "site set" in v.next_step
+    v = rp.data.verdict(_facts(time_source="mtime"))
+    assert v.level == "normal" and any("uncertain" in r.what for r in v.reasons)
+
+
+def test_verdict_checks_can_be_extended(monkeypatch):
+    """A new kind of evidence (e.g. novel operating states) is a check returning a Reason."""
+    extra = lambda facts: rp.data.Reason("watch", "a state the calibration never heard", "Recalibrate.")  # noqa: E731
+    monkeypatch.setattr(rp.data, "VERDICT_CHECKS", [*rp.data.VERDICT_CHECKS, extra])
+    v = rp.data.verdict(_facts())
+    assert v.level == "watch" and v.next_step == "Recalibrate."
+
+
+def test_uncertain_spans():
+    df = pd.DataFrame({"t_utc": np.arange(10.0), "time_source": ["name"] * 3 + ["mtime"] * 4 + ["name"] * 3})
+    assert rp.data.uncertain_spans(df, 1.0) == [(3.0, 7.0, 4)]
+    assert rp.data.uncertain_spans(df.drop(columns="time_source")) == []
+
+
+def test_short_names():
+    assert rp.data.short_name("/a/b/pump_20261120T080000.flac") == "pump_20261120T080000.flac"
+    s = rp.data.short_name("/x/" + "n" * 30 + "_middle_" + "e" * 30 + ".flac", 36)
+    assert len(s) == 36 and "…" in s and s.endswith("eee.flac")
+
+
+def _drawn(fig):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return canvas.get_renderer()
+
+
+def test_legends_do_not_cover_the_data(demo):
+    """Every time chart's legend sits above its axes (the drift chart's covered its 99 % line)."""
+    from calibration.report import charts
+
+    df, alarms = rp.read_log(site(demo))
+    recs, _ = rp.data.read_calibrations(site(demo))
+    rows, label = rp.data.drift_table(df, recs, alarms)
+    figs = [charts.drift_figure(rows, label), charts.timeline_figure(df, alarms, [], [], [(df["t_utc"].iloc[0],
+                                                                                          df["t_utc"].iloc[5], 5)])]
+    for fig in figs:
+        r = _drawn(fig)
+        ax = fig.axes[0]
+        box = ax.get_window_extent(r)
+        assert fig.legends and not ax.get_legend()
+        for leg in fig.legends:
+            lb = leg.get_window_extent(r)
+            assert lb.y0 >= box.y1 - 1, (lb, box)
+
+
+def test_every_axis_and_colour_bar_has_a_unit(demo):
+    from calibration.report import charts
+
+    items = rp.data.analyse_patches(site(demo), rp.read_log(site(demo))[0], 1, rp.data.read_calibrations(
+        site(demo))[0], rp.data.score_log_path(site(demo)))
+    it = items[0]
+    assert it["has_maps"]
+    fig = charts.patch_figure(it["x"], it["recon"], it["err"], it["bands"], it["baseline"], it["params"], it["top"])
+    _drawn(fig)
+    bars = [a for a in fig.axes if a.get_label() == "<colorbar>"]
+    plots = [a for a in fig.axes if a not in bars]
+    assert len(bars) == 3 and len(plots) == 4
+    assert all("(" in a.get_ylabel() for a in bars), [a.get_ylabel() for a in bars]
+    assert all("(" in a.get_xlabel() for a in plots), [a.get_xlabel() for a in plots]
+    assert "(Hz)" in plots[0].get_ylabel() and "(normalised)" in plots[-1].get_ylabel()
+    df, alarms = rp.read_log(site(demo))
+    tl = charts.timeline_figure(df, alarms, [], [])
+    assert tl.axes[0].get_ylabel() == "anomaly score (dimensionless)" and tl.axes[0].get_xlabel() == "time (UTC)"

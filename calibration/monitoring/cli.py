@@ -54,8 +54,8 @@ def alarm_line(info: dict) -> str:
     where = (f" in {Path(info['file']).name} at {info.get('offset_s', 0):.1f} s" if info.get("file") else "")
     fault = (info.get("fault") or {}).get("likely")
     bands = info.get("top_bands") or []
-    what = (f"; likely {fault}" if fault else "") + (f"; band {bands[0]['center_hz']} Hz ×{bands[0]['error_ratio']}"
-                                                     + (f" ({bands[0]['hint']})" if bands[0].get("hint") else "")
+    what = (f"; likely {fault}" if fault else "") + (f"; band {bands[0]['center_hz']} Hz ×{bands[0]['error_ratio']:.1f}"
+                                                     + (f": {bands[0]['hint']}" if bands[0].get("hint") else "")
                                                      if bands else "")
     uncertain = " (time uncertain: from the file's modification time)" if info.get("time_source") == "mtime" else ""
     return (f"ALARM {info['t_utc']} site {info['site']}: {info.get('kind', 'anomaly')}, score {info['score']:.4g}"

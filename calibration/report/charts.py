@@ -40,14 +40,24 @@ def _plain_log(axis) -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
-def _finish_time_chart(fig, ax, ylabel: str, legend_cols: int) -> str:
-    """Finish a chart over UTC time (labels, date ticks, grid, legend) and render it."""
+SCORE_LABEL = "anomaly score (dimensionless)"
+
+
+def _legend_above(fig, ax, ncols: int) -> None:
+    """The legend in a row above the axes (constrained layout makes room), where it cannot cover data."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside upper left", fontsize=7, ncols=ncols, frameon=False)
+
+
+def _finish_time_chart(fig, ax, ylabel: str, legend_cols: int):
+    """Finish a chart over UTC time (labels, date ticks, grid, legend above the axes)."""
     ax.set_ylabel(ylabel)
     ax.set_xlabel("time (UTC)")
     _date_axis(ax)
     ax.grid(alpha=0.25)
-    ax.legend(loc="upper left", fontsize=7, ncols=legend_cols, framealpha=0.85)
-    return _png(fig)
+    _legend_above(fig, ax, legend_cols)
+    return fig
 
 
 def _date_axis(ax) -> None:
@@ -63,11 +73,20 @@ def _days(t: np.ndarray) -> np.ndarray:
     return np.asarray(t, float) / 86400.0
 
 
-def timeline_png(df, alarms, changes: list[tuple[float, str]], refused: list[tuple[float, str]]) -> str:
+def timeline_png(df, alarms, changes: list[tuple[float, str]], refused: list[tuple[float, str]],
+                 uncertain: list[tuple[float, float, int]] = ()) -> str:
     import matplotlib as mpl
 
     with mpl.rc_context(_RC):
-        fig = _figure(12, 3.8)
+        return _png(timeline_figure(df, alarms, changes, refused, uncertain))
+
+
+def timeline_figure(df, alarms, changes, refused, uncertain=()):
+    """The score timeline; ``uncertain``: ``(start, end, patches)`` stretches whose times are uncertain (shaded)."""
+    import matplotlib as mpl
+
+    with mpl.rc_context(_RC):
+        fig = _figure(12, 4.0)
         ax = fig.add_subplot()
         ser = timeline_series(df["t_utc"].to_numpy(), df["score"].to_numpy(), df["threshold"].to_numpy())
         x = _days(ser["t"])
@@ -96,11 +115,14 @@ def timeline_png(df, alarms, changes: list[tuple[float, str]], refused: list[tup
         if len(alarms):
             ax.scatter(_days(alarms["t_utc"].to_numpy()), alarms["score"].to_numpy(), marker="v", s=46,
                        color="#b30000", edgecolor="white", lw=0.6, zorder=4, label="alarm")
+        for i, (a, b, _n) in enumerate(uncertain):
+            ax.axvspan(_days([a])[0], _days([b])[0], color="#999999", alpha=0.18, lw=0, hatch="//",
+                       label="time uncertain (file modification time)" if i == 0 else None)
         top = float(np.nanmax(df["score"]))
         if top > 8 * float(np.nanmedian(df["threshold"])):
             ax.set_yscale("log")
             _plain_log(ax.yaxis)
-        return _finish_time_chart(fig, ax, "anomaly score", legend_cols=4)
+        return _finish_time_chart(fig, ax, SCORE_LABEL, legend_cols=5)
 
 
 def histogram_png(scores: np.ndarray, baseline: np.ndarray, thresholds: list[float]) -> str:
@@ -125,9 +147,9 @@ def histogram_png(scores: np.ndarray, baseline: np.ndarray, thresholds: list[flo
             ax.set_xscale("log")
             _plain_log(ax.xaxis)
         ax.set_yscale("log")
-        ax.set_xlabel("anomaly score")
-        ax.set_ylabel("density")
-        ax.legend(fontsize=7)
+        ax.set_xlabel(SCORE_LABEL)
+        ax.set_ylabel("density (share of patches per unit score)")
+        _legend_above(fig, ax, 3)
         ax.grid(alpha=0.25)
         return _png(fig)
 
@@ -135,9 +157,16 @@ def histogram_png(scores: np.ndarray, baseline: np.ndarray, thresholds: list[flo
 def drift_png(rows, label: str) -> str:
     import matplotlib as mpl
 
+    with mpl.rc_context(_RC):
+        return _png(drift_figure(rows, label))
+
+
+def drift_figure(rows, label: str):
+    import matplotlib as mpl
+
     colors = {0.5: "#1f77b4", 0.9: "#9467bd", 0.99: "#d62728"}
     with mpl.rc_context(_RC):
-        fig = _figure(12, 3.2)
+        fig = _figure(12, 3.4)
         ax = fig.add_subplot()
         x = _days(np.array([t.timestamp() for t in rows.index]))
         width = np.diff(x).min() if x.size > 1 else {"week": 7, "day": 1, "hour": 1 / 24}.get(label, 1 / 144)
@@ -149,12 +178,13 @@ def drift_png(rows, label: str) -> str:
                       label=f"{n} % baseline")
         ax.set_yscale("log")
         _plain_log(ax.yaxis)
-        ax.set_ylabel("anomaly score quantile")
+        ax.set_ylabel("score quantile (dimensionless)")
+        ax.set_xlabel(f"{label} (UTC)")
         ax.set_xlim(x[0] - 0.02 * width, x[-1] + 1.02 * width)
         _date_axis(ax)
         ax.grid(alpha=0.25)
-        ax.legend(fontsize=7, ncols=3, loc="upper left")
-        return _png(fig)
+        _legend_above(fig, ax, 6)
+        return fig
 
 
 def _band_ticks(ax, params, axis: str = "y") -> None:
@@ -166,7 +196,14 @@ def _band_ticks(ax, params, axis: str = "y") -> None:
 
 
 def patch_png(x: np.ndarray | None, recon: np.ndarray | None, err: np.ndarray | None, bands: np.ndarray | None,
-               baseline: np.ndarray | None, params, top: list[dict]) -> str:
+              baseline: np.ndarray | None, params, top: list[dict]) -> str:
+    import matplotlib as mpl
+
+    with mpl.rc_context(_RC):
+        return _png(patch_figure(x, recon, err, bands, baseline, params, top))
+
+
+def patch_figure(x, recon, err, bands, baseline, params, top: list[dict]):
     """Input log-mel, reconstruction and squared-error map (when the audio could be re-read) and the per-band
     error against the calibration's mean band error."""
     import matplotlib as mpl
@@ -174,26 +211,28 @@ def patch_png(x: np.ndarray | None, recon: np.ndarray | None, err: np.ndarray | 
     panels = []
     if x is not None:
         vmin, vmax = float(np.percentile(x, 1)), float(x.max())
-        panels.append((x, "input log-mel", "magma", vmin, vmax))
+        panels.append((x, "input log-mel", "magma", vmin, vmax, "ln(mel power)"))
         if recon is not None and err is not None:
-            panels.append((recon, "reconstruction", "magma", vmin, vmax))
-            panels.append((err, "squared error (normalised)", "viridis", 0.0, float(err.max()) or 1.0))
+            panels.append((recon, "reconstruction", "magma", vmin, vmax, "ln(mel power)"))
+            panels.append((err, "squared error (normalised)", "viridis", 0.0, float(err.max()) or 1.0,
+                           "(x − x̂)² / σ² (dimensionless)"))
     with mpl.rc_context(_RC):
         # A fixed layout: the constrained one takes ~4x longer to draw with six colorbars.
-        fig = _figure(12 if panels else 7, 2.9, layout=None)
+        fig = _figure(12 if panels else 7, 3.1, layout=None)
         gs = fig.add_gridspec(1, len(panels) + 1, width_ratios=[1] * len(panels) + [1.7],
-                              left=0.045 if panels else 0.09, right=0.99, bottom=0.17, top=0.9, wspace=0.45)
+                              left=0.05 if panels else 0.1, right=0.99, bottom=0.17, top=0.8, wspace=0.62)
         ext = [0, params.patch_seconds, -0.5, params.n_mels - 0.5]
-        for j, (img, title, cmap, lo, hi) in enumerate(panels):
+        for j, (img, title, cmap, lo, hi, unit) in enumerate(panels):
             ax = fig.add_subplot(gs[0, j])
             im = ax.imshow(img.T, origin="lower", aspect="auto", cmap=cmap, vmin=lo, vmax=hi, extent=ext,
                            interpolation="nearest")
             ax.set_title(title)
-            ax.set_xlabel("s")
+            ax.set_xlabel("time (s)")
             _band_ticks(ax, params)
             if j == 0:
-                ax.set_ylabel("Hz")
-            fig.colorbar(im, ax=ax, fraction=0.05, pad=0.02)
+                ax.set_ylabel("mel band centre (Hz)")
+            cb = fig.colorbar(im, ax=ax, fraction=0.05, pad=0.02)
+            cb.set_label(unit, fontsize=7)
         axb = fig.add_subplot(gs[0, len(panels)])
         if bands is not None and np.isfinite(bands).any():
             idx = np.arange(bands.size)
@@ -204,15 +243,17 @@ def patch_png(x: np.ndarray | None, recon: np.ndarray | None, err: np.ndarray | 
                 axb.step(idx, baseline, where="mid", color="#2ca02c", lw=1.3, label="calibration mean")
             axb.set_yscale("log")
             _plain_log(axb.yaxis)
-            axb.set_title("per-band error vs calibration")
+            axb.set_title("per-band error vs calibration", pad=18)
             axb.set_xlabel("mel band centre (Hz)")
+            axb.set_ylabel("mean squared error (normalised)")
             _band_ticks(axb, params, "x")
-            axb.legend(fontsize=7, loc="upper left")
+            axb.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncols=2, frameon=False,
+                       borderaxespad=0.1)
         else:
             axb.text(0.5, 0.5, "no per-band errors: only autoencoder models give them", ha="center", va="center",
                      transform=axb.transAxes)
             axb.set_axis_off()
-        return _png(fig)
+        return fig
 
 
 def fault_png(df, cols: list[str], thresholds: dict[str, float]) -> str:
@@ -232,4 +273,4 @@ def fault_png(df, cols: list[str], thresholds: dict[str, float]) -> str:
             if thr is not None:
                 ax.axhline(thr, color=colour, lw=0.7, ls=":")
         ax.set_ylim(-0.02, 1.02)
-        return _finish_time_chart(fig, ax, "class probability", legend_cols=6)
+        return _png(_finish_time_chart(fig, ax, "class probability (0–1)", legend_cols=6))

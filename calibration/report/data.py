@@ -10,6 +10,7 @@ import math
 import re
 import sqlite3
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from anomaly.detectors import AutoencoderDetector
 from anomaly.errors import AudioError, HumwatchError
 from anomaly.features import DEFAULT_PARAMS, FeatureParams, log_mel
 from anomaly.features.functional import mel_band_edges
+from anomaly.recording_time import UNCERTAIN
 from anomaly.vocabulary import band_hint
 from calibration.calibrate import site_classifier, site_detector
 from calibration.errors import ReportError, SiteError
@@ -502,3 +504,169 @@ def alarms_by_fault(alarms) -> dict[str, int]:
 
 def class_columns(df) -> list[str]:
     return [c for c in df.columns if c.startswith("p_") and df[c].notna().any()]
+
+
+# -- recording times ---------------------------------------------------------------------------------------------------
+def uncertain_spans(df, patch_s: float = DEFAULT_PARAMS.patch_seconds) -> list[tuple[float, float, int]]:
+    """``(start, end, patches)`` of the stretches of scores whose times are uncertain (placed by a file's
+    modification time, :data:`anomaly.recording_time.UNCERTAIN`)."""
+    if "time_source" not in df.columns or df.empty:
+        return []
+    bad = df["time_source"].isin(sorted(UNCERTAIN)).to_numpy()
+    if not bad.any():
+        return []
+    t = df["t_utc"].to_numpy(float)
+    idx = np.flatnonzero(bad)
+    cut = np.flatnonzero(np.diff(idx) > 1) + 1
+    return [(float(t[g[0]]), float(t[g[-1]] + patch_s), int(g.size)) for g in np.split(idx, cut)]
+
+
+def short_name(path: str | None, limit: int = 36) -> str:
+    """A file's name without its folders, cut in the middle when longer than ``limit`` (the full path goes in a
+    tooltip)."""
+    if not path:
+        return ""
+    name = Path(str(path)).name
+    if len(name) <= limit:
+        return name
+    keep = limit - 1
+    return name[: keep - keep // 2] + "…" + name[len(name) - keep // 2:]
+
+
+# -- how serious the alarms are, and the verdict -----------------------------------------------------------------------
+SEVERE_RATIO = 2.0  # an alarm whose score reaches twice the threshold is not a near miss
+SUSTAINED_SHARE = 0.5  # ... nor one whose next minute is at least half over the threshold
+SUSTAIN_S = 60.0
+
+
+def alarm_severity(alarm_t: float, score: float, threshold: float, df) -> dict:
+    """How serious one alarm is, in plain words: its score against the threshold and how much of the following
+    minute stayed over it."""
+    t = df["t_utc"].to_numpy(float)
+    win = (t >= alarm_t) & (t < alarm_t + SUSTAIN_S)
+    share = float(df["over"].to_numpy()[win].mean()) if win.any() else 0.0
+    ratio = score / threshold if threshold else float("nan")
+    strong = ratio >= SEVERE_RATIO or share >= SUSTAINED_SHARE
+    level = "strong" if strong else "weak"
+    words = (f"score {ratio:.1f}× the threshold, {share:.0%} of the next minute over it: "
+             + ("a clear, sustained departure from the calibration's normal sound" if strong else
+                "a brief, marginal excursion (the kind a false alarm makes)"))
+    return {"level": level, "ratio": ratio, "sustained_share": share, "words": words}
+
+
+@dataclass
+class Reason:
+    level: str  # "normal" | "watch" | "act"
+    what: str
+    next_step: str = ""
+
+
+@dataclass
+class ReportFacts:
+    """What the verdict is judged on: the period's scores and alarms, the calibration in force, the drift table."""
+
+    df: object
+    alarms: object
+    current: dict
+    drift: object  # data.drift_table rows
+    period_s: float
+    machine: str = ""
+    extra: dict = field(default_factory=dict)  # for later checks (e.g. novel operating states)
+
+
+LEVELS = ("normal", "watch", "act")
+HEADLINES = {"normal": "All normal", "watch": "Watch", "act": "Act: inspect the machine"}
+
+
+@dataclass
+class Verdict:
+    level: str
+    headline: str
+    reasons: list[Reason]
+
+    @property
+    def next_step(self) -> str:
+        top = [r for r in self.reasons if r.level == self.level and r.next_step]
+        return top[0].next_step if top else ("Nothing to do: keep monitoring; recalibrate when due."
+                                             if self.level == "normal" else "")
+
+
+def _alarm_reason(f: ReportFacts) -> Reason | None:
+    if f.alarms is None or not len(f.alarms):
+        return None
+    sev = [alarm_severity(float(a["t_utc"]), float(a["score"]), float((a["info"] or {}).get("threshold") or 0),
+                          f.df) for _, a in f.alarms.iterrows()]
+    strong = [s for s in sev if s["level"] == "strong"]
+    per_day = float(f.current.get("threshold", {}).get("false_alarms_per_day") or 0.0)
+    expected = per_day * f.period_s / 86400.0
+    last = f.alarms.iloc[-1]
+    when = iso(float(last["t_utc"]))
+    worst = max(sev, key=lambda s: s["ratio"])
+    n = len(f.alarms)
+    chance = (f"; the certificate expects {expected:.2g} false alarm(s) in a period this long" if per_day else "")
+    if strong or n > max(3.0 * expected, 1.0):
+        return Reason("act", f"{n} alarm(s), the last at {when} UTC; {len(strong)} strong. Worst: {worst['words']}"
+                             f"{chance}.",
+                      "Inspect the machine now (listen, feel for vibration and heat, check the bands named below); "
+                      "if it is healthy, note what changed and recalibrate.")
+    return Reason("watch", f"{n} weak alarm(s), the last at {when} UTC: {worst['words']}{chance}.",
+                  "Check the alarm's patches below; if more come, inspect the machine.")
+
+
+def _drift_reason(f: ReportFacts) -> Reason | None:
+    rows = f.drift
+    if rows is None or not len(rows):
+        return None
+    last = rows.iloc[-1]
+    med, base = float(last["q50"]), float(last["base_q50"])
+    over, exp = float(last["over"]), float(last["expected_over"])
+    if base == base and base > 0 and med >= 1.25 * base:
+        return Reason("watch", f"the typical score of the last period is {med / base:.2f}× the calibration's: the "
+                               "sound is drifting away from the calibration's normal",
+                      "Compare with the machine's operating state; a rise over several periods is how a fault "
+                      "develops: inspect it, and recalibrate only if it is healthy.")
+    if exp == exp and exp > 0 and over > max(3.0 * exp, 1e-3):
+        return Reason("watch", f"{over:.2%} of the last period's patches were over the threshold, against "
+                               f"{exp:.3%} expected by the certificate",
+                      "Watch the next periods; if the share keeps rising, inspect the machine.")
+    return None
+
+
+def _certificate_reason(f: ReportFacts) -> Reason | None:
+    th, au = f.current.get("threshold", {}), f.current.get("audio", {})
+    per_day = th.get("false_alarms_per_day")
+    if au.get("forced"):
+        return Reason("watch", f"the calibration in force was made on {au.get('minutes', 0):.0f} min of audio, "
+                               "below the minimum (forced)",
+                      "Recalibrate on 30-60 min of normal audio (humwatch site calibrate).")
+    if isinstance(per_day, (int, float)) and per_day > 1.0:
+        return Reason("watch", f"the certificate expects {per_day:.2g} false alarms per day: expect some alarms "
+                               "that are not faults",
+                      "Use a stricter alarm rule or a larger k (humwatch site set), then recalibrate.")
+    return None
+
+
+def _time_reason(f: ReportFacts) -> Reason | None:
+    spans = uncertain_spans(f.df)
+    if not spans:
+        return None
+    n = sum(p for _, _, p in spans)
+    return Reason("normal", f"the times of {n:,} patches are uncertain (taken from files' modification times; "
+                            "shaded in the timeline)",
+                  "Monitor with --start-time, or name files with their recording time, for exact times.")
+
+
+VERDICT_CHECKS = [_alarm_reason, _drift_reason, _certificate_reason, _time_reason]
+"""Each check reads the facts and returns a Reason or None; the verdict is the most serious level among them.
+A new kind of evidence (e.g. novel operating states) is a check appended here."""
+
+
+def verdict(facts: ReportFacts) -> Verdict:
+    """The report's verdict: all normal, watch or act, with the reasons and the next step."""
+    reasons = [r for check in VERDICT_CHECKS if (r := check(facts)) is not None]
+    reasons.sort(key=lambda r: -LEVELS.index(r.level))
+    level = reasons[0].level if reasons else "normal"
+    if not any(r.level != "normal" for r in reasons):
+        reasons.insert(0, Reason("normal", "no alarms, no drift against the calibration, and a certificate that "
+                                           "holds"))
+    return Verdict(level, HEADLINES[level], reasons)

@@ -46,6 +46,16 @@ pre{background:#f6f8fa;border:1px solid #e3e6ea;padding:10px;overflow-x:auto;fon
 figure.patch{margin:14px 0;border-top:1px solid #e3e6ea;padding-top:8px}
 figcaption{font-size:13px}
 .note{color:#555;font-size:12.5px}
+.scroll{overflow-x:auto;max-width:100%}
+#verdict-section{border-width:2px}
+#verdict-section.v-normal{border-color:#1d7a1d;background:#eef8ee}
+#verdict-section.v-watch{border-color:#c77700;background:#fff6e0}
+#verdict-section.v-act{border-color:#b30000;background:#ffecec}
+#verdict h2{font-size:20px;margin:0 0 6px}
+#verdict ul{margin:4px 0 6px 18px;padding:0}
+#verdict .next{font-weight:600}
+@media (max-width:700px){main{padding:4px 8px 24px}header{padding:12px 12px}section{padding:10px 10px}
+.card{min-width:0;flex:1 1 140px}.card b{font-size:15px}}
 """
 
 _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -73,7 +83,8 @@ def _table(head: list[str], rows: list[list[str]], id_: str | None = None, num: 
             else:
                 cells.append(f'<td class="num">{c}</td>' if j in num else f"<td>{c}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table{idattr}><thead><tr>{th}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return (f"<div class='scroll'><table{idattr}><thead><tr>{th}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+            "</div>")
 
 
 def _fmt(x, spec: str = ".4g") -> str:
@@ -83,6 +94,24 @@ def _fmt(x, spec: str = ".4g") -> str:
         return format(x, spec)
     except (TypeError, ValueError):
         return _e(x)
+
+
+def _file(path: str | None) -> str:
+    """A file's short name, with its full path on hover."""
+    if not path:
+        return "–"
+    return f'<span class="file" title="{_e(path)}">{_e(data.short_name(path))}</span>'
+
+
+def _verdict_section(v: data.Verdict) -> str:
+    items = "".join(f"<li><b class='{_LEVEL_CLASS[r.level]}'>{_e(r.level)}</b>: {_e(r.what)}</li>"
+                    for r in v.reasons)
+    nxt = f"<p class='next'>Next step: {_e(v.next_step)}</p>" if v.next_step else ""
+    return (f'<section id="verdict-section" class="v-{_e(v.level)}"><div id="verdict" data-level="{_e(v.level)}">'
+            f"<h2>{_e(v.headline)}</h2><ul>{items}</ul>{nxt}</div></section>")
+
+
+_LEVEL_CLASS = {"normal": "ok", "watch": "warn", "act": "bad"}
 
 
 def _section(id_: str, title: str, body: str) -> str:
@@ -134,31 +163,46 @@ def _summary(df, alarms, current: dict) -> str:
         f'<div class="card"><span>{_e(k)}</span><b class="{c}">{v}</b></div>' for k, v, c in cards) + "</div>"
 
 
-def _alarm_section(alarms) -> str:
+def _alarm_section(alarms, df) -> str:
     if alarms.empty:
         return _section("alarms", "Alarms", '<p id="alarm-table">No alarms in this period.</p>')
     shown = alarms.iloc[-MAX_ALARM_ROWS:]
+    with_fault = any(isinstance(i, dict) and "fault" in i for i in shown["info"])  # a classifier named faults
     rows = []
     for _, a in shown.iterrows():
         info = a["info"] if isinstance(a["info"], dict) else {}
         thr = info.get("threshold")
         try:
-            ratio = f"{float(a['score']) / float(thr):.2f}×" if thr else "–"
-        except (TypeError, ValueError, ZeroDivisionError):
-            ratio = "–"
+            sev = data.alarm_severity(float(a["t_utc"]), float(a["score"]), float(thr), df) if thr else None
+        except (TypeError, ValueError):
+            sev = None
         tb = info.get("top_bands") or []
         bands = ", ".join(f"{_e(b.get('center_hz'))} Hz ×{_e(b.get('error_ratio'))}" for b in tb
                           if isinstance(b, dict))
+        if tb and isinstance(tb[0], dict) and tb[0].get("hint"):
+            bands += f"<br><span class='note'>{_e(tb[0]['hint'])}</span>"
         off = info.get("offset_s")
-        rows.append([_e(data.iso(a["t_utc"])), _e(data.fault_label(info) or "–"), _fmt(float(a["score"])),
-                     _fmt(thr), ratio, _e(info.get("file") or "–"),
-                     _fmt(off, ".2f") if isinstance(off, (int, float)) else _e(off if off is not None else "–"),
-                     bands or "–", _e(a["calibration_id"])])
+        when = _e(data.iso(a["t_utc"])) + (" <span class='warn' title='time from the file&#39;s modification "
+                                           "time'>(time uncertain)</span>"
+                                           if info.get("time_source") == "mtime" else "")
+        serious = ((f"<b class='{'bad' if sev['level'] == 'strong' else 'warn'}'>{_e(sev['level'])}</b>: "
+                    f"{_fmt(sev['ratio'], '.1f')}× threshold, {sev['sustained_share']:.0%} of the next minute over")
+                   if sev else "–")
+        row = [when] + ([_e(data.fault_label(info) or "–")] if with_fault else []) + [
+            serious, _fmt(float(a["score"])), _fmt(thr), _file(info.get("file")),
+            _fmt(off, ".2f") if isinstance(off, (int, float)) else _e(off if off is not None else "–"),
+            bands or "–", _e(a["calibration_id"])]
+        rows.append(row)
     note = (f'<p class="note">{len(alarms)} alarms; the last {MAX_ALARM_ROWS} are listed.</p>'
             if len(alarms) > MAX_ALARM_ROWS else "")
-    return _section("alarms", f"Alarms ({len(alarms)})", note + _table(
-        ["time (UTC)", "likely fault", "score", "threshold", "score/threshold", "file", "offset (s)",
-         "bands deviating most", "calibration"], rows, id_="alarm-table", num={2, 3, 4, 6}))
+    expl = ("<p class='note'>How serious: <b>strong</b> when the score reached twice the threshold or at least half "
+            "of the following minute stayed over it (a sustained change); <b>weak</b> otherwise (a brief, marginal "
+            "excursion, as false alarms are). Hover over a file name for its full path.</p>")
+    head = ["time (UTC)"] + (["likely fault"] if with_fault else []) + [
+        "how serious", "score", "threshold", "file", "offset (s)", "bands deviating most", "calibration"]
+    k = 1 if with_fault else 0
+    return _section("alarms", f"Alarms ({len(alarms)})", note + expl + _table(
+        head, rows, id_="alarm-table", num={2 + k, 3 + k, 5 + k}))
 
 
 def _fault_section(site: Site, df, alarms) -> str:
@@ -229,17 +273,21 @@ def _patch_section(items: list[dict], n: int, machine: str = "") -> str:
     figs = []
     for k, it in enumerate(items, 1):
         ratio = it["score"] / it["threshold"] if it["threshold"] else float("nan")
-        bands = "; ".join(f"<b>{_e(g['label'])}</b>: {_e(g['hint'])} (error {g['ratio']} the calibration mean"
+        normal = ratio <= 1  # below the threshold: ordinary variation, no fault words
+        bands = "; ".join(f"<b>{_e(g['label'])}</b>" + ("" if normal else f": {_e(g['hint'])}")
+                          + f" (error {g['ratio']} the calibration mean"
                           + (f", {g['bands']} adjacent bands" if g["bands"] > 1 else "") + ")"
                           for g in data.band_groups(it["top"])) or "–"
-        where = (f"{_e(it['file'])} at {_fmt(it['offset_s'], '.2f')} s" if it["file"] else "microphone")
+        lead = ("below the threshold (normal variation); largest band differences" if normal else
+                "bands deviating most")
+        where = (f"{_file(it['file'])} at {_fmt(it['offset_s'], '.2f')} s" if it["file"] else "microphone")
         notes = "".join(f"<div class='note'>{_e(x)}</div>" for x in it["notes"])
         cls = "patch" if it["has_maps"] else "patch patch-bands-only"
         figs.append(
             f'<figure class="patch" id="patch-{k}">'
             f"<figcaption><b>#{k}</b> {_e(data.iso(it['t_utc']))} UTC — score {it['score']:.4g} "
             f"({ratio:.2f}× threshold {it['threshold']:.4g}); {where}; calibration {_e(it['calibration_id'])}"
-            f"<br>bands deviating most: {bands}{notes}</figcaption>"
+            f"<br>{lead}: {bands}{notes}</figcaption>"
             + _img(charts.patch_png(it["x"], it["recon"], it["err"], it["bands"], it["baseline"], it["params"],
                                     it["top"]), f"patch {k}: input, reconstruction, error map and per-band error", None,
                    cls)
@@ -315,12 +363,19 @@ def build_report(site: Site, since_utc: float | None = None, top_n: int = 6, now
     changes = data.calibration_changes(df)
     refused = data.refused_recalibrations(recs)
 
-    timeline = _img(charts.timeline_png(df, alarms, changes, refused), "anomaly score over time with the threshold, "
-                    "calibration changes and alarms", "timeline")
+    patch_s = record_patch_seconds(current)
+    spans = data.uncertain_spans(df, patch_s)
+    timeline = _img(charts.timeline_png(df, alarms, changes, refused, spans), "anomaly score over time with the "
+                    "threshold, calibration changes and alarms", "timeline")
+    drift_rows, _ = data.drift_table(df, recs, alarms)
+    period_s = float(df["t_utc"].iloc[-1] - df["t_utc"].iloc[0]) + patch_s
+    v = data.verdict(data.ReportFacts(df, alarms, current, drift_rows, period_s, cfg.machine))
     bin_s = (df["t_utc"].iloc[-1] - df["t_utc"].iloc[0]) / data.MAX_POINTS
     tl_note = (f"<p class='note'>{len(df):,} patches"
                + (f", drawn as the maximum (and median) per {data.dur(bin_s)} bin" if len(df) > data.MAX_POINTS else "")
-               + f"; {len(changes)} calibration change(s) in the period. Gaps are times nothing was monitored.</p>")
+               + f"; {len(changes)} calibration change(s) in the period. Gaps are times nothing was monitored."
+               + (f" Shaded: {sum(p for _, _, p in spans):,} patches whose times are uncertain (from files' "
+                  "modification times)." if spans else "") + "</p>")
     used = [c for c in dict.fromkeys(cids.tolist()) if c in recs]
     base_rec = recs.get(used[-1]) if used else current
     sample = np.asarray(base_rec.get("baseline", {}).get("score_sample") or [], float)
@@ -336,9 +391,10 @@ def build_report(site: Site, since_utc: float | None = None, top_n: int = 6, now
     body = [
         f"<header><h1>{_e(title)}</h1><div class='sub'>{_e(cfg.machine or 'machine not described')} · "
         f"{_e(period)} · made {_e(made)} UTC by humwatch {_e(__version__)}</div></header><main>",
+        _verdict_section(v),
         _section("summary", "At a glance", _summary(df, alarms, current)),
         _section("timeline", "Score timeline", timeline + tl_note),
-        _alarm_section(alarms),
+        _alarm_section(alarms, df),
         _fault_section(site, df, alarms),
         _section("histogram", "Score distribution", hist + hist_note),
         _drift_section(df, recs, alarms),
