@@ -4,7 +4,7 @@ spans them all (:mod:`humwatch_demo`).
     Start here  demo
     Data        simulate, info                                   (anomaly/cli.py)
     Model       train, score, evaluate, classify train|evaluate  (anomaly/cli.py)
-    Site        site create|list|show|history|set-model|set-classifier|calibrate|recalibrate|schedule
+    Site        site create|list|show|history|set|set-model|set-classifier|calibrate|recalibrate|schedule
                                                                  (calibration/cli.py)
                 monitor, report                                  (calibration/monitoring/cli.py)
     Firmware    export                                           (firmware_export/cli.py)
@@ -23,7 +23,7 @@ import typer
 
 from anomaly import __version__
 from anomaly.cli import app as anomaly_app
-from anomaly.cli_util import console, user_errors
+from anomaly.cli_util import compact_help, console, user_errors
 from calibration.cli import app as calibration_app
 from calibration.monitoring.cli import app as monitoring_app
 from firmware_export.cli import app as export_app
@@ -66,20 +66,28 @@ def demo(
     = Path("demo-out"),
     epochs: Annotated[int, typer.Option(min=1, help="Training epochs (early stopping may end sooner).")] = 12,
     seed: Annotated[int, typer.Option(help="Seed for simulation and training.")] = 7,
-    export: Annotated[bool, typer.Option(help="Export the firmware model(s) at the end.")] = True,
-    classifier: Annotated[bool, typer.Option(help="Train a fault classifier too, so alarms name the fault.")] = True,
+    no_export: Annotated[bool, typer.Option("--no-export", help="Skip exporting the firmware model(s) at the "
+                                            "end.")] = False,
+    no_classifier: Annotated[bool, typer.Option("--no-classifier", help="Skip the fault classifier (alarms then "
+                                                "name no fault).")] = False,
 ) -> None:
     """Run the whole story on simulated audio: simulate a pump site → train → calibrate → evaluate → train a fault
     classifier → monitor a developing fault → report → export firmware."""
     with user_errors():
         from humwatch_demo import DemoConfig, run_demo
 
-        run_demo(DemoConfig(out=out, epochs=epochs, seed=seed, export=export, classifier=classifier),
+        run_demo(DemoConfig(out=out, epochs=epochs, seed=seed, export=not no_export,
+                            classifier=not no_classifier),
                  say=console.print)
 
 
+def command():
+    """The click command tree of ``app``, with help that reads at 80 columns (:func:`anomaly.cli_util.compact_help`)."""
+    return compact_help(typer.main.get_command(app))
+
+
 def main() -> None:
-    app()
+    command()()
 
 
 if __name__ == "__main__":

@@ -125,7 +125,8 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict:
     for fault in faults:
         idx = np.array([f.label == 0 or fault in f.path.name for f in ev.files])
         per_fault[fault] = auc_pauc(y[idx], ev.scores[idx])[0]
-    say(f"      AUC {m['auc']:.3f}, pAUC {m['pauc']:.3f}; " + ", ".join(f"{k} {v:.3f}" for k, v in per_fault.items()))
+    say(f"      AUC {m['auc']:.3f} (chance {m['chance']['auc']:g}), pAUC {m['pauc']:.3f} (chance "
+        f"{m['chance']['pauc']:g}); per fault AUC " + ", ".join(f"{k} {v:.3f}" for k, v in per_fault.items()))
 
     classifier = _classifier_step(site, cfg, out, say, f"[{next(step)}/{steps}]") if cfg.classifier else None
 
@@ -191,8 +192,8 @@ def _classifier_step(site, cfg: DemoConfig, out: Path, say, tag: str) -> dict:
     cfg_site = site.config()
     cfg_site.classifier_path, cfg_site.classifier_hash = str(cdir.resolve()), classifier_hash(cdir)
     site.save_config(cfg_site)
-    say(f"      mAP {ev['map']:.3f} on {len(test.files)} held-out clips; calibration error "
-        f"{clf.ece_['val_before']:.3f} → {clf.ece_['val_after']:.3f} after temperature scaling")
+    say(f"      mAP {ev['map']:.3f} (chance {ev['map_chance']:.2f}) on {len(test.files)} held-out clips; "
+        f"calibration error {clf.ece_['val_before']:.3f} → {clf.ece_['val_after']:.3f} after temperature scaling")
     return {"dir": str(cdir), "map": ev["map"], "held_out_clips": len(test.files)}
 
 

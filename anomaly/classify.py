@@ -757,16 +757,19 @@ def evaluate_probs(P: np.ndarray, Y: np.ndarray, classes: Sequence[str], thresho
     fired = P >= np.asarray(thresholds)[None, :]
     out: dict = {"n_clips": int(len(Y)), "classes": {}, "confusions": {}}
     aps = []
+    chances = []
     for k, c in enumerate(classes):
         y = Y[:, k]
         ap = float(average_precision_score(y, P[:, k])) if y.any() else None
         if ap is not None:
             aps.append(ap)
+            chances.append(float(y.mean()))  # an uninformative score's AP is the share of positives
         tp = int((fired[:, k] & (y == 1)).sum())
         n_fired = int(fired[:, k].sum())
         prec = tp / n_fired if n_fired else None
         rec = tp / int(y.sum()) if y.any() else None
-        r = {"n_positive": int(y.sum()), "ap": ap, "threshold": float(thresholds[k]), "precision": prec,
+        r = {"n_positive": int(y.sum()), "ap": ap, "ap_chance": float(y.mean()) if y.size else None,
+             "threshold": float(thresholds[k]), "precision": prec,
              "recall": rec, "n_fired": n_fired}
         if precision_target is not None:
             r["meets_precision_target"] = None if prec is None else bool(prec >= precision_target)
@@ -782,6 +785,7 @@ def evaluate_probs(P: np.ndarray, Y: np.ndarray, classes: Sequence[str], thresho
                 conf[o] = float(fired[m, j].mean())
         out["confusions"][c] = conf
     out["map"] = float(np.mean(aps)) if aps else None
+    out["map_chance"] = float(np.mean(chances)) if chances else None
     out["ece"] = expected_calibration_error(P, Y)
     if precision_target is not None:
         out["precision_target"] = precision_target

@@ -150,7 +150,7 @@ def train(
                                                "(repeat the option for several).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Model directory to write (replaced atomically).")],
     detector: Annotated[str, typer.Option(help="ae (conv autoencoder) | ocsvm | iforest")] = "ae",
-    embedding: Annotated[str, typer.Option("--embedding", "--embeddings", help="For ocsvm/iforest: stats (log-mel "
+    embedding: Annotated[str, typer.Option("--embeddings", "-e", help="For ocsvm/iforest: stats (log-mel "
                                            "statistics) | ae (bottleneck) | yamnet (YAMNet's 1024-d embeddings, "
                                            "needs --yamnet)")] = "stats",
     yamnet: YamnetPath = None,
@@ -158,7 +158,8 @@ def train(
     seed: Annotated[int, typer.Option(help="Same seed and data, same model.")] = 0,
     widths: Annotated[str, typer.Option(help="Encoder conv widths, 3-4 comma-separated.")] = "8,16,32,32",
     bottleneck: Annotated[int, typer.Option(help="Latent size (8-128; 16-64 recommended).")] = 32,
-    augment: Annotated[bool, typer.Option(help="Time shift, gain, noise and SpecAugment masks.")] = True,
+    no_augment: Annotated[bool, typer.Option("--no-augment", help="Turn off time shift, gain, noise and "
+                                             "SpecAugment masks.")] = False,
     samples_per_epoch: Annotated[int, typer.Option(min=64, help="Random crops drawn per epoch.")] = 2048,
     threads: Annotated[int, typer.Option(min=1, help="CPU threads for training.")] = 2,
     score: Annotated[str | None, typer.Option(help="ae: mse (mean squared error; the default) | gaussian "
@@ -168,6 +169,7 @@ def train(
     mask_frames: Annotated[int, typer.Option(min=0, help="ae: 0 = reconstruct the patch; 24 = interpolate each "
                                              "hidden 24-frame block from the rest (4 passes per patch; best with "
                                              "--score gaussian, see docs/benchmarks.md).")] = 0,
+    embedding_alias: Annotated[str | None, typer.Option("--embedding", hidden=True)] = None,
 ) -> None:
     """Train a detector on normal audio only.
 
@@ -181,6 +183,7 @@ def train(
         from anomaly.model import ArchConfig
         from anomaly.train import TrainConfig
 
+        embedding = embedding_alias or embedding  # the singular spelling still works
         check_choice(detector, embedding)  # before reading any audio
         if embedding == "yamnet" and detector == "ae":
             raise DataError("--embeddings yamnet is for --detector ocsvm or iforest (the autoencoder learns its own "
@@ -201,7 +204,7 @@ def train(
         recs = _read_recordings(files, DEFAULT_PARAMS)
         minutes = sum(r.shape[0] for r in recs) * DEFAULT_PARAMS.hop_length / DEFAULT_PARAMS.sample_rate / 60
         console.print(f"{len(files)} normal recordings, {minutes:.1f} min")
-        if not augment:
+        if no_augment:
             cfg = cfg.without_augmentation()
         with progress() as bar:
             task = bar.add_task("training", total=epochs, info="")
@@ -222,6 +225,7 @@ def _fmt(x: float | None) -> str:
 def _print_model_summary(det, out) -> None:
     from anomaly.detectors import AutoencoderDetector
     from anomaly.model import count_macs, count_params
+    from anomaly.train import stopping_advice
 
     console.print(f"saved {det.kind} model to {out}")
     if getattr(det, "yamnet", None) is not None:
@@ -234,6 +238,9 @@ def _print_model_summary(det, out) -> None:
                       f"MACs/patch{f' ({passes} passes)' if passes > 1 else ''}; "
                       f"best epoch {h['best_epoch']} of {h['epochs_run']} ({h['split']}), "
                       f"val loss {h['best_val_loss']:.4f}, {h['train_seconds']:.0f} s")
+        advice = stopping_advice(h, det.train_config.epochs, det.train_config.patience)
+        if advice:
+            console.print(f"  {advice}")
     console.print(f"  provisional threshold {det.threshold_:.4g} ({describe_threshold(DEFAULT_K)} of validation "
                   "scores; a site calibration replaces it)")
 
@@ -332,13 +339,17 @@ def evaluate(
             task = bar.add_task("evaluating", total=None, info="")
             ev = run_eval(clip, test, on_file=lambda i, n: bar.update(task, completed=i, total=n))
         m = ev.metrics()
-        t = Table("machine", "normal", "anomaly", "AUC", "pAUC (0.1)")
+        ch = m["chance"]
+        t = Table("machine", "normal", "anomaly", f"AUC (chance {ch['auc']:g})",
+                  f"pAUC p={m['max_fpr']:g} (chance {ch['pauc']:g})")
         for name, r in m["machines"].items():
             t.add_row(name, str(r["n_normal"]), str(r["n_anomaly"]), _fmt(r["auc"]), _fmt(r["pauc"]))
         t.add_row("[bold]all", str(sum(r["n_normal"] for r in m["machines"].values())),
                   str(sum(r["n_anomaly"] for r in m["machines"].values())), f"[bold]{m['auc']:.3f}",
                   f"[bold]{m['pauc']:.3f}")
         console.print(t)
+        console.print(f"chance levels: AUC {ch['auc']:g} and pAUC {ch['pauc']:g} are what scores with no information "
+                      "give; 1.0 is perfect.")
         if json_out is not None:
             m["model"] = str(model)
             m["reduce"] = reduce
@@ -366,7 +377,7 @@ def classify_train(
     out: Annotated[Path, typer.Option("--out", "-o", help="Model directory to write (replaced atomically).")],
     base: Annotated[Path | None, typer.Option(help="Autoencoder model dir (`humwatch train`): classify on its encoder "
                                               "embedding. Without it, a small CNN is trained from scratch.")] = None,
-    embeddings: Annotated[str, typer.Option("--embeddings", "--embedding", help="cnn: learn from the log-mel (the "
+    embeddings: Annotated[str, typer.Option("--embeddings", "-e", help="cnn: learn from the log-mel (the "
                                             "scratch CNN, or the --base encoder) | yamnet: a head on YAMNet's 1024-d "
                                             "embeddings (needs --yamnet; not with --base)")] = "cnn",
     yamnet: YamnetPath = None,
@@ -374,13 +385,14 @@ def classify_train(
                                              "thresholds (on the validation clips).")] = 0.9,
     epochs: Annotated[int, typer.Option(min=1, help="Maximum epochs (early stopping may end sooner).")] = 30,
     seed: Annotated[int, typer.Option(help="Same seed and data, same model.")] = 0,
-    exclusive: Annotated[bool, typer.Option(help="Softmax over mutually exclusive classes instead of independent "
-                                            "sigmoids (one label per clip).")] = False,
+    exclusive: Annotated[bool, typer.Option("--exclusive", help="Softmax over mutually exclusive classes instead "
+                                            "of independent sigmoids (one label per clip).")] = False,
     finetune_layers: Annotated[int, typer.Option(min=0, max=4, help="With --base: also train the last N encoder "
                                                  "blocks (0 = frozen encoder).")] = 0,
     finetune_lr: Annotated[float, typer.Option(help="Learning rate of the fine-tuned encoder layers "
                                                "(1e-5...1e-4).")] = 1e-4,
     threads: Threads = 2,
+    embeddings_alias: Annotated[str | None, typer.Option("--embedding", hidden=True)] = None,
 ) -> None:
     """Train a fault classifier on labelled clips; calibrate it and choose per-class thresholds.
 
@@ -392,7 +404,9 @@ def classify_train(
         from anomaly.errors import DataError
         from anomaly.features import DEFAULT_PARAMS
         from anomaly.modeldir import model_hash
+        from anomaly.train import stopping_advice
 
+        embeddings = embeddings_alias or embeddings  # the singular spelling still works
         if not 1e-6 <= finetune_lr <= 1e-2:
             raise DataError(f"--finetune-lr must be in [1e-6, 1e-2] (1e-5...1e-4 advised), got {finetune_lr:g}")
         if embeddings not in ("cnn", "yamnet"):
@@ -440,6 +454,9 @@ def classify_train(
         console.print(f"saved classifier to {out}: {backbone}; best epoch {h['best_epoch']} of {h['epochs_run']}, "
                       f"{h['train_seconds']:.0f} s; split {clf.split_['train']} train / {clf.split_['val']} "
                       "validation clips")
+        advice = stopping_advice(h, cfg.epochs, cfg.patience)
+        if advice:
+            console.print(f"  {advice}")
         console.print(f"temperature {clf.temperature_:.3f}: validation ECE ({clf.ece_['bins']} bins) "
                       f"{clf.ece_['val_before']:.4f} -> {clf.ece_['val_after']:.4f}")
         t = Table("class", "threshold", "val precision", "val recall", "note")
@@ -474,16 +491,18 @@ def classify_evaluate(
         m = evaluate_classifier(clf, recs, ds.Y, ds.classes)
         m.pop("probabilities")
         target = clf.precision_target_
-        t = Table("class", "clips", "AP", "threshold", "precision", "recall", f"precision >= {target:g}",
+        t = Table("class", "clips", "AP (chance)", "threshold", "precision", "recall", f"precision >= {target:g}",
                   "most confused with")
         for c, r in m["classes"].items():
             conf = m["confusions"][c]
             worst = max(conf, key=conf.get) if conf else None
             ok = {True: "yes", False: "[red]NO", None: "-"}[r["meets_precision_target"]]
-            t.add_row(c, str(r["n_positive"]), _fmt(r["ap"]), f"{r['threshold']:.3f}", _fmt(r["precision"]),
+            ap = _fmt(r["ap"]) + (f" ({r['ap_chance']:.2f})" if r["ap"] is not None else "")
+            t.add_row(c, str(r["n_positive"]), ap, f"{r['threshold']:.3f}", _fmt(r["precision"]),
                       _fmt(r["recall"]), ok, f"{worst} ({conf[worst]:.0%})" if worst and conf[worst] > 0 else "-")
         console.print(t)
-        console.print(f"[bold]mAP {_fmt(m['map'])}[/] over {m['n_clips']} clips; ECE {m['ece']:.4f} "
+        chance = f" (chance {m['map_chance']:.2f}: the share of positives)" if m["map_chance"] is not None else ""
+        console.print(f"[bold]mAP {_fmt(m['map'])}[/]{chance} over {m['n_clips']} clips; ECE {m['ece']:.4f} "
                       f"(uncalibrated {m['ece_uncalibrated']:.4f}, temperature {m['temperature']:.3f})")
         if m["below_precision_target"]:
             console.print(f"[yellow]warning:[/] precision target {target:g} not met on these clips for: "

@@ -33,6 +33,8 @@ from anomaly.errors import DecisionError
 DEFAULT_K = 4.0
 K_RANGE = (3.0, 5.0)
 MAX_WINDOW = 60  # the longest alarm window (patches) a site may use; the C state holds one byte per patch of it
+DEFAULT_MIN_MINUTES = 30.0  # the least calibration audio the threshold's tail is estimated from, unless --min-minutes
+# lowers it or --force accepts less (both are marked on the certificate)
 
 
 # -- threshold rule ----------------------------------------------------------------------------------------------------

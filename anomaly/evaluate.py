@@ -95,6 +95,14 @@ def auc_pauc(y_true: Sequence[int], y_score: Sequence[float], max_fpr: float = 0
     return float(roc_auc_score(y_true, y_score)), pauc(y_true, y_score, max_fpr)
 
 
+def chance_levels(max_fpr: float = 0.1) -> dict[str, float]:
+    """What AUC and pAUC give for scores that carry no information (a diagonal ROC curve), computed through the
+    same functions as the metrics, so that they follow any change of definition: AUC 0.5; pAUC ``max_fpr / 2``
+    without standardisation, 0.5 with McClish's."""
+    auc, pa = auc_pauc([0, 1], [0.0, 0.0], max_fpr)
+    return {"auc": round(auc, 6), "pauc": round(pa, 6)}
+
+
 @dataclass
 class Evaluation:
     """Clip scores and the metrics computed from them."""
@@ -113,7 +121,7 @@ class Evaluation:
             machines[m] = {"auc": _nan_to_none(ma), "pauc": _nan_to_none(mp), "n_normal": int((y[idx] == 0).sum()),
                            "n_anomaly": int((y[idx] == 1).sum())}
         return {"auc": _nan_to_none(auc), "pauc": _nan_to_none(pa), "max_fpr": self.max_fpr,
-                "n_files": len(self.files), "machines": machines}
+                "chance": chance_levels(self.max_fpr), "n_files": len(self.files), "machines": machines}
 
 
 def evaluate(score_file: Callable[[Path], float], test_dir: str | Path, max_fpr: float = 0.1,

@@ -276,3 +276,29 @@ def train_autoencoder(
         return model, history
     finally:
         torch.set_num_threads(prev_threads)
+
+
+STILL_IMPROVING = 0.005  # a validation loss still falling by this share over the last epochs is still improving
+
+
+def stopping_advice(history: dict, max_epochs: int, patience: int, window: int = 3) -> str:
+    """One sentence on how training ended and whether more epochs would help (for ``train`` and ``classify train``).
+
+    ``history``: ``val_loss`` per epoch, ``best_epoch``, ``epochs_run``. Early stopping ended it (no gain for
+    ``patience`` epochs): more epochs would not help. The epoch limit ended it with the validation loss still falling
+    (best at the last epoch, down by at least ``STILL_IMPROVING`` over the last ``window`` epochs): they would.
+    """
+    val = [float(v) for v in history.get("val_loss", [])]
+    run, best = int(history.get("epochs_run", len(val))), int(history.get("best_epoch", 0))
+    if not val:
+        return ""
+    if run < max_epochs:
+        return (f"stopped early at epoch {run}: the validation loss had not improved for {patience} epochs since "
+                f"epoch {best}, so more epochs would not help")
+    k = min(window, len(val) - 1)
+    gain = (val[-1 - k] - min(val[-k:])) / abs(val[-1 - k]) if k > 0 and val[-1 - k] else 0.0
+    if best >= run - 1 and gain >= STILL_IMPROVING:
+        return (f"still improving at epoch {run} (validation loss {gain:.1%} lower than {k} epochs before): try "
+                f"--epochs {2 * run}")
+    return (f"reached the epoch limit {run}; the best validation loss was at epoch {best} and the last epochs gained "
+            f"{max(gain, 0):.1%}, so more epochs would likely not help")

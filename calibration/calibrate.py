@@ -19,7 +19,7 @@ from scipy import stats
 
 from anomaly.audio import ReadStats, audio_info, find_audio, iter_blocks
 from anomaly.classify import load_classifier
-from anomaly.decision import K_RANGE, MOfN, over, rule_from_dict
+from anomaly.decision import DEFAULT_MIN_MINUTES, K_RANGE, MOfN, over, rule_from_dict
 from anomaly.detectors import AutoencoderDetector, Detector, load_detector, score_file
 from anomaly.features import FeatureParams, MicResponse, PatchStream, log_mel, patch_starts, patches
 from anomaly.modeldir import classifier_hash, file_sha256, model_hash
@@ -325,7 +325,7 @@ class CalibrationRequest:
     """What the technician asked for."""
 
     files: list[Path]
-    min_minutes: float = 30.0
+    min_minutes: float = DEFAULT_MIN_MINUTES
     force: bool = False
     inject: bool = False
     validate_dir: Path | None = None
@@ -343,8 +343,9 @@ def _check_minutes(req: CalibrationRequest) -> float:
     minutes = sum(audio_info(f).duration_s for f in req.files) / 60.0
     if minutes < req.min_minutes and not req.force:
         raise CalibrationError(
-            f"only {minutes:.1f} min of audio; calibration needs at least {req.min_minutes:g} min (60 recommended) so "
-            "that the threshold's tail is estimated from enough patches: record longer (or pass --force for a test)")
+            f"only {minutes:.1f} min of audio; calibration needs at least {req.min_minutes:g} min (--min-minutes; 60 "
+            "recommended) so that the threshold's tail is estimated from enough patches: record longer, or lower "
+            "--min-minutes, or pass --force for a test (both are marked on the certificate)")
     return minutes
 
 
@@ -390,7 +391,7 @@ def build_record(site: Site, req: CalibrationRequest, kind: str = "calibration",
                   "file_sha256": [file_sha256(Path(f)) for f in req.files], "minutes": round(b.minutes, 3),
                   "patches": int(b.scores.size), "threshold_patches": int(thr_mask.sum()),
                   "check_patches": int(check_mask.sum()), "clipped_share": b.clipped_share,
-                  "forced": bool(req.force and b.minutes < req.min_minutes)},
+                  "forced": bool(req.force and b.minutes < req.min_minutes), "min_minutes": req.min_minutes},
         "threshold": rep.to_dict(),
         "check": {"patches": int(check.size), "observed_exceedance": float(check_over.mean()) if check.size else None,
                   "predicted_exceedance": rep.exceedance, "observed_alarms": onsets,

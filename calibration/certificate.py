@@ -7,6 +7,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
+from anomaly.decision import DEFAULT_MIN_MINUTES
 from anomaly.features import DEFAULT_PARAMS, FeatureParams
 
 
@@ -15,6 +16,17 @@ def record_patch_seconds(rec: dict) -> float:
     its parameters)."""
     fp = rec.get("model", {}).get("feature_params")
     return (FeatureParams.from_dict(fp) if fp else DEFAULT_PARAMS).patch_seconds
+
+
+def _minimum_mark(au: dict) -> str:
+    """How the recording stood against the minimum: forced below it, or the minimum itself lowered."""
+    marks = []
+    if au.get("forced"):
+        marks.append(f"FORCED below the minimum of {au.get('min_minutes', DEFAULT_MIN_MINUTES):g} min")
+    mm = au.get("min_minutes")
+    if isinstance(mm, (int, float)) and mm < DEFAULT_MIN_MINUTES:
+        marks.append(f"--min-minutes {mm:g}, below the {DEFAULT_MIN_MINUTES:g} min default")
+    return "".join(f"  [{m}]" for m in marks)
 
 
 def _pct(x) -> str:
@@ -29,7 +41,7 @@ def certificate_lines(rec: dict) -> list[str]:
         f"site {rec['site']}   calibration {rec.get('id', '(not stored)')}   {rec['kind']}, {rec['status']}",
         f"model {rec['model']['hash']} ({rec['model']['detector']}), front end {rec['model']['feature_params_hash']}",
         f"audio: {au['minutes']:.1f} min, {au['patches']} patches ({au['threshold_patches']} set the threshold, "
-        f"{au['check_patches']} held out to check it)" + ("  [FORCED below the minimum]" if au.get("forced") else ""),
+        f"{au['check_patches']} held out to check it)" + _minimum_mark(au),
         f"threshold: {th['threshold']:.4g} = mean {th['mean']:.4g} + {th['k']:g} × σ {th['std']:.4g}",
         f"  alternatives: median + {th['k']:g}·MAD {th['robust_threshold']:.4g};  99.9 % quantile "
         f"{th['quantile_999']:.4g};  max {th['max_score']:.4g}",

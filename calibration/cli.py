@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from anomaly.cli_util import console, err_console, progress, user_errors
-from anomaly.decision import DEFAULT_K, DEFAULT_RULE, K_RANGE, describe_threshold, parse_rule
+from anomaly.decision import DEFAULT_K, DEFAULT_MIN_MINUTES, DEFAULT_RULE, K_RANGE, describe_threshold, parse_rule
 
 app = typer.Typer(no_args_is_help=True)
 site_app = typer.Typer(no_args_is_help=True, help="Sites (one per installation): create, inspect, calibrate, "
@@ -25,7 +25,7 @@ site_app = typer.Typer(no_args_is_help=True, help="Sites (one per installation):
 app.add_typer(site_app, name="site", rich_help_panel="Site")
 
 SitesDir = Annotated[Path | None, typer.Option("--sites-dir", envvar="HUMWATCH_SITES",
-                                               help="Site store root [default: ./sites].")]
+                                               help="Site store root (default: ./sites).")]
 Name = Annotated[str, typer.Argument(help="Site name.")]
 SiteOption = Annotated[str, typer.Option("--site", "-s", help="Site name.")]
 From = Annotated[list[Path] | None, typer.Option("--from", help="Normal audio of this site: files or directories "
@@ -33,16 +33,18 @@ From = Annotated[list[Path] | None, typer.Option("--from", help="Normal audio of
 Mic = Annotated[bool, typer.Option("--mic", help="Record from a sound card now.")]
 Device = Annotated[str | None, typer.Option(help="Sound card index or name for --mic.")]
 Minutes = Annotated[float, typer.Option(help="How long to record with --mic.")]
-MinMinutes = Annotated[float, typer.Option(help="Refuse less audio than this.")]
-Force = Annotated[bool, typer.Option(help="Accept less than --min-minutes (tests, demos).")]
-InjectFaults = Annotated[bool, typer.Option(help="Mix simulator faults into held-out audio and report detection per "
-                                            "fault and severity.")]
+MinMinutes = Annotated[float, typer.Option(help="Refuse less audio than this (a lower value is marked on the "
+                                           "certificate).")]
+Force = Annotated[bool, typer.Option("--force", help="Accept less than --min-minutes (tests, demos; marked on the "
+                                     "certificate).")]
+InjectFaults = Annotated[bool, typer.Option("--inject-faults", help="Mix simulator faults into held-out audio and "
+                                            "report detection per fault and severity.")]
 ValidateWith = Annotated[Path | None, typer.Option(help="Directory of known fault recordings to check detection on.")]
-KeepAudio = Annotated[bool, typer.Option(help="Keep a copy of the calibration audio in the site.")]
-Due = Annotated[bool, typer.Option(help="Every site whose calibration is older than its interval (audio from each "
-                                   "site's configured source).")]
-AcceptShift = Annotated[bool, typer.Option(help="Adopt the new baseline even if it looks like a developing fault "
-                                           "(only after inspecting the machine).")]
+KeepAudio = Annotated[bool, typer.Option("--keep-audio", help="Keep a copy of the calibration audio in the site.")]
+Due = Annotated[bool, typer.Option("--due", help="Every site whose calibration is older than its interval (audio "
+                                   "from each site's configured source).")]
+AcceptShift = Annotated[bool, typer.Option("--accept-shift", help="Adopt the new baseline even if it looks like a "
+                                           "developing fault (only after inspecting the machine).")]
 Emit = Annotated[str, typer.Option(help="cron | systemd")]
 ScheduleOut = Annotated[Path, typer.Option("--out", "-o", help="Directory to write the files into.")]
 
@@ -357,9 +359,9 @@ def _schedule(site: str, emit: str, out: Path, sites_dir) -> None:
 
 @site_app.command("calibrate", help=CALIBRATE_HELP)
 def site_calibrate(name: Name, from_: From = None, mic: Mic = False, device: Device = None, minutes: Minutes = 45.0,
-                   min_minutes: MinMinutes = 30.0, force: Force = False, inject_faults: InjectFaults = False,
-                   validate_with: ValidateWith = None, keep_audio: KeepAudio = False,
-                   sites_dir: SitesDir = None) -> None:
+                   min_minutes: MinMinutes = DEFAULT_MIN_MINUTES, force: Force = False,
+                   inject_faults: InjectFaults = False, validate_with: ValidateWith = None,
+                   keep_audio: KeepAudio = False, sites_dir: SitesDir = None) -> None:
     with user_errors():
         _run("calibrate", name, from_, mic, device, minutes, min_minutes, force, sites_dir, inject_faults,
              validate_with, keep_audio)
@@ -368,8 +370,8 @@ def site_calibrate(name: Name, from_: From = None, mic: Mic = False, device: Dev
 @site_app.command("recalibrate", help=RECALIBRATE_HELP)
 def site_recalibrate(name: Annotated[str | None, typer.Argument(help="Site name (or --due).")] = None, due: Due = False,
                      from_: From = None, mic: Mic = False, device: Device = None, minutes: Minutes = 45.0,
-                     min_minutes: MinMinutes = 30.0, force: Force = False, accept_shift: AcceptShift = False,
-                     sites_dir: SitesDir = None) -> None:
+                     min_minutes: MinMinutes = DEFAULT_MIN_MINUTES, force: Force = False,
+                     accept_shift: AcceptShift = False, sites_dir: SitesDir = None) -> None:
     with user_errors():
         _recalibrate(name, due, from_, mic, device, minutes, min_minutes, force, accept_shift, sites_dir)
 
@@ -383,7 +385,7 @@ def site_schedule(name: Name, emit: Emit = "cron", out: ScheduleOut = Path("."),
 # -- the earlier root spellings (hidden aliases) ----------------------------------------------------------------------
 @app.command("calibrate", hidden=True, help=CALIBRATE_HELP)
 def calibrate_alias(site: SiteOption, from_: From = None, mic: Mic = False, device: Device = None,
-                    minutes: Minutes = 45.0, min_minutes: MinMinutes = 30.0, force: Force = False,
+                    minutes: Minutes = 45.0, min_minutes: MinMinutes = DEFAULT_MIN_MINUTES, force: Force = False,
                     inject_faults: InjectFaults = False, validate_with: ValidateWith = None,
                     keep_audio: KeepAudio = False, sites_dir: SitesDir = None) -> None:
     site_calibrate(site, from_, mic, device, minutes, min_minutes, force, inject_faults, validate_with, keep_audio,
@@ -393,7 +395,7 @@ def calibrate_alias(site: SiteOption, from_: From = None, mic: Mic = False, devi
 @app.command("recalibrate", hidden=True, help=RECALIBRATE_HELP)
 def recalibrate_alias(site: Annotated[str | None, typer.Option("--site", "-s", help="Site name.")] = None,
                       due: Due = False, from_: From = None, mic: Mic = False, device: Device = None,
-                      minutes: Minutes = 45.0, min_minutes: MinMinutes = 30.0, force: Force = False,
+                      minutes: Minutes = 45.0, min_minutes: MinMinutes = DEFAULT_MIN_MINUTES, force: Force = False,
                       accept_shift: AcceptShift = False, sites_dir: SitesDir = None) -> None:
     site_recalibrate(site, due, from_, mic, device, minutes, min_minutes, force, accept_shift, sites_dir)
 

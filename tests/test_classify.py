@@ -284,7 +284,9 @@ def test_cli_train_and_evaluate(sim, tmp_path):
                "--threads", 1)
     assert r.exit_code == 0, r.output
     assert "mAP" in r.output and "bearing-inner" in r.output
+    assert "AP (chance)" in r.output and "(chance 0." in r.output and "the share of positives" in r.output
     m = json.loads((tmp_path / "e.json").read_text())
+    assert 0 < m["map_chance"] < 1 and all(0 < c["ap_chance"] < 1 for c in m["classes"].values())
     assert 0 <= m["map"] <= 1 and set(m["classes"]) == set(SIM_CLASSES) and "confusions" in m
 
 

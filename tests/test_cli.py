@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -184,3 +186,38 @@ def test_simulate_unknown_machine(in_tmp):
     line = assert_one_error_line(r, "toaster", any_failure=True)
     assert "pump" in line  # says what is allowed
     assert not Path("y.flac").exists()
+
+
+def _commands(cmd, path=()):
+    """Every visible command of the tree, as argument lists."""
+    yield list(path)
+    for name, sub in sorted(getattr(cmd, "commands", {}).items()):
+        if not getattr(sub, "hidden", False):
+            yield from _commands(sub, (*path, name))
+
+
+def test_help_reads_at_80_columns(monkeypatch, capsys):
+    """Every command's --help at 80 columns: no cut option names or words, no value column wider than it needs, and
+    no text eaten by markup (`--sites-dir` read "Site store root ." when "[default: ./sites]" vanished)."""
+    from humwatch_cli import command
+
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setenv("TERMINAL_WIDTH", "80")
+    root = command()
+    checked = 0
+    for args in _commands(root):
+        with pytest.raises(SystemExit) as e:
+            command().main([*args, "--help"], prog_name="humwatch")
+        assert e.value.code == 0, args
+        out = capsys.readouterr().out
+        lines = out.splitlines()
+        assert max(len(x) for x in lines) <= 80, (args, max(lines, key=len))
+        assert "…" not in out, (args, [x for x in lines if "…" in x])
+        stray = [x for x in lines if re.search(r"\w [.,;:](\s|$)", x)]
+        assert not stray, (args, stray)
+        assert "<bool>" not in out and "<list[" not in out, args
+        checked += 1
+    assert checked >= 20
+    out = subprocess.run([sys.executable, "-m", "humwatch_cli", "site", "calibrate", "--help"], capture_output=True,
+                         text=True, env={**os.environ, "COLUMNS": "80"}, cwd=Path(__file__).resolve().parents[1]).stdout
+    assert "Site store root (default: ./sites)." in out and "--inject-faults" in out and "--no-inject" not in out

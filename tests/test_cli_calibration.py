@@ -210,7 +210,7 @@ def test_calibrate_prints_the_certificate(calibrated):
     assert "threshold: " in out and "= mean " in out
     assert "expected false alarms" in out and "per day" in out
     assert "held-out check" in out
-    assert "[FORCED below the minimum]" in out
+    assert "[FORCED below the minimum of 30 min]" in out
     assert "injected fault" in out and "cavitation" in out and "lowest detected" in out
     site = SiteStore(sites).site("pump-3")
     rec = site.calibration()
@@ -224,13 +224,19 @@ def test_calibrate_too_short_without_force(calibrated, cal_audio):
     before = SiteStore(sites).site("pump-3").calibration_ids()
     r = invoke("calibrate", "--site", "pump-3", "--from", cal_audio, "--sites-dir", sites)
     assert r.exit_code == 1
-    assert_one_error_line(r, "only 6.0 min of audio", "at least 30 min", "--force")
+    assert_one_error_line(r, "only 6.0 min of audio", "at least 30 min", "--force", "--min-minutes",
+                          "marked on the certificate")
     assert SiteStore(sites).site("pump-3").calibration_ids() == before
 
 
 def test_calibrate_min_minutes_option(sites_copy, cal_audio):
     r = invoke("calibrate", "--site", "pump-3", "--from", cal_audio, "--min-minutes", "10", "--sites-dir", sites_copy)
     assert_one_error_line(r, "at least 10 min")
+    # a lowered minimum is accepted, and marked on the certificate like --force
+    out = ok(invoke("calibrate", "--site", "pump-3", "--from", cal_audio, "--min-minutes", "5", "--sites-dir",
+                    sites_copy))
+    assert "[--min-minutes 5, below the 30 min default]" in out and "FORCED" not in out
+    assert SiteStore(sites_copy).site("pump-3").calibration()["audio"]["min_minutes"] == 5
 
 
 def test_calibrate_unknown_site(tmp_path, cal_audio):

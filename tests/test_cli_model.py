@@ -55,6 +55,8 @@ def test_train_writes_model_dir_and_prints_size(trained):
     assert f"saved ae model to {out}" in r.output
     assert "80,337 parameters, 2.48 M MACs/patch" in r.output
     assert "provisional threshold" in r.output
+    # one epoch of at most 1 run: the limit ended training, and the message says whether more would help
+    assert "reached the epoch limit 1" in r.output or "still improving at epoch 1" in r.output
     meta = json.loads((out / "model.json").read_text())
     assert meta["training"]["epochs"] == 1 and meta["training"]["samples_per_epoch"] == 128
     assert meta["training"]["threads"] == 1
@@ -104,6 +106,8 @@ def test_evaluate_writes_json(trained, data, tmp_path):
     assert set(m["machines"]) == {"pump"}
     assert m["machines"]["pump"]["n_normal"] == 2 and m["machines"]["pump"]["n_anomaly"] == 2
     assert f"wrote {js}" in r.output and "pump" in r.output
+    assert m["chance"] == {"auc": 0.5, "pauc": 0.05}
+    assert "AUC (chance 0.5)" in r.output and "pAUC p=0.1 (chance 0.05)" in r.output
 
 
 def test_train_iforest_end_to_end(data, tmp_path):

@@ -206,3 +206,14 @@ def test_machine_when_root_is_the_test_dir(tmp_path):
     root = tmp_path / "pump" / "test"
     touch(root, "normal_0.wav", "anomaly_0.wav")
     assert {f.machine for f in find_labelled(root)} == {"pump"}
+
+
+def test_chance_levels_follow_the_metric_definitions():
+    from anomaly.evaluate import chance_levels
+
+    assert chance_levels(0.1) == {"auc": 0.5, "pauc": 0.05}  # DCASE pAUC without standardisation: p / 2
+    assert chance_levels(0.2)["pauc"] == pytest.approx(0.1)
+    rng = np.random.default_rng(0)  # uninformative scores come out near the stated chance levels
+    y = rng.integers(0, 2, 20000)
+    auc, pa = auc_pauc(y, rng.random(20000))
+    assert auc == pytest.approx(0.5, abs=0.02) and pa == pytest.approx(chance_levels()["pauc"], abs=0.01)

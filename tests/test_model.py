@@ -129,3 +129,18 @@ def test_default_arch_fits_the_mcu_budget():
     model = ConvAutoencoder(ArchConfig())
     assert count_params(model) <= 100_000
     assert count_macs(model) <= 5_000_000
+
+
+def test_stopping_advice():
+    from anomaly.train import stopping_advice
+
+    early = {"val_loss": [1.0, 0.8, 0.81, 0.82], "best_epoch": 2, "epochs_run": 4}
+    assert "stopped early at epoch 4" in stopping_advice(early, 40, 2) and "would not help" in \
+        stopping_advice(early, 40, 2)
+    rising = {"val_loss": [1.0, 0.9, 0.8, 0.7, 0.6], "best_epoch": 5, "epochs_run": 5}
+    assert stopping_advice(rising, 5, 8).startswith("still improving at epoch 5") and "--epochs 10" in \
+        stopping_advice(rising, 5, 8)
+    flat = {"val_loss": [1.0, 0.5, 0.5, 0.5, 0.5], "best_epoch": 2, "epochs_run": 5}
+    assert "reached the epoch limit 5" in stopping_advice(flat, 5, 8) and "would likely not help" in \
+        stopping_advice(flat, 5, 8)
+    assert stopping_advice({}, 5, 8) == ""

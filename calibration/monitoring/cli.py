@@ -74,8 +74,8 @@ def monitor(
     mic: Annotated[bool, typer.Option("--mic", help="Listen to a sound card until interrupted (Ctrl-C).")] = False,
     device: Annotated[str | None, typer.Option(help="Sound card index or name for --mic.")] = None,
     minutes: Annotated[float | None, typer.Option(help="Stop --mic after this long.")] = None,
-    realtime: Annotated[bool, typer.Option(help="Replay files at real-time speed (default: as fast as possible).")]
-    = False,
+    realtime: Annotated[bool, typer.Option("--realtime", help="Replay files at real-time speed (default: as fast "
+                                           "as possible).")] = False,
     on_alarm: Annotated[str | None, typer.Option(help="Command to run on each alarm; gets the alarm JSON on stdin.")]
     = None,
     retention_days: Annotated[float, typer.Option(min=1, help="Keep raw scores this long.")] = 56,
@@ -154,9 +154,9 @@ def report(
     out: Annotated[Path, typer.Option("--out", "-o", help="report.html, or scores.csv / scores.parquet to export "
                                       "the score log.")],
     since: Annotated[str | None, typer.Option(help="Only the last 7d, 12h or 90m, or since an ISO date/time (UTC) "
-                                              "such as 2026-11-20 [default: everything logged].")] = None,
-    fmt: Annotated[str | None, typer.Option("--format", "-f", help="html | csv | parquet [default: from the --out "
-                                            "suffix, else html].")] = None,
+                                              "such as 2026-11-20 (default: everything logged).")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", "-f", help="html | csv | parquet (default: from the --out "
+                                            "suffix, else html).")] = None,
     top: Annotated[int, typer.Option(min=0, max=50, help="How many of the most anomalous patches to show with "
                                      "their spectrograms.")] = 6,
     sites_dir: SitesDir = None,
