@@ -392,7 +392,11 @@ def _hms(t: float) -> str:
 
 
 def _ago(s: float) -> str:
-    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.1f} h"
+    if s < 120:
+        return f"{s:.0f} s"
+    if s < 7200:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.1f} h" if s < 2 * 86400 else f"{s / 86400:.1f} days"
 
 
 def check_readable(files: Sequence[Path], info) -> tuple[list[Path], list[float], list[tuple[Path, str]]]:

@@ -34,6 +34,9 @@ def _view(state):
     t.add_row("recent scores", spark)
     t.add_row("threshold", f"{state.threshold:.4g}   rule {state.rule}")
     t.add_row("state", "[bold red]ALARM[/]" if state.in_alarm else "[green]normal[/]")
+    if state.time_sources:
+        t.add_row("file times", ", ".join(f"{_SOURCE_WORDS.get(k, k)} {n}" for k, n in state.time_sources.items())
+                  + (f"  [yellow]({len(state.time_problems)} problem(s))[/]" if state.time_problems else ""))
     if state.top_class is not None:
         t.add_row("likeliest fault", f"{escape(state.top_class[0])} (p = {state.top_class[1]:.2f})")
     last = state.last_alarm
