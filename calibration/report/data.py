@@ -542,9 +542,9 @@ SUSTAIN_S = 60.0
 def alarm_severity(alarm_t: float, score: float, threshold: float, df) -> dict:
     """How serious one alarm is, in plain words: its score against the threshold and how much of the following
     minute stayed over it."""
-    t = df["t_utc"].to_numpy(float)
-    win = (t >= alarm_t) & (t < alarm_t + SUSTAIN_S)
-    share = float(df["over"].to_numpy()[win].mean()) if win.any() else 0.0
+    t = df["t_utc"].to_numpy(float)  # the log is read oldest first
+    a, b = np.searchsorted(t, alarm_t, "left"), np.searchsorted(t, alarm_t + SUSTAIN_S, "left")
+    share = float(df["over"].to_numpy()[a:b].mean()) if b > a else 0.0
     ratio = score / threshold if threshold else float("nan")
     strong = ratio >= SEVERE_RATIO or share >= SUSTAINED_SHARE
     level = "strong" if strong else "weak"
