@@ -76,6 +76,8 @@ def compact_help(cmd) -> object:
     """Shorten the value column of every option's help (``<list[Path]>`` → ``PATH...``, nothing for on/off flags) in
     a click command tree, so that option names and descriptions fit 80 columns. Returns ``cmd``."""
     for p in getattr(cmd, "params", []):  # typer's own click: duck-typed
+        if getattr(p, "help", None):  # help text is text: "[default: ./sites]" is no markup to swallow
+            p.help = escape(p.help)
         kind = getattr(p, "param_type_name", "")
         if kind == "option" and p.metavar is None:
             p.metavar = "" if getattr(p, "is_flag", False) else _metavar(p)
@@ -83,7 +85,7 @@ def compact_help(cmd) -> object:
             value = _metavar(p)
             p.display_type_rich = lambda ctx, _v=value: _v  # arguments show their type beside their name
     if getattr(cmd, "help", None):  # docstring line breaks inside a paragraph: let the terminal width wrap it
-        cmd.help = re.sub(r"(?<=\S)[ \t]*\n[ \t]*(?=\S)", " ", cmd.help)
+        cmd.help = escape(re.sub(r"(?<=\S)[ \t]*\n[ \t]*(?=\S)", " ", cmd.help))
     get_help = getattr(cmd, "get_help_option", None)
     if get_help is not None and not getattr(get_help, "_compact", False):
         def help_option(ctx, _get=get_help):

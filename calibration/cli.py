@@ -25,7 +25,7 @@ site_app = typer.Typer(no_args_is_help=True, help="Sites (one per installation):
 app.add_typer(site_app, name="site", rich_help_panel="Site")
 
 SitesDir = Annotated[Path | None, typer.Option("--sites-dir", envvar="HUMWATCH_SITES",
-                                               help="Site store root (default: ./sites).")]
+                                               help="Site store root [default: ./sites].")]
 Name = Annotated[str, typer.Argument(help="Site name.")]
 SiteOption = Annotated[str, typer.Option("--site", "-s", help="Site name.")]
 From = Annotated[list[Path] | None, typer.Option("--from", help="Normal audio of this site: files or directories "

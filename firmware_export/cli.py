@@ -42,7 +42,7 @@ def export(
     json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON on stdout (also when a gate "
                                            "fails) instead of the summary.")] = False,
     sites_dir: Annotated[Path | None, typer.Option("--sites-dir", envvar="HUMWATCH_SITES",
-                                                   help="Site store root (default: ./sites).")] = None,
+                                                   help="Site store root [default: ./sites].")] = None,
 ) -> None:
     """Export a model for microcontrollers: ONNX, TFLite float + int8, C arrays, front-end header, manifest.
 

@@ -220,4 +220,4 @@ def test_help_reads_at_80_columns(monkeypatch, capsys):
     assert checked >= 20
     out = subprocess.run([sys.executable, "-m", "humwatch_cli", "site", "calibrate", "--help"], capture_output=True,
                          text=True, env={**os.environ, "COLUMNS": "80"}, cwd=Path(__file__).resolve().parents[1]).stdout
-    assert "Site store root (default: ./sites)." in out and "--inject-faults" in out and "--no-inject" not in out
+    assert "Site store root [default: ./sites]." in out and "--inject-faults" in out and "--no-inject" not in out
