@@ -2,8 +2,10 @@
 
 The page holds:
 
+* a verdict at the top (all normal / watch / act, the reasons and the next step:
+  :func:`~calibration.report.data.verdict`);
 * a score timeline with the threshold of each monitoring run, calibration changes and alarms;
-* the alarm table (and, with a fault classifier, the per-class probabilities over time);
+* the alarm table with how serious each alarm is (and, with a fault classifier, the per-class probabilities over time);
 * a histogram of the period's scores against the calibration baseline;
 * drift indicators: 50/90/99 % score quantiles per week (per day, hour or 10 min on shorter spans) against the
   baseline's, and the share of patches over the threshold against the certificate's exceedance;
