@@ -40,7 +40,7 @@ from anomaly.modeldir import file_sha256, model_hash
 from calibration.calibrate import CHUNK_PATCHES, site_detector
 from calibration.store import SiteStore
 from calibration.threshold import threshold_report
-from firmware_export import c_arrays, data, parity, pipeline, tflite
+from firmware_export import c_arrays, data, parity, pipeline, telemetry_c, tflite
 from firmware_export import classifier as clf_export
 from firmware_export.errors import ExportError, GateFailed
 from firmware_export.frontend_ref import DIR as REF_DIR
@@ -62,7 +62,7 @@ MAX_FLOAT_RECON_DIFF = 1e-3
 # (--model), the threshold and alarm rules are anomaly.decision's defaults.
 
 OUTPUT_FILES = ("model.onnx", "model_float.tflite", "model_int8.tflite", "model_data.cc", "model_data.h",
-                "humwatch_frontend.h", "hw_frontend.h", "hw_frontend.c")
+                "humwatch_frontend.h", "hw_frontend.h", "hw_frontend.c", telemetry_c.HEADER, *telemetry_c.SOURCES)
 
 
 @dataclass
@@ -518,7 +518,9 @@ def write_stage(out_dir: Path, loaded: Loaded, conv: pipeline.Converted, tflm: d
          "site_threshold_float": src.reference_threshold, "threshold_source": src.threshold_source},
         {"model_hash": src.model_hash, "site": src.site, "calibration_id": src.calibration_id}, banner,
         score=src.det.scorer, mask_frames=src.det.train_config.mask_frames))
-    for name in REF_SOURCES:
+    (out_dir / telemetry_c.HEADER).write_text(telemetry_c.telemetry_header(
+        src.site, threshold["int8"], src.model_hash, src.calibration_id, banner=banner))
+    for name in (*REF_SOURCES, *telemetry_c.SOURCES):
         shutil.copyfile(REF_DIR / name, out_dir / name)
     names = list(OUTPUT_FILES)
     if clf:

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -57,6 +58,20 @@ class MonitorConfig:
         return self.time_policy or TimePolicy(start_utc=self.start_utc)
 
 
+class Sink(Protocol):
+    """Where a monitor also sends its scores and alarms (e.g. :class:`calibration.fleet.publish.TelemetrySink`,
+    ``monitor --publish``): ``start`` once per run, ``patches`` returns the patches' sequence numbers."""
+
+    def start(self, run_id: int, threshold: float, model_hash: str, calibration_id: str,
+              classes: list[str]) -> None: ...
+
+    def patches(self, t_utc: np.ndarray, scores: np.ndarray, exceeded: np.ndarray,
+                probs: np.ndarray | None) -> list[int]: ...
+
+    def alarm(self, seq: int, t_utc: float, score: float, threshold: float, class_index: int | None,
+              probs: np.ndarray | None) -> None: ...
+
+
 @dataclass
 class MonitorState:
     """What the live view shows."""
@@ -84,8 +99,9 @@ def _iso(t: float) -> str:
 class Monitor:
     """Scores a stream of sources for one site. Use as a context manager (closes the log)."""
 
-    def __init__(self, site: Site, cfg: MonitorConfig, on_update: Callable[[MonitorState], None] | None = None):
-        self.site, self.cfg, self.on_update = site, cfg, on_update
+    def __init__(self, site: Site, cfg: MonitorConfig, on_update: Callable[[MonitorState], None] | None = None,
+                 sink: Sink | None = None):
+        self.site, self.cfg, self.on_update, self.sink = site, cfg, on_update, sink
         sc = site.config()
         self.machine = sc.machine  # the words of alarms' bands follow its type (anomaly.vocabulary)
         self.calibration = site.calibration()  # raises SiteError when uncalibrated
@@ -129,6 +145,9 @@ class Monitor:
                                                "thresholds": self.class_thr}
             self.run = self.log.start_run(self.calibration["id"], self.model_hash, self.threshold, self.alarm_rule.m,
                                           self.alarm_rule.n, source, c)
+            if self.sink is not None:
+                self.sink.start(self.run.run_id, self.threshold, self.model_hash, self.calibration["id"],
+                                list(self.clf.classes) if self.clf is not None else [])
 
     def _top_bands(self, bands: np.ndarray) -> list[dict]:
         ref = self.band_baseline if self.band_baseline is not None else np.ones_like(bands)
@@ -165,7 +184,8 @@ class Monitor:
                 "patches": len(hits), "classifier_hash": self.clf_hash}
 
     def _raise_alarm(self, t: float, score: float, bands: np.ndarray | None, file: str | None, offset: float,
-                     kind: str = "anomaly", fault_class: str | None = None) -> None:
+                     kind: str = "anomaly", fault_class: str | None = None, seq: int | None = None,
+                     probs: np.ndarray | None = None) -> None:
         time_source = self._time.source if self._time is not None else "clock"
         if kind == "anomaly":
             rule = self.alarm_rule.describe()
@@ -183,6 +203,9 @@ class Monitor:
             f = info["fault"]["likely"] or "unknown"
             self.state.alarm_faults[f] = self.state.alarm_faults.get(f, 0) + 1
         self.log.alarm(self.run, t, score, info)
+        if self.sink is not None and seq is not None:
+            k = None if fault_class is None else self.clf.classes.index(fault_class)
+            self.sink.alarm(seq, t, score, self.threshold if k is None else float(self.class_thr[k]), k, probs)
         with open(self.alarms_path, "a") as fh:
             fh.write(json.dumps(info) + "\n")
             fh.flush()
@@ -219,6 +242,7 @@ class Monitor:
                 ts = t0 + offs
                 self.log.append(self.run, ts, sc, bands, file, offs, probs)
                 exceeded = over(sc, self.threshold)
+                seqs = self.sink.patches(ts, sc, exceeded, probs) if self.sink is not None else [None] * len(sc)
                 for i, s in enumerate(sc):
                     self.state.recent.append(float(s))
                     self.state.patches += 1
@@ -226,12 +250,14 @@ class Monitor:
                     if probs is not None:
                         self.window.append((bool(exceeded[i]), probs[i]))
                         self._note_top_class(probs[i])
+                    p_i = None if probs is None else probs[i]
                     if self.rule.update(s):
-                        self._raise_alarm(float(ts[i]), float(s), b, file, float(offs[i]))
+                        self._raise_alarm(float(ts[i]), float(s), b, file, float(offs[i]), seq=seqs[i], probs=p_i)
                     if probs is not None:
                         for c, (k, rule) in self.class_rules.items():
                             if rule.update(probs[i, k]):
-                                self._raise_alarm(float(ts[i]), float(s), b, file, float(offs[i]), "classifier", c)
+                                self._raise_alarm(float(ts[i]), float(s), b, file, float(offs[i]), "classifier", c,
+                                                  seqs[i], p_i)
                     self.state.in_alarm = self.rule.active or (
                         probs is not None and any(r.active for _, r in self.class_rules.values()))
             self.state.audio_seconds += block.size / p.sample_rate

@@ -19,8 +19,11 @@ that the report can mark periods whose times are uncertain; :func:`read_scores` 
 for live input).
 
 Layout 3 added the class probabilities (``scores.classes``) and the classifier of each run (``runs.classifier_hash``,
-``runs.classes``, ``runs.class_thresholds``); a layout-2 log is upgraded in place (columns added, nothing rewritten)
-when a monitor opens it, and read as it is.
+``runs.classes``, ``runs.class_thresholds``). Layout 4 added the fleet's devices: scores and alarms that came over
+MQTT (``humwatch ingest``) carry their device and its sequence number (``boot << 32 | seq``), unique per device, so
+that a redelivered message is never logged twice (:meth:`ScoreLog.append_device`); ``gaps`` records the periods a
+device was silent. An older log is upgraded in place (columns, tables and indexes added, nothing rewritten) when a
+writer opens it, and read as it is.
 """
 
 from __future__ import annotations
@@ -37,8 +40,8 @@ import pandas as pd
 from anomaly.decision import over
 from calibration.errors import SiteError
 
-SCHEMA_VERSION = 3  # 2: source paths in their own table; 3: classifier outputs
-READABLE_VERSIONS = (2, 3)
+SCHEMA_VERSION = 4  # 2: source paths in their own table; 3: classifier outputs; 4: devices, sequence numbers, gaps
+READABLE_VERSIONS = (2, 3, 4)
 DEFAULT_RETENTION_DAYS = 56
 
 _SCHEMA = """
@@ -64,8 +67,12 @@ CREATE TABLE IF NOT EXISTS scores (
     run_id INTEGER NOT NULL REFERENCES runs(run_id),
     file_id INTEGER REFERENCES files(file_id),  -- source file (NULL for live microphone input)
     offset_s REAL,                -- patch start within that file
-    classes BLOB                  -- fault-classifier probabilities, float16 little-endian, in runs.classes order
+    classes BLOB,                 -- fault-classifier probabilities, float16 little-endian, in runs.classes order
+    device_id INTEGER REFERENCES devices(device_id),  -- the device that sent it over MQTT (NULL: local monitor)
+    seq INTEGER                   -- that device's sequence number (boot << 32 | counter), unique per device
 );
+CREATE TABLE IF NOT EXISTS devices (device_id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE UNIQUE INDEX IF NOT EXISTS scores_device_seq ON scores(device_id, seq) WHERE seq IS NOT NULL;
 CREATE TABLE IF NOT EXISTS files (file_id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE);
 CREATE INDEX IF NOT EXISTS scores_t ON scores(t_utc);
 CREATE TABLE IF NOT EXISTS file_times (
@@ -81,13 +88,26 @@ CREATE TABLE IF NOT EXISTS alarms (
     t_utc REAL NOT NULL,
     run_id INTEGER NOT NULL REFERENCES runs(run_id),
     score REAL NOT NULL,
-    info TEXT NOT NULL            -- the alarm as JSON (what --on-alarm receives)
+    info TEXT NOT NULL,           -- the alarm as JSON (what --on-alarm receives)
+    device_id INTEGER,            -- as in scores (layout 4)
+    seq INTEGER
+);
+CREATE UNIQUE INDEX IF NOT EXISTS alarms_device_seq ON alarms(device_id, seq) WHERE seq IS NOT NULL;
+CREATE TABLE IF NOT EXISTS gaps (
+    device_id INTEGER NOT NULL REFERENCES devices(device_id),
+    t_start REAL NOT NULL,        -- the last patch heard before the silence (UTC seconds)
+    t_end REAL,                   -- the first patch heard after it (NULL: still silent when noted)
+    noted_utc REAL NOT NULL,
+    PRIMARY KEY (device_id, t_start)
 );
 """
 
 
 _V3_COLUMNS = (("runs", "classifier_hash TEXT"), ("runs", "classes TEXT"), ("runs", "class_thresholds TEXT"),
                ("scores", "classes BLOB"))
+_V4_COLUMNS = (("scores", "device_id INTEGER"), ("scores", "seq INTEGER"), ("alarms", "device_id INTEGER"),
+               ("alarms", "seq INTEGER"))
+_UPGRADES = {2: _V3_COLUMNS + _V4_COLUMNS, 3: _V4_COLUMNS}
 
 
 def connect(path: str | Path, readonly: bool = False) -> sqlite3.Connection:
@@ -100,9 +120,10 @@ def connect(path: str | Path, readonly: bool = False) -> sqlite3.Connection:
     con = sqlite3.connect(path)
     con.execute("PRAGMA journal_mode=WAL")
     con.execute("PRAGMA synchronous=NORMAL")
-    if _check_version(con, path) == 2:
-        with con:  # one transaction: a crash leaves layout 2 intact
-            for table, column in _V3_COLUMNS:
+    old = _check_version(con, path)
+    if old in _UPGRADES:
+        with con:  # one transaction: a crash leaves the old layout intact
+            for table, column in _UPGRADES[old]:
                 con.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
             con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
     con.executescript(_SCHEMA)
@@ -150,6 +171,7 @@ class ScoreLog:
         self._last_commit = time.monotonic()
         self.rows = 0
         self._file_ids: dict[str, int] = {}
+        self._device_ids: dict[str, int] = {}
 
     def _file_id(self, file: str | None) -> int | None:
         if file is None:
@@ -193,8 +215,53 @@ class ScoreLog:
         self.con.execute("INSERT OR REPLACE INTO file_times VALUES (?,?,?,?,?,?)",
                          (run.run_id, self._file_id(file), t0_utc, duration_s, source, detail))
 
+    # -- devices over MQTT (humwatch ingest): idempotent by (device, sequence number) ---------------------------------
+    def device_id(self, device: str) -> int:
+        if device not in self._device_ids:
+            self.con.execute("INSERT OR IGNORE INTO devices (name) VALUES (?)", (device,))
+            self._device_ids[device] = self.con.execute("SELECT device_id FROM devices WHERE name = ?",
+                                                        (device,)).fetchone()[0]
+        return self._device_ids[device]
+
+    def append_device(self, run: Run, device: str, seqs, t_utc, scores, class_probs=None) -> int:
+        """Log patches a device sent: a (device, seq) already in the log is skipped (a redelivered message).
+        Returns how many rows were new. Committed with the next :meth:`maybe_commit`."""
+        did = self.device_id(device)
+        exceeded = over(np.asarray(scores, float), run.threshold)
+        before = self.con.total_changes
+        self.con.executemany(
+            "INSERT OR IGNORE INTO scores (t_utc, score, over, run_id, device_id, seq, classes) VALUES (?,?,?,?,?,?,?)",
+            [(float(t_utc[i]), float(scores[i]), int(exceeded[i]), run.run_id, did, int(seqs[i]),
+              None if class_probs is None or class_probs[i] is None else np.asarray(class_probs[i], "<f2").tobytes())
+             for i in range(len(scores))])
+        new = self.con.total_changes - before
+        self.rows += new
+        return new
+
+    def alarm_device(self, run: Run, device: str, seq: int, t_utc: float, score: float, info: dict) -> bool:
+        """Log an alarm of a device (its onset patch's sequence number); False when it was already logged."""
+        before = self.con.total_changes
+        self.con.execute("INSERT OR IGNORE INTO alarms (t_utc, run_id, score, info, device_id, seq) "
+                         "VALUES (?,?,?,?,?,?)", (t_utc, run.run_id, score, json.dumps(info),
+                                                  self.device_id(device), int(seq)))
+        return self.con.total_changes > before
+
+    def last_seq(self) -> dict[str, tuple[int, float]]:
+        """Per device: its highest logged sequence number and that patch's time (where a restarted ingest resumes)."""
+        rows = self.con.execute("SELECT d.name, s.seq, s.t_utc FROM devices d JOIN scores s ON s.rowid = "
+                                "(SELECT rowid FROM scores WHERE device_id = d.device_id AND seq IS NOT NULL "
+                                "ORDER BY seq DESC LIMIT 1)").fetchall()
+        return {name: (int(seq), float(t)) for name, seq, t in rows}
+
+    def gap(self, device: str, t_start: float, t_end: float | None) -> None:
+        """Note that ``device`` was silent from ``t_start`` (its last patch) to ``t_end`` (None: still silent)."""
+        self.con.execute("INSERT INTO gaps (device_id, t_start, t_end, noted_utc) VALUES (?,?,?,?) "
+                         "ON CONFLICT (device_id, t_start) DO UPDATE SET t_end = excluded.t_end, "
+                         "noted_utc = excluded.noted_utc", (self.device_id(device), t_start, t_end, time.time()))
+
     def alarm(self, run: Run, t_utc: float, score: float, info: dict) -> None:
-        self.con.execute("INSERT INTO alarms VALUES (?,?,?,?)", (t_utc, run.run_id, score, json.dumps(info)))
+        self.con.execute("INSERT INTO alarms (t_utc, run_id, score, info) VALUES (?,?,?,?)",
+                         (t_utc, run.run_id, score, json.dumps(info)))
         self.con.commit()
 
     def maybe_commit(self, force: bool = False) -> None:
@@ -207,6 +274,7 @@ class ScoreLog:
         cutoff = (now or time.time()) - retention_days * 86400
         n = self.con.execute("DELETE FROM scores WHERE t_utc < ?", (cutoff,)).rowcount
         self.con.execute("DELETE FROM alarms WHERE t_utc < ?", (cutoff,))
+        self.con.execute("DELETE FROM gaps WHERE t_start < ?", (cutoff,))
         self.con.commit()
         return n
 
@@ -230,8 +298,10 @@ def read_scores(path: str | Path, since_utc: float | None = None, bands: bool = 
     else:
         extra += ", CASE WHEN s.file_id IS NULL THEN 'clock' END AS time_source"
         join = ""
+    dev = "d.name AS device, s.seq" if version >= 4 else "NULL AS device, NULL AS seq"
+    join += " LEFT JOIN devices d USING (device_id)" if version >= 4 else ""
     df = _read(path, "SELECT s.t_utc, s.score, s.over, s.bands, f.path AS file, s.offset_s, r.calibration_id, "
-                     f"r.model_hash, r.threshold{extra} FROM scores s JOIN runs r USING (run_id) "
+                     f"r.model_hash, r.threshold, {dev}{extra} FROM scores s JOIN runs r USING (run_id) "
                      f"LEFT JOIN files f USING (file_id){join}", "s", since_utc)
     blobs, cblobs, run_classes = df.pop("bands"), df.pop("classes"), df.pop("run_classes")
     if bands and len(df):
@@ -280,6 +350,28 @@ def read_alarms(path: str | Path, since_utc: float | None = None):
     df = _read(path, "SELECT a.t_utc, a.score, a.info, r.calibration_id FROM alarms a JOIN runs r USING (run_id)",
                "a", since_utc)
     df["info"] = df["info"].map(json.loads)
+    return df
+
+
+def read_gaps(path: str | Path, since_utc: float | None = None):
+    """Silent periods of the site's devices as a DataFrame (device, t_start, t_end, start, end, minutes), oldest
+    first; empty for a log written before layout 4. ``t_end`` NaN: the device was still silent when noted."""
+    cols = ["device", "t_start", "t_end", "noted_utc"]
+    if _log_layout(path)[0] < 4:
+        df = pd.DataFrame({c: pd.Series(dtype=object if c == "device" else float) for c in cols})
+    else:
+        con = connect(path, readonly=True)
+        try:
+            where, args = (" WHERE coalesce(g.t_end, g.noted_utc) >= ?", (since_utc,)) if since_utc is not None \
+                else ("", ())
+            df = pd.read_sql("SELECT d.name AS device, g.t_start, g.t_end, g.noted_utc FROM gaps g JOIN devices d "
+                             f"USING (device_id){where} ORDER BY g.t_start", con, params=args)
+        finally:
+            con.close()
+    end = df["t_end"].fillna(df["noted_utc"]).astype(float)
+    df["start"] = pd.to_datetime(df["t_start"].astype(float), unit="s", utc=True)
+    df["end"] = pd.to_datetime(end, unit="s", utc=True)
+    df["minutes"] = (end - df["t_start"].astype(float)) / 60
     return df
 
 

@@ -1,0 +1,321 @@
+"""``humwatch ingest``: the fleet's telemetry (MQTT) into each site's score log, the same log ``monitor`` writes.
+
+Delivery: one MQTT 5 session that outlives the process (fixed client id, clean start off, session expiry a week),
+QoS 1, and *manual* acknowledgements: a message is acknowledged only after the transaction that logged it is
+committed. A message the ingest received but had not committed when it was killed is therefore delivered again
+after the restart, and a message the broker delivers twice (a QoS 1 resend) is logged once: the score log's rows are
+unique by (device, sequence number) (:meth:`calibration.monitoring.scorelog.ScoreLog.append_device`).
+
+Decisions come from their owners: the alarm rule is the site's rule object (``SiteConfig.rule``, from
+:mod:`anomaly.decision`) applied with ``rule.stream(threshold)`` when a device sends scores only; the threshold is the
+device's own (its birth message: e.g. the int8 threshold of an exported firmware) or else the site's current
+calibration. A device that applies the rule itself (flag in its messages) sends alarm messages, which are logged as
+they are.
+
+Nothing a device sends can stop the ingest: a malformed message, a message for an unknown or uncalibrated site, for
+another site than its topic's, or with an implausible time is counted by reason, logged (the first few of each kind
+per site) and dropped. A gap is recorded when a device's next patch comes more than ``silence_s`` after its
+previous one; a device silent now is reported by the ingest's log and shown by the reports (its last patch time).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from anomaly.atomic import write_text
+from anomaly.errors import HumwatchError
+from calibration.fleet import telemetry
+from calibration.fleet.mqtt import Broker, BrokerError, client, describe_connack
+from calibration.fleet.telemetry import Birth, TelemetryError
+from calibration.monitoring.scorelog import DEFAULT_RETENTION_DAYS, Run, ScoreLog
+from calibration.store import SiteStore
+
+SESSION_EXPIRY_S = 7 * 86400
+REFRESH_S = 10.0  # how often a site's settings and current calibration are re-read
+LOG_FIRST = 5  # rejected messages logged per (site, reason); the rest are only counted
+
+
+@dataclass
+class IngestConfig:
+    broker: Broker
+    store: SiteStore
+    client_id: str = "humwatch-ingest"
+    site: str | None = None  # subscribe to one site only (ingest processes partitioned by site)
+    silence_s: float = 30.0
+    commit_s: float = 0.5
+    max_age_days: float = DEFAULT_RETENTION_DAYS
+    stats_path: Path | None = None  # counters as JSON, rewritten every few seconds
+
+
+@dataclass
+class _Device:
+    run: Run | None = None
+    run_key: tuple | None = None
+    rule: object = None
+    last_key: int = -1  # the highest sequence key fed to the rule (and logged)
+    last_t: float | None = None  # its patch time
+    heard: float = 0.0  # wall clock of the last message
+    silent_noted: bool = False
+
+
+@dataclass
+class _Site:
+    log: ScoreLog
+    rule: object
+    threshold: float | None
+    calibration_id: str | None
+    model_hash: str
+    checked: float
+    devices: dict[str, _Device] = field(default_factory=dict)
+    births: dict[str, Birth] = field(default_factory=dict)
+
+
+class Ingest:
+    """Subscribes and logs until :meth:`stop`. ``counts`` holds the counters shown in the stats."""
+
+    def __init__(self, cfg: IngestConfig, say: Callable[[str], None] = print):
+        self.cfg, self.say = cfg, say
+        self.counts: Counter = Counter()
+        self.sites: dict[str, _Site] = {}
+        self._logged: Counter = Counter()
+        self._queue: list[tuple[str, bytes, int, int, int]] = []
+        self._qlock = threading.Lock()
+        self._gen = 0  # connection generation: acknowledge only on the connection that delivered
+        self._stop = threading.Event()
+        self.connected = threading.Event()
+        self.refused: str | None = None
+        self.client = None
+
+    # -- network thread ------------------------------------------------------------------------------------------
+    def _on_connect(self, c, userdata, flags, reason_code, properties):
+        if reason_code.is_failure:
+            self.refused = describe_connack(reason_code)
+            self.counts["connect_refused"] += 1
+            self.say(f"broker {self.cfg.broker} refused the ingest: {self.refused}")
+            return
+        self._gen += 1
+        self.refused = None
+        c.subscribe(telemetry.subscription(self.cfg.site), qos=1)
+        self.counts["connects"] += 1
+        self.connected.set()
+        self.say(f"connected to {self.cfg.broker} (session {'resumed' if flags.session_present else 'new'})")
+
+    def _on_disconnect(self, c, userdata, flags, reason_code, properties):
+        if self.connected.is_set():
+            self.say(f"lost the broker {self.cfg.broker} ({reason_code}); reconnecting")
+        self.connected.clear()
+
+    def _on_message(self, c, userdata, msg):
+        with self._qlock:
+            self._queue.append((msg.topic, msg.payload, msg.mid, msg.qos, self._gen))
+
+    # -- main thread -----------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        b = self.cfg.broker
+        self.client = client(b, self.cfg.client_id, manual_ack=True, v5=True)
+        self.client.on_connect, self.client.on_disconnect = self._on_connect, self._on_disconnect
+        self.client.on_message = self._on_message
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        props.ReceiveMaximum = 65535
+        try:
+            self.client.connect_async(b.host, b.port, keepalive=30, clean_start=False, properties=props)
+        except (OSError, ValueError) as e:
+            raise BrokerError(f"cannot connect to {b}: {e}") from None
+        self.client.loop_start()
+
+    def wait_connected(self, timeout: float) -> None:
+        if not self.connected.wait(timeout):
+            why = f"refused: {self.refused}" if self.refused else "no answer"
+            raise BrokerError(f"cannot connect to {self.cfg.broker} within {timeout:g} s ({why})")
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self, until: Callable[[], bool] | None = None) -> Counter:
+        """Log what arrives every ``commit_s`` until :meth:`stop` (or ``until()`` is true); then flush and close."""
+        if self.client is None:
+            self.start()
+        last_stats = 0.0
+        try:
+            while not self._stop.is_set() and not (until and until()):
+                self._stop.wait(self.cfg.commit_s)
+                self.flush()
+                now = time.monotonic()
+                if now - last_stats > 5:
+                    self._note_silent()
+                    self.write_stats()
+                    last_stats = now
+        finally:
+            self.flush()
+            self.client.disconnect()
+            self.client.loop_stop()
+            for s in self.sites.values():
+                s.log.close()
+            self.write_stats()
+        return self.counts
+
+    def write_stats(self) -> None:
+        if self.cfg.stats_path:
+            write_text(self.cfg.stats_path, json.dumps({"t": time.time(), **self.counts}, sort_keys=True) + "\n")
+
+    def flush(self) -> int:
+        """Log the queued messages, commit, then acknowledge them. Returns how many were handled."""
+        with self._qlock:
+            batch, self._queue = self._queue, []
+        if not batch:
+            return 0
+        now = time.time()
+        touched: set[str] = set()
+        for topic_, payload, _, _, _ in batch:
+            site = self._handle(topic_, payload, now)
+            if site:
+                touched.add(site)
+        for name in touched:  # commit before acknowledging: an unlogged message is never acknowledged
+            self.sites[name].log.maybe_commit(force=True)
+        for _, _, mid, qos, gen in batch:
+            if qos and gen == self._gen:
+                self.client.ack(mid, qos)
+        self.counts["received"] += len(batch)
+        return len(batch)
+
+    def _reject(self, reason: str, site: str, detail: str) -> None:
+        self.counts[f"rejected_{reason}"] += 1
+        self._logged[(site, reason)] += 1
+        if self._logged[(site, reason)] <= LOG_FIRST:
+            more = " (further ones counted only)" if self._logged[(site, reason)] == LOG_FIRST else ""
+            self.say(f"rejected ({reason}): {detail}{more}")
+
+    def _handle(self, topic_: str, payload: bytes, now: float) -> str | None:
+        try:
+            tp = telemetry.parse_topic(topic_)
+        except TelemetryError as e:
+            self._reject(e.reason, "?", str(e))
+            return None
+        st = self._site(tp.site)
+        if st is None:
+            return None
+        try:
+            if tp.suffix == telemetry.BIRTH_SUFFIX:
+                st.births[tp.device] = Birth.from_json(payload) if payload else st.births.pop(tp.device, None)
+                self.counts["births"] += 1
+                return None
+            m = telemetry.decode(payload, tp.device)
+            telemetry.check_message(m, tp.site, now, self.cfg.max_age_days * 86400)
+        except TelemetryError as e:
+            self._reject(e.reason, tp.site, f"{topic_}: {e}")
+            return None
+        try:
+            self._log(st, tp.site, tp.device, m)
+        except HumwatchError as e:
+            self._reject("site", tp.site, f"{topic_}: {e}")
+            return None
+        return tp.site
+
+    def _site(self, name: str) -> _Site | None:
+        st = self.sites.get(name)
+        mono = time.monotonic()
+        if st is not None and mono - st.checked < REFRESH_S:
+            return st
+        site = self.cfg.store.site(name)
+        try:
+            if not site.exists():
+                self._reject("unknown_site", name, f"no site {name!r} in {self.cfg.store.root}")
+                return None
+            cfg = site.config()
+            cal = site.calibration() if site.current_id() else None
+        except HumwatchError as e:
+            self._reject("site", name, str(e))
+            return None
+        thr = float(cal["threshold"]["threshold"]) if cal else None
+        cid = cal["id"] if cal else None
+        if st is None:
+            st = self.sites[name] = _Site(ScoreLog(site.dir / "scores.sqlite", commit_every=3600), cfg.rule, thr, cid,
+                                          cal["model"]["hash"] if cal else "", mono)
+            for dev, (key, t) in st.log.last_seq().items():  # resume: what is logged already was fed to the rule
+                st.devices[dev] = _Device(last_key=key, last_t=t, heard=time.time())
+        else:
+            st.rule, st.threshold, st.calibration_id, st.checked = cfg.rule, thr, cid, mono
+            st.model_hash = cal["model"]["hash"] if cal else ""
+        return st
+
+    def _device_run(self, st: _Site, name: str, m: telemetry.Message) -> tuple[_Device, float]:
+        d = st.devices.setdefault(name, _Device())
+        birth = st.births.get(name)
+        if birth is not None:
+            thr, cid, model = birth.threshold, birth.calibration or (st.calibration_id or ""), birth.model_hash
+        elif m.int8:
+            raise TelemetryError("site", f"device {name!r} sends int8 scores but no birth message with its threshold")
+        elif st.threshold is None:
+            raise TelemetryError("site", f"device {name!r}: the site is not calibrated and the device sent no "
+                                         "threshold (birth message)")
+        else:
+            thr, cid, model = st.threshold, st.calibration_id, st.model_hash
+        key = (thr, cid, model, st.rule)
+        if d.run_key != key:
+            classes = list(birth.classes) if birth and birth.classes else None
+            clf = {"hash": "", "classes": classes, "thresholds": [float("nan")] * len(classes)} if classes else None
+            d.run = st.log.start_run(cid, model, thr, getattr(st.rule, "m", 0), getattr(st.rule, "n", 0),
+                                     f"mqtt:{name}", clf)
+            d.run_key, d.rule = key, st.rule.stream(thr)
+        return d, thr
+
+    def _log(self, st: _Site, site: str, device: str, m: telemetry.Message) -> None:
+        d, thr = self._device_run(st, device, m)
+        d.heard, d.silent_noted = time.time(), False
+        if m.kind == telemetry.KIND_ALARM:
+            info = {"t_utc": m.t_utc, "site": site, "device": device, "kind": "anomaly" if m.alarm_class is None
+                    else "classifier", "score": m.score, "threshold": m.threshold, "source": "device",
+                    "class_index": m.alarm_class}
+            self.counts["alarms" if st.log.alarm_device(d.run, device, m.key, m.t_utc, m.score, info)
+                        else "duplicates"] += 1
+            return
+        birth = st.births.get(device)
+        n_cls = len(birth.classes) if birth is not None else 0
+        probs = [m.classes] if m.classes and len(m.classes) == n_cls else None
+        new = st.log.append_device(d.run, device, [m.key], [m.t_utc], [m.score], probs)
+        self.counts["logged" if new else "duplicates"] += 1
+        if not new or m.key <= d.last_key:
+            return  # a resend, or a late older patch: logged (if new) but not fed to the rule again
+        if d.last_t is not None and m.t_utc - d.last_t > self.cfg.silence_s:
+            st.log.gap(device, d.last_t, m.t_utc)
+            self.counts["gaps"] += 1
+        d.last_key, d.last_t = m.key, m.t_utc
+        if not m.device_rule and d.rule.update(m.score):
+            info = {"t_utc": m.t_utc, "site": site, "device": device, "kind": "anomaly", "score": m.score,
+                    "threshold": thr, "rule": st.rule.describe(), "source": "ingest"}
+            if st.log.alarm_device(d.run, device, m.key, m.t_utc, m.score, info):
+                self.counts["alarms"] += 1
+
+    def _note_silent(self) -> None:
+        now = time.time()
+        for name, st in self.sites.items():
+            for dev, d in st.devices.items():
+                if not d.silent_noted and d.heard and now - d.heard > self.cfg.silence_s:
+                    d.silent_noted = True
+                    self.counts["silent_devices_noted"] += 1
+                    self.say(f"site {name} device {dev}: silent for {now - d.heard:.0f} s")
+
+
+def run_ingest(cfg: IngestConfig, say: Callable[[str], None] = print, connect_timeout: float = 15.0,
+               until: Callable[[], bool] | None = None) -> Counter:
+    ing = Ingest(cfg, say)
+    ing.start()
+    ing.wait_connected(connect_timeout)
+    return ing.run(until)
+
+
+def summary(counts: Counter) -> str:
+    rej = {k.removeprefix("rejected_"): v for k, v in counts.items() if k.startswith("rejected_")}
+    return (f"{counts['received']} messages: {counts['logged']} scores logged, {counts['duplicates']} duplicates "
+            f"skipped, {counts['alarms']} alarms, {counts['gaps']} gaps" +
+            (", rejected: " + ", ".join(f"{k} {v}" for k, v in sorted(rej.items())) if rej else ""))
