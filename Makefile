@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/pip --disable-pip-version-check
 
-.PHONY: demo test test-all bench install clean chromium
+.PHONY: demo test test-all bench install clean chromium mosquitto
 
 # The lock is installed with --no-deps on purpose: onnx2tf declares the 645 MB GPU TensorFlow, the lock supplies
 # tensorflow-cpu instead (see docs/toolchain.md).
@@ -28,8 +28,15 @@ chromium:
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } ; } || \
 	  echo "note: chromium not installed; the report's browser test will be skipped"
 
+# The fleet tests start a real MQTT broker (Debian's mosquitto, not started as a service: each test runs its own on a
+# free loopback port). Installed like chromium; without it those tests are skipped and say why.
+mosquitto:
+	@{ command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto; } || { [ "$$(id -u)" = 0 ] && \
+	  command -v apt-get >/dev/null && { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	  mosquitto >/dev/null; } ; } || echo "note: mosquitto not installed; the fleet's broker tests will be skipped"
+
 # pytest exits 5 when a selection holds no test; that is not a failure of the suite.
-test: $(STAMP) chromium
+test: $(STAMP) chromium mosquitto
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
 

@@ -7,6 +7,8 @@ spans them all (:mod:`humwatch_demo`).
     Site        site create|list|show|history|set|set-model|set-classifier|calibrate|recalibrate|schedule
                                                                  (calibration/cli.py)
                 monitor, report                                  (calibration/monitoring/cli.py)
+    Fleet       ingest, fleet calibrate|recalibrate|score|report (calibration/fleet/cli.py), fleet export
+                                                                 (firmware_export/cli.py)
     Firmware    export                                           (firmware_export/cli.py)
 
 Hidden aliases keep the earlier spellings working: ``calibrate --site``, ``recalibrate --site | --due``, ``schedule
@@ -25,6 +27,7 @@ from anomaly import __version__
 from anomaly.cli import app as anomaly_app
 from anomaly.cli_util import compact_help, console, user_errors
 from calibration.cli import app as calibration_app
+from calibration.fleet.cli import app as fleet_app
 from calibration.monitoring.cli import app as monitoring_app
 from firmware_export.cli import app as export_app
 
@@ -57,6 +60,7 @@ def _root(
 app.add_typer(anomaly_app)
 app.add_typer(calibration_app)
 app.add_typer(monitoring_app)
+app.add_typer(fleet_app)
 app.add_typer(export_app)
 
 

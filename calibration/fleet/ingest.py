@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from anomaly.atomic import write_text
+from anomaly.decision import MAX_WINDOW
 from anomaly.errors import HumwatchError
 from calibration.fleet import telemetry
 from calibration.fleet.mqtt import Broker, BrokerError, client, describe_connack
@@ -62,6 +63,7 @@ class _Device:
     last_t: float | None = None  # its patch time
     heard: float = 0.0  # wall clock of the last message
     silent_noted: bool = False
+    warm: list = field(default_factory=list)  # after a restart: its last logged (score, threshold), for the rule
 
 
 @dataclass
@@ -242,7 +244,8 @@ class Ingest:
             st = self.sites[name] = _Site(ScoreLog(site.dir / "scores.sqlite", commit_every=3600), cfg.rule, thr, cid,
                                           cal["model"]["hash"] if cal else "", mono)
             for dev, (key, t) in st.log.last_seq().items():  # resume: what is logged already was fed to the rule
-                st.devices[dev] = _Device(last_key=key, last_t=t, heard=time.time())
+                st.devices[dev] = _Device(last_key=key, last_t=t, heard=time.time(),
+                                          warm=st.log.recent_device_scores(dev, MAX_WINDOW))
         else:
             st.rule, st.threshold, st.calibration_id, st.checked = cfg.rule, thr, cid, mono
             st.model_hash = cal["model"]["hash"] if cal else ""
@@ -267,6 +270,10 @@ class Ingest:
             d.run = st.log.start_run(cid, model, thr, getattr(st.rule, "m", 0), getattr(st.rule, "n", 0),
                                      f"mqtt:{name}", clf)
             d.run_key, d.rule = key, st.rule.stream(thr)
+            for score, t in d.warm:  # continue the rule where the previous ingest stopped (no repeated onset)
+                if t == thr:
+                    d.rule.update(score)
+            d.warm = []
         return d, thr
 
     def _log(self, st: _Site, site: str, device: str, m: telemetry.Message) -> None:

@@ -90,6 +90,13 @@ def monitor(
                                                         "the built-in formats).")] = None,
     time_zone: Annotated[str, typer.Option("--time-zone", "-z", help="Zone of times in files and names that carry "
                                            "none: UTC, +01:00 or Europe/Berlin.")] = "UTC",
+    publish: Annotated[str | None, typer.Option(help="Also publish every score and alarm to an MQTT broker "
+                                                "(mqtt://HOST:PORT or mqtts://; credentials from HUMWATCH_MQTT_USER/"
+                                                "_PASSWORD or a --credentials file; docs/fleet.md).")] = None,
+    device_id: Annotated[str | None, typer.Option(help="Device id for --publish [default: this computer's name].")]
+    = None,
+    credentials: Annotated[Path | None, typer.Option(help="File with 'user:password' for --publish.")] = None,
+    ca: Annotated[Path | None, typer.Option(help="CA certificate for an mqtts:// broker.")] = None,
     sites_dir: SitesDir = None,
 ) -> None:
     """Score every 0.96 s patch against the site's calibration, raise alarms, log every raw score.
@@ -98,6 +105,8 @@ def monitor(
     when the output is not a terminal (a log), one line per alarm. A file's time comes from its metadata (WAV bext
     or LIST/ICRD, FLAC tags), else from its name, else from --start-time, else from its modification time (with a
     warning: copying changes it).
+    With --publish they also go to the fleet's broker at QoS 1 (buffered while it is away; `humwatch ingest` logs
+    them centrally).
     """
     with user_errors():
         from anomaly.audio import find_audio
@@ -123,8 +132,15 @@ def monitor(
                             time_policy=policy, on_alarm_line=None if live else _print_alarm)
         s = SiteStore(sites_dir).site(site)
         files = find_audio(from_) if from_ else None
+        s.config()
+        pub = _publisher(publish, device_id, credentials, ca, s.name) if publish else None
+        sink = None
+        if pub is not None:
+            from calibration.fleet.publish import TelemetrySink
+
+            sink = TelemetrySink(pub, s.name)
         update = (lambda st: live.update(_view(st))) if live else None
-        with Monitor(s, cfg, on_update=update) as mon:
+        with Monitor(s, cfg, on_update=update, sink=sink) as mon:
             try:
                 if live:
                     live.start()
@@ -138,6 +154,11 @@ def monitor(
             finally:
                 if live:
                     live.stop()
+                if pub is not None:
+                    left = pub.close(wait=30)
+                    console.print(f"published {pub.sent} message(s) to {pub.broker}: {pub.acked} acknowledged"
+                                  + (f", {left} not acknowledged (the broker is away)" if left else "")
+                                  + (f", {pub.dropped} dropped (buffer full)" if pub.dropped else ""))
         console.print(f"{state.patches} patches ({state.audio_seconds / 60:.1f} min) scored, {state.alarms} alarm(s)"
                       + (f", {len(state.skipped)} file(s) skipped" if state.skipped else "")
                       + f"; scores in {s.dir / 'scores.sqlite'}, alarms in {s.dir / 'alarms.jsonl'}")
@@ -149,6 +170,25 @@ def monitor(
         if state.alarm_faults:
             console.print("alarms by likely fault: " + ", ".join(
                 f"{escape(f)} {n}" for f, n in sorted(state.alarm_faults.items(), key=lambda kv: -kv[1])))
+
+
+def _publisher(url: str, device_id: str | None, credentials: Path | None, ca: Path | None, site: str):
+    import socket
+
+    from calibration.fleet import telemetry
+    from calibration.fleet.mqtt import Publisher, broker
+
+    b = broker(url, credentials, ca)
+    dev = device_id or (socket.gethostname().split(".")[0] or "monitor")
+    pub = Publisher(b, telemetry.check_device(dev), say=lambda m: err_console.print(f"[yellow]warning:[/] "
+                                                                                    f"{escape(m)}"))
+    try:
+        pub.wait_connected(10)
+    except Exception:
+        pub.close(0)
+        raise
+    err_console.print(f"publishing site {site} as device {dev} to {b}")
+    return pub
 
 
 @app.command(rich_help_panel="Site")

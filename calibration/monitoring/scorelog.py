@@ -253,6 +253,14 @@ class ScoreLog:
                                 "ORDER BY seq DESC LIMIT 1)").fetchall()
         return {name: (int(seq), float(t)) for name, seq, t in rows}
 
+    def recent_device_scores(self, device: str, n: int) -> list[tuple[float, float]]:
+        """The device's last ``n`` logged patches (by sequence number) as (score, threshold of its run), oldest first:
+        what a restarted ingest replays through the alarm rule to continue where it stopped."""
+        rows = self.con.execute("SELECT s.score, r.threshold FROM scores s JOIN runs r USING (run_id) WHERE "
+                                "s.device_id = ? AND s.seq IS NOT NULL ORDER BY s.seq DESC LIMIT ?",
+                                (self.device_id(device), n)).fetchall()
+        return [(float(a), float(b)) for a, b in reversed(rows)]
+
     def gap(self, device: str, t_start: float, t_end: float | None) -> None:
         """Note that ``device`` was silent from ``t_start`` (its last patch) to ``t_end`` (None: still silent)."""
         self.con.execute("INSERT INTO gaps (device_id, t_start, t_end, noted_utc) VALUES (?,?,?,?) "

@@ -28,7 +28,7 @@ from anomaly.recording_time import UNCERTAIN
 from anomaly.vocabulary import band_hint
 from calibration.calibrate import site_classifier, site_detector
 from calibration.errors import ReportError, SiteError
-from calibration.monitoring.scorelog import connect, read_alarms, read_scores
+from calibration.monitoring.scorelog import connect, read_alarms, read_gaps, read_scores
 from calibration.store import Site
 
 MAX_POINTS = 5000  # timeline points (per-bin max beyond this)
@@ -120,6 +120,24 @@ def read_log(site: Site, since_utc: float | None = None, bands: bool = False):
         raise ReportError(f"no scores since {iso(since_utc)} UTC; the log of {site.name!r} holds {n} scores from "
                           f"{iso(t0)} to {iso(t1)} UTC (use an earlier --since)")
     return df, alarms
+
+
+SILENT_AFTER_S = 300.0  # a device whose last patch is older than this (at report time) is shown as silent
+
+
+def devices(df, log_path: Path, since_utc: float | None = None, now: float | None = None):
+    """Devices that sent scores over MQTT (``humwatch ingest``) and their silences: ``(table, gaps)``.
+
+    ``table``: one row per device (device, patches, first, last, silent_s: seconds since its last patch when that
+    exceeds SILENT_AFTER_S, else 0); ``gaps``: the recorded gaps (:func:`calibration.monitoring.scorelog.read_gaps`).
+    Both empty for a site monitored locally only."""
+    now = time.time() if now is None else now
+    dev = df[df["device"].notna()] if "device" in df else df.iloc[:0]
+    g = dev.groupby("device")["t_utc"]
+    table = pd.DataFrame({"patches": g.size(), "first": g.min(), "last": g.max()}).reset_index()
+    table["silent_s"] = np.where(now - table["last"] > SILENT_AFTER_S, now - table["last"], 0.0)
+    gaps = read_gaps(log_path, since_utc)
+    return table.sort_values(["silent_s", "device"], ascending=[False, True]), gaps
 
 
 def _logged_bands(path: Path, rows: list[tuple[float, float]]) -> list[np.ndarray | None]:

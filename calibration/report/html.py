@@ -188,8 +188,10 @@ def _alarm_section(alarms, df) -> str:
         serious = ((f"<b class='{'bad' if sev['level'] == 'strong' else 'warn'}'>{_e(sev['level'])}</b>: "
                     f"{_fmt(sev['ratio'], '.1f')}× threshold, {sev['sustained_share']:.0%} of the next minute over")
                    if sev else "–")
+        where = (f"device {_e(info['device'])}" if info.get("device") and not info.get("file")
+                 else _file(info.get("file")))
         row = [when] + ([_e(data.fault_label(info) or "–")] if with_fault else []) + [
-            serious, _fmt(float(a["score"])), _fmt(thr), _file(info.get("file")),
+            serious, _fmt(float(a["score"])), _fmt(thr), where,
             _fmt(off, ".2f") if isinstance(off, (int, float)) else _e(off if off is not None else "–"),
             bands or "–", _e(a["calibration_id"])]
         rows.append(row)
@@ -265,6 +267,26 @@ def _drift_section(df, calibrations: dict, alarms) -> str:
             "against the certificate's expected exceedance says the same. Cells at 1.25× and 2× the baseline are "
             "shaded.</p>")
     return _section("drift", "Drift", img + expl + table)
+
+
+def _devices_section(site: Site, df, since_utc: float | None, now: float | None) -> str:
+    """The devices that report over MQTT: last patch, silent now, and the gaps the ingest recorded."""
+    table, gaps = data.devices(df, data.score_log_path(site), since_utc, now)
+    if table.empty and gaps.empty:
+        return ""
+    rows = [[_e(r.device), f"{int(r.patches):,}", _e(data.iso(r.first)), _e(data.iso(r.last)),
+             (f"<b>silent for {_e(data.dur(r.silent_s))}</b>" if r.silent_s > 0 else "reporting")]
+            for r in table.itertuples()]
+    body = _table(["device", "patches", "first (UTC)", "last (UTC)", "now"], rows, id_="device-table", num={1})
+    if gaps.empty:
+        body += "<p class='note' id='gap-table'>No gaps: no device was silent for longer than the ingest's limit.</p>"
+    else:
+        body += _table(["device", "silent from (UTC)", "to (UTC)", "minutes"],
+                       [[_e(g.device), _e(data.iso(g.t_start)),
+                         _e(data.iso(g.t_end)) if g.t_end == g.t_end else "still silent", _fmt(g.minutes, ".1f")]
+                        for g in gaps.itertuples()], id_="gap-table", num={3})
+    n_silent = int((table["silent_s"] > 0).sum())
+    return _section("devices", f"Devices ({len(table)}; {n_silent} silent, {len(gaps)} gap(s))", body)
 
 
 def _patch_section(items: list[dict], n: int, machine: str = "") -> str:
@@ -396,6 +418,7 @@ def build_report(site: Site, since_utc: float | None = None, top_n: int = 6, now
         _section("timeline", "Score timeline", timeline + tl_note),
         _alarm_section(alarms, df),
         _fault_section(site, df, alarms),
+        _devices_section(site, df, since_utc, now),
         _section("histogram", "Score distribution", hist + hist_note),
         _drift_section(df, recs, alarms),
         _patch_section(patches, top_n, cfg.machine),
