@@ -60,8 +60,8 @@ def _root(
 app.add_typer(anomaly_app)
 app.add_typer(calibration_app)
 app.add_typer(monitoring_app)
-app.add_typer(fleet_app)
 app.add_typer(export_app)
+app.add_typer(fleet_app)
 
 
 @app.command(rich_help_panel="Start here")
