@@ -14,6 +14,7 @@ import typer
 from rich.table import Table
 
 from anomaly.cli_util import console, progress, user_errors
+from calibration.fleet.cli import RayAddress, Restart, Sites, Workers, fleet_app
 from firmware_export.targets import DEFAULT_MAX_MODEL_BYTES, DEFAULT_TARGET, TARGETS
 
 app = typer.Typer(no_args_is_help=True)
@@ -76,6 +77,26 @@ def export(
             typer.echo(json.dumps(manifest, indent=2))
         else:
             _summary(manifest, out, written=True)
+
+
+@fleet_app.command("export")
+def fleet_export(
+    sites: Sites = None,
+    target: Annotated[str, typer.Option(help=f"{' | '.join(TARGETS)} (for the latency estimate).")] = DEFAULT_TARGET,
+    no_classifier: Annotated[bool, typer.Option("--no-classifier", help="The anomaly model only.")] = False,
+    ray_address: RayAddress = None, workers: Workers = None, restart: Restart = False,
+    sites_dir: Annotated[Path | None, typer.Option("--sites-dir", envvar="HUMWATCH_SITES",
+                                                   help="Site store root [default: ./sites].")] = None,
+) -> None:
+    """Export the firmware of every calibrated site (or the --site ones) into sites/NAME/firmware/, one Ray task
+    per site; a site whose gates fail keeps its previous firmware and is reported as failed."""
+    with user_errors():
+        from calibration.fleet.cli import run_fleet
+        from calibration.fleet.jobs import JobOptions
+        from firmware_export.fleet import task_export
+
+        opts = JobOptions(extra=(("target", target), ("no_classifier", no_classifier)))
+        run_fleet("export", sites, sites_dir, opts, ray_address, workers, restart, task=task_export)
 
 
 def _fmt(v, spec: str = ".4f") -> str:

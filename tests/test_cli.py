@@ -67,8 +67,8 @@ def test_installed_script_help_version_and_no_torch_at_import():
     modules = {ln.rsplit("|", 1)[-1].strip() for ln in r.stderr.splitlines() if ln.startswith("import time:")}
     assert "humwatch_cli" in modules and "typer" in modules  # the parse really saw the module list
     heavy = sorted(m for m in modules if m.split(".")[0] in {"torch", "scipy", "sklearn", "pandas", "soundfile",
-                                                             "tensorflow", "ai_edge_litert", "keras", "tf_keras", "paho",
-                                                             "ray", "pyarrow"})
+                                                             "tensorflow", "ai_edge_litert", "keras", "tf_keras",
+                                                             "paho", "ray", "pyarrow"})
     assert heavy == [], f"`import humwatch_cli` pulls in heavy modules: {heavy[:10]}"
 
 

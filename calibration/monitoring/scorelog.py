@@ -361,6 +361,51 @@ def read_alarms(path: str | Path, since_utc: float | None = None):
     return df
 
 
+def summarize(path: str | Path, since_utc: float, recent_utc: float) -> dict:
+    """What the fleet view needs of a site's log, by SQL aggregates (no row is loaded): patches and the share over
+    the threshold since ``since_utc``, alarms since then and since ``recent_utc`` (by kind), the last patch time, and
+    per device its last patch time. Empty counts when there is no log."""
+    out = {"patches": 0, "over_share": None, "mean_score": None, "alarms": 0, "recent_alarms": 0,
+           "alarm_kinds": {}, "last_t": None, "devices": {}, "gaps": 0}
+    if not Path(path).exists():
+        return out
+    con = connect(path, readonly=True)
+    try:
+        n, share, mean = con.execute("SELECT count(*), avg(over), avg(score) FROM scores WHERE t_utc >= ?",
+                                     (since_utc,)).fetchone()
+        out.update(patches=n, over_share=share, mean_score=mean,
+                   last_t=con.execute("SELECT max(t_utc) FROM scores").fetchone()[0])
+        kinds: dict[str, int] = {}
+        for t, info in con.execute("SELECT t_utc, info FROM alarms WHERE t_utc >= ?", (since_utc,)):
+            try:
+                kind = str(json.loads(info).get("kind", "anomaly"))
+            except (json.JSONDecodeError, AttributeError):
+                kind = "anomaly"
+            kinds[kind] = kinds.get(kind, 0) + 1
+            out["alarms"] += 1
+            out["recent_alarms"] += t >= recent_utc
+        out["alarm_kinds"] = kinds
+        if _version(con) >= 4:
+            out["devices"] = dict(con.execute("SELECT d.name, max(s.t_utc) FROM devices d JOIN scores s USING "
+                                              "(device_id) GROUP BY d.name").fetchall())
+            out["gaps"] = con.execute("SELECT count(*) FROM gaps WHERE t_start >= ?", (since_utc,)).fetchone()[0]
+    finally:
+        con.close()
+    return out
+
+
+def logged_files(path: str | Path) -> set[str]:
+    """The source files the log has scores of (empty when there is no log yet)."""
+    if not Path(path).exists():
+        return set()
+    con = connect(path, readonly=True)
+    try:
+        return {r[0] for r in con.execute("SELECT path FROM files WHERE file_id IN (SELECT DISTINCT file_id FROM "
+                                          "scores)")}
+    finally:
+        con.close()
+
+
 def read_gaps(path: str | Path, since_utc: float | None = None):
     """Silent periods of the site's devices as a DataFrame (device, t_start, t_end, start, end, minutes), oldest
     first; empty for a log written before layout 4. ``t_end`` NaN: the device was still silent when noted."""

@@ -1,0 +1,176 @@
+"""Fleet jobs on a local Ray with 2 workers (one Ray session for the module), and the fleet report: one site's failure
+is reported without stopping the others, a re-run skips the completed sites, results land in the site store; the
+page ranks the sites by what needs attention; the Parquet dataset is partitioned by site and day."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from helpers import invoke
+
+from anomaly.detectors import fingerprint_files, fit_detector
+from anomaly.features import DEFAULT_PARAMS, log_mel
+from anomaly.modeldir import model_hash
+from anomaly.simulate import SimConfig, simulate, write_audio
+from anomaly.train import TrainConfig
+from calibration.fleet import jobs
+from calibration.fleet.report import fleet_summaries, write_parquet
+from calibration.store import SiteConfig, SiteStore
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    """Four sites sharing one small model, each with a source directory of 2.5 min of normal audio; site d's
+    source directory does not exist (its job fails)."""
+    torch.set_num_threads(1)
+    d = tmp_path_factory.mktemp("fleet")
+    recs = [log_mel(simulate(SimConfig("pump", "none", 0, "factory", seed=400 + i), 40.0), DEFAULT_PARAMS)
+            for i in range(2)]
+    det = fit_detector("ae", recs, train_config=TrainConfig(threads=1, epochs=1, samples_per_epoch=256))
+    model = det.save(d / "model", extra={"training_data": fingerprint_files([])})
+    store = SiteStore(d / "sites")
+    for i, name in enumerate("abcd"):
+        src = d / "audio" / name
+        if name != "d":
+            write_audio(src / "normal.flac", SimConfig("pump", "none", 0, "factory", seed=410 + i), 2.5)
+        store.create(SiteConfig(name=f"site-{name}", model_path=str(model), model_hash=model_hash(model),
+                                machine="pump", source=str(src)))
+    return store, d
+
+
+def test_fleet_calibrate_on_ray_reports_a_failure_and_resumes(ray_session, fleet):
+    store, d = fleet
+    every = [a for n in "abcd" for a in ("--site", f"site-{n}")]
+    r = invoke("fleet", "calibrate", "--force", *every, "--sites-dir", store.root)
+    assert r.exit_code == 4, r.output  # one site failed
+    out = r.output
+    assert "fleet calibrate: 4 site(s) on a local Ray" in out
+    assert out.count(" done site-") == 3 and "failed site-d" in out
+    for name in ("site-a", "site-b", "site-c"):
+        assert store.site(name).current_id() is not None  # results in the same site store
+    assert store.site("site-d").current_id() is None
+    first = {n: store.site(n).current_id() for n in ("site-a", "site-b", "site-c")}
+
+    # the same job again: the three done sites are skipped, site-d is retried (and now has audio)
+    write_audio(d / "audio" / "d" / "normal.flac", SimConfig("pump", "none", 0, "factory", seed=419), 2.5)
+    r = invoke("fleet", "calibrate", "--force", *every, "--sites-dir", store.root)
+    assert r.exit_code == 0, r.output
+    assert "[1/1] done site-d" in r.output and "3 done earlier in this job" in r.output
+    assert {n: store.site(n).current_id() for n in first} == first  # not calibrated twice
+    assert store.site("site-d").current_id() is not None
+    states = list((store.root / jobs.JOB_DIR).glob("calibrate-*.json"))
+    assert len(states) == 1
+    r = invoke("fleet", "calibrate", "--force", "--sites-dir", store.root)  # every uncalibrated site: none left
+    assert r.exit_code == 0 and "no site to calibrate" in r.output, r.output
+
+
+def test_ray_and_serial_give_the_same_results(ray_session, fleet):
+    """`fleet score` with Ray, then a new recording scored one site at a time (--workers 0): both land in the logs,
+    and a re-run scores nothing twice."""
+    store, d = fleet
+    r = invoke("fleet", "score", "--sites-dir", store.root)
+    assert r.exit_code == 0, r.output
+    n1 = {n: _rows(store, n) for n in store.names()}
+    assert all(v > 100 for v in n1.values())
+    write_audio(d / "audio" / "a" / "z_more.flac", SimConfig("pump", "cavitation", 0.8, "factory", seed=430), 0.5)
+    r = invoke("fleet", "score", "--workers", "0", "--restart", "--sites-dir", store.root)
+    assert r.exit_code == 0, r.output
+    assert "one site at a time" in r.output and "nothing new to score" in r.output
+    n2 = {n: _rows(store, n) for n in store.names()}
+    assert n2["site-a"] > n1["site-a"] and all(n2[n] == n1[n] for n in n1 if n != "site-a")
+
+
+def test_a_crashing_task_is_that_sites_failure(ray_session, fleet):
+    store, _ = fleet
+    import sys
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import a test module
+    res = jobs.run_job("boom", store, ["site-a", "site-b"], task=_boom, restart=True)
+    assert sorted((r.site, r.status) for r in res) == [("site-a", "failed"), ("site-b", "done")], res
+    assert "ZeroDivisionError" in next(r.message for r in res if r.site == "site-a")
+
+
+def _boom(root: str, name: str, opts) -> str:
+    if name == "site-a":
+        return str(1 / 0)
+    return "fine"
+
+
+def _rows(store, name) -> int:
+    from calibration.monitoring.scorelog import read_scores
+
+    return len(read_scores(store.site(name).dir / "scores.sqlite"))
+
+
+def test_fleet_report_ranks_by_attention_and_links_site_reports(ray_session, fleet, tmp_path):
+    store, d = fleet
+    # site-b: an old calibration (due); site-c: damaged settings; site-a has the cavitation recording's alarms
+    shutil.copytree(store.root, tmp_path / "sites")
+    st = SiteStore(tmp_path / "sites")
+    cur = st.site("site-b").calibration()
+    path = st.site("site-b").calibrations_dir / f"{cur['id']}.json"
+    path.write_text(path.read_text().replace(cur["created_utc"], "2020-01-01T00:00:00Z"))
+    (st.site("site-c").dir / "site.toml").write_text("k = 'x'\n")
+    rows = fleet_summaries(st)
+    order = [s.name for s, _ in rows]
+    reasons = {s.name: [a.reason for a in att] for s, att in rows}
+    assert order[0] == "site-c" and "cannot be read" in reasons["site-c"][0]
+    assert any("alarm" in x for x in reasons["site-a"]), reasons
+    assert any("recalibration due" in x for x in reasons["site-b"])
+    assert sorted(order) == ["site-a", "site-b", "site-c", "site-d"]
+
+    out = tmp_path / "fleet.html"
+    r = invoke("fleet", "report", "--out", out, "--sites-dir", st.root)
+    assert r.exit_code == 0, r.output
+    page = out.read_text()
+    assert "<script" not in page and "site-c" in page and "recalibration due" in page
+    assert "href='fleet-sites/site-a.html'" in page and (tmp_path / "fleet-sites" / "site-a.html").is_file()
+    assert "no site report for site-c" in r.output
+
+
+def test_parquet_dataset_partitioned_by_site_and_day(tmp_path):
+    """Scores of two sites over two UTC days (one site's from a device over MQTT): one file per site and day,
+    read back by pandas with the same values."""
+    from calibration.monitoring.scorelog import ScoreLog, read_scores
+
+    store = SiteStore(tmp_path / "sites")
+    t0 = 1_790_035_200.0 - 3600  # an hour before a UTC midnight
+    rng = np.random.default_rng(0)
+    for name, n in (("p-1", 300), ("p-2", 200)):
+        s = store.create(SiteConfig(name=name, model_path="m", model_hash="h"))
+        log = ScoreLog(s.dir / "scores.sqlite")
+        run = log.start_run("cal", "h", 1.0, 3, 5, "test")
+        t = t0 + np.arange(n) * 24.0
+        if name == "p-1":
+            log.append(run, t, rng.random(n), None, "/rec/a.flac", t - t0)
+        else:
+            log.append_device(run, "dev-1", np.arange(n), t, rng.random(n))
+        log.close()
+    out, rows = write_parquet(store, tmp_path / "scores")
+    parts = sorted(str(p.relative_to(out).parent) for p in out.rglob("*.parquet"))
+    assert parts == ["site=p-1/day=2026-09-21", "site=p-1/day=2026-09-22", "site=p-2/day=2026-09-21",
+                     "site=p-2/day=2026-09-22"]
+    df = pd.read_parquet(out)
+    assert len(df) == rows == 500 and set(df["site"].astype(str)) == {"p-1", "p-2"}
+    for name in ("p-1", "p-2"):
+        one = df[df["site"] == name].sort_values("t_utc")
+        ref = read_scores(store.site(name).dir / "scores.sqlite")
+        assert np.allclose(one["score"].to_numpy(), ref["score"].to_numpy())
+        assert (one["time"].dt.tz is not None) and one["time"].iloc[0] == ref["time"].iloc[0]
+    assert df.loc[df.site == "p-2", "device"].unique().tolist() == ["dev-1"]
+    r = invoke("fleet", "report", "--format", "parquet", "--out", out, "--days", "36500", "--sites-dir", store.root)
+    assert r.exit_code == 0 and "wrote 500 scores" in r.output, r.output
+    assert len(pd.read_parquet(out)) == 500  # replaced, not appended
