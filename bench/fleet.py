@@ -80,21 +80,21 @@ def load_generator(url: str, devices: list[tuple[str, str, str]], rate: float, s
     connect_s = time.monotonic() - t0
     start = time.monotonic()
     now0 = time.time()  # the publishing phase starts (the bench measures throughput from here)
-    period = 1.0 / rate
+    period = 1.0 / rate if rate else 1.0
     n = len(clients)
     sent, seq = 0, 0
     while True:
         el = time.monotonic() - start
-        if el >= seconds:
+        if (el >= seconds) if rate else (seq >= seconds):
             break
-        due = int(el / period) + 1  # patches each device should have sent by now
+        due = int(el / period) + 1 if rate else seq + 1  # patches each device should have sent by now
         while seq < due:
             for c, site, dev in clients:
                 c.publish(tm.topic(site, dev, tm.KIND_PATCH),
                           tm.patch(site, seq, now0 + seq * period, 0.5, False, boot=boot), qos=1)
                 sent += 1
             seq += 1
-        _pump([c for c, _, _ in clients], min(period / 4, 0.05))
+        _pump([c for c, _, _ in clients], min(period / 4, 0.05) if rate else 0)
     end = time.monotonic() + 60
     while acked[0] < sent and time.monotonic() < end:
         _pump([c for c, _, _ in clients], 0.02)
@@ -130,7 +130,8 @@ def _count(store_root: Path, sites: list[str]) -> int:
     return n
 
 
-def ingest_bench(devices: int, n_sites: int, rates: list[float], seconds: float, work: Path) -> dict:
+def ingest_bench(devices: int, n_sites: int, rates: list[float], seconds: float, work: Path,
+                 drain_per_device: int = 0) -> dict:
     from mosquitto import MISSING, Broker
 
     from calibration.store import SiteConfig, SiteStore
@@ -145,9 +146,9 @@ def ingest_bench(devices: int, n_sites: int, rates: list[float], seconds: float,
                               "threshold": {"threshold": 1.0}, "model": {"hash": "h"}})
     b = Broker(work / "broker", users={s: f"pw-{s}" for s in sites}).start()
     env = {**os.environ, **b.env("ingest"), "PYTHONPATH": str(ROOT)}
-    ing = subprocess.Popen([sys.executable, "-m", "humwatch_cli", "ingest", "--broker", b.url, "--sites-dir",
-                            str(store.root), "--silence", "3600"], env=env, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, cwd=ROOT)
+    cmd = [sys.executable, "-m", "humwatch_cli", "ingest", "--broker", b.url, "--sites-dir", str(store.root),
+           "--silence", "3600"]
+    ing = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     time.sleep(3)
     devs = [(sites[i % n_sites], f"dev-{i:04d}", f"pw-{sites[i % n_sites]}") for i in range(devices)]
     phases = []
@@ -177,6 +178,11 @@ def ingest_bench(devices: int, n_sites: int, rates: list[float], seconds: float,
                            "load_avg_after": os.getloadavg()})
             print(f"  {devices} devices × {rate:g}/s: published {g['published']}, logged {logged}, "
                   f"{logged / wall:,.0f} scores/s (drained {drained - gen_done:.1f} s after), load {os.getloadavg()}")
+        drain = None
+        if drain_per_device:
+            drain = _drain_phase(ing, cmd, env, b, devs, drain_per_device, len(rates) + 1, store.root, sites,
+                                 total_before, work)
+            ing = drain.pop("process")
     finally:
         ing.send_signal(signal.SIGTERM)
         ing.wait(30)
@@ -185,9 +191,42 @@ def ingest_bench(devices: int, n_sites: int, rates: list[float], seconds: float,
     size = sum(p.stat().st_size for p in files)
     rows = _count(store.root, sites)
     per_row = size / rows
-    return {"phases": phases, "stored_bytes": size, "stored_rows": rows, "bytes_per_row": round(per_row, 1),
+    return {"phases": phases, "drain": drain, "stored_bytes": size, "stored_rows": rows,
+            "bytes_per_row": round(per_row, 1),
             "bytes_per_device_day_at_1_per_s": round(per_row * 86400),
             "bytes_per_device_day_at_0.96_s": round(per_row * 86400 / 0.96)}
+
+
+def _drain_phase(ing, cmd, env, b, devs, per_device: int, boot: int, root: Path, sites: list[str], before: int,
+                 work: Path) -> dict:
+    """Capacity without the load generator in the way: with the ingest stopped, the devices publish a backlog the
+    broker queues for the ingest's session; then the ingest starts and drains it. Rate = rows / time from its first
+    logged row to the last."""
+    ing.send_signal(signal.SIGTERM)
+    ing.wait(30)
+    out = work / "gen-drain.json"
+    subprocess.run([sys.executable, __file__, "--generator", b.url, json.dumps(devs), "0", str(per_device), str(out),
+                    str(boot)], cwd=ROOT / "bench", env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True)
+    g = json.loads(out.read_text())
+    load0 = os.getloadavg()
+    ing = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    target = before + g["acked"]
+    t_first = n_first = None
+    end = time.monotonic() + 600
+    while time.monotonic() < end:
+        n = _count(root, sites)
+        if t_first is None and n > before:
+            t_first, n_first = time.monotonic(), n
+        if n >= target:
+            break
+        time.sleep(0.25)
+    t_last = time.monotonic()
+    logged = n - before
+    rate = (n - n_first) / (t_last - t_first) if t_first and t_last > t_first else None
+    print(f"  backlog of {g['acked']} scores drained: {logged} logged at {rate:,.0f} scores/s, load {os.getloadavg()}")
+    return {"backlog": g["acked"], "logged": logged, "drain_seconds": round(t_last - (t_first or t_last), 2),
+            "achieved_per_s": round(rate, 1) if rate else None, "load_avg_before": load0,
+            "load_avg_after": os.getloadavg(), "process": ing}
 
 
 # -- recalibration with Ray vs serial ---------------------------------------------------------------------------------
@@ -259,6 +298,7 @@ def main() -> None:
     ap.add_argument("--sites", type=int, default=50)
     ap.add_argument("--rates", default="1,10,20")
     ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--drain-per-device", type=int, default=200, help="backlog per device for the drain phase")
     ap.add_argument("--recal-sites", type=int, default=100)
     ap.add_argument("--recal-minutes", type=float, default=3.0)
     ap.add_argument("--skip", default="", help="comma-separated: ingest, recal")
@@ -268,13 +308,14 @@ def main() -> None:
     print("message bytes:", res["messages"])
     with tempfile.TemporaryDirectory(prefix="humwatch-fleet-bench-") as d:
         if "ingest" not in a.skip:
-            res["ingest"] = ingest_bench(a.devices, a.sites, [float(x) for x in a.rates.split(",")], a.seconds,
-                                         Path(d))
+            res["ingest"] = ingest_bench(a.devices, a.sites, [float(x) for x in a.rates.split(",") if x],
+                                         a.seconds, Path(d), a.drain_per_device)
             print("storage:", {k: v for k, v in res["ingest"].items() if k != "phases"})
         if "recal" not in a.skip:
             res["recalibration"] = recal_bench(a.recal_sites, a.recal_minutes, Path(d))
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(res, indent=2) + "\n")
+    old = json.loads(a.out.read_text()) if a.out.exists() else {}
+    a.out.write_text(json.dumps({**old, **res}, indent=2) + "\n")  # a partial run (--skip) keeps the other parts
     print(f"wrote {a.out}")
 
 

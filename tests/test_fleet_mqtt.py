@@ -320,3 +320,7 @@ def test_monitor_publish_reaches_the_central_log(mq, real_site, tmp_path):
     central_alarms = read_alarms(central.site(s.name).dir / "scores.sqlite")
     assert len(local_alarms) >= 1 and len(central_alarms) == len(local_alarms)
     assert np.allclose(central_alarms["t_utc"], local_alarms["t_utc"], atol=1e-3)
+    from calibration.report import build_report
+
+    page = build_report(central.site(s.name))  # the site report of ingested scores: a Devices section
+    assert "device-table" in page and "edge-1" in page and "gap-table" in page

@@ -430,7 +430,9 @@ def analyse_patches(site: Site, df, n: int, calibrations: dict[str, dict], log_p
         x = recon = err = None
         path = resolve_audio(file, site)
         if file is None:
-            notes.append("live microphone input (no audio kept): the logged per-band errors only")
+            dev = row.get("device")
+            notes.append(f"sent by device {dev} over MQTT (no audio kept): its score only" if isinstance(dev, str) else
+                         "live microphone input (no audio kept): the logged per-band errors only")
         elif path is None:
             notes.append(f"the source file {file} no longer exists (or is not reachable from here): the logged "
                          "per-band errors only")
@@ -462,7 +464,7 @@ def analyse_patches(site: Site, df, n: int, calibrations: dict[str, dict], log_p
         if base is None and bands is not None:
             notes.append("the calibration has no per-band baseline: bands ranked by their plain error")
         out.append({"t_utc": float(row["t_utc"]), "score": float(row["score"]), "threshold": float(row["threshold"]),
-                    "file": file, "offset_s": float(row["offset_s"]) if row["offset_s"] == row["offset_s"] else None,
+                    "file": file, "offset_s": float(row["offset_s"]) if pd.notna(row["offset_s"]) else None,
                     "calibration_id": row["calibration_id"], "top": top, "notes": notes, "has_maps": x is not None,
                     "x": x, "recon": recon, "err": err, "bands": bands, "baseline": base, "params": params})
     return out
