@@ -26,7 +26,8 @@ from calibration.store import SiteStore
 RECENT_S = 86400.0  # "recent" alarms: the last 24 h
 DEFAULT_WINDOW_S = 7 * 86400.0  # drift and counts over the last week
 SILENT_S = 300.0  # a device whose last patch is older than this is silent
-DRIFT_WATCH, DRIFT_ACT = 2.0, 5.0  # share over the threshold vs the certificate's prediction
+DRIFT_WATCH, DRIFT_ACT = 2.0, 5.0  # share over the threshold vs the certificate's prediction (at most 100 points:
+# a recent alarm, 110 and more, always ranks above drift alone)
 
 
 @dataclass
@@ -71,7 +72,7 @@ def drift_signal(s: SiteSummary) -> Attention | None:
     ratio = share / pred
     if ratio >= DRIFT_WATCH:
         level = "act" if ratio >= DRIFT_ACT else "watch"
-        return Attention(10 * min(ratio, 20), level, f"drift: {share:.2%} of patches over the threshold, "
+        return Attention(10 * min(ratio, 10), level, f"drift: {share:.2%} of patches over the threshold, "
                                                      f"{ratio:.1f}× the certificate's {pred:.2%}")
     return None
 
