@@ -27,6 +27,7 @@ import json
 import os
 import select
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -35,6 +36,7 @@ from pathlib import Path
 
 import common  # noqa: F401  (sets OMP_WAIT_POLICY and sys.path)
 
+from anomaly.errors import HumwatchError
 from calibration.fleet import telemetry as tm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,9 +126,12 @@ def _count(store_root: Path, sites: list[str]) -> int:
     for s in sites:
         p = store_root / s / "scores.sqlite"
         if p.exists():
-            con = connect(p, readonly=True)
-            n += con.execute("SELECT count(*) FROM scores").fetchone()[0]
-            con.close()
+            try:
+                con = connect(p, readonly=True)
+                n += con.execute("SELECT count(*) FROM scores").fetchone()[0]
+                con.close()
+            except (sqlite3.Error, HumwatchError):
+                pass  # being created by the ingest right now
     return n
 
 
@@ -229,6 +234,37 @@ def _drain_phase(ing, cmd, env, b, devs, per_device: int, boot: int, root: Path,
             "load_avg_after": os.getloadavg(), "process": ing}
 
 
+def storage_one_device_day(work: Path) -> dict:
+    """One device's day at 1 score/s through the ingest's writer (ScoreLog.append_device, commits of 500 rows),
+    the log closed (WAL checkpointed): bytes on disk per row and per day. Also a locally monitored day (with the
+    64-band errors) for comparison."""
+    import numpy as np
+
+    from calibration.monitoring.scorelog import ScoreLog
+
+    out = {}
+    for kind in ("device", "monitor"):
+        path = work / f"day-{kind}.sqlite"
+        log = ScoreLog(path)
+        run = log.start_run("cal", "h", 1.0, 3, 5, kind)
+        rng = np.random.default_rng(0)
+        t0, n = 1_790_000_000.0, 86_400
+        for i in range(0, n, 500):
+            k = np.arange(i, min(n, i + 500))
+            sc = rng.gamma(2, 0.1, k.size)
+            if kind == "device":
+                log.append_device(run, "dev-1", (1 << 32) | k, t0 + k, sc)
+            else:
+                log.append(run, t0 + k * 0.96, sc, rng.random((k.size, 64)), "/rec/day.flac", k * 0.96)
+            log.maybe_commit(force=True)
+        log.close()
+        size = sum(p.stat().st_size for p in work.glob(f"day-{kind}.sqlite*"))
+        out[kind] = {"rows": n, "bytes": size, "bytes_per_row": round(size / n, 1)}
+    print(f"  one device-day: {out['device']['bytes'] / 1e6:.2f} MB ({out['device']['bytes_per_row']} B/row); a "
+          f"locally monitored day with band errors: {out['monitor']['bytes'] / 1e6:.1f} MB")
+    return out
+
+
 # -- recalibration with Ray vs serial ---------------------------------------------------------------------------------
 def recal_bench(n_sites: int, minutes: float, work: Path) -> dict:
     import torch
@@ -307,6 +343,7 @@ def main() -> None:
     res = {"machine": {"cpus": os.cpu_count(), "load_avg_start": os.getloadavg()}, "messages": message_sizes()}
     print("message bytes:", res["messages"])
     with tempfile.TemporaryDirectory(prefix="humwatch-fleet-bench-") as d:
+        res["storage_one_device_day"] = storage_one_device_day(Path(d))
         if "ingest" not in a.skip:
             res["ingest"] = ingest_bench(a.devices, a.sites, [float(x) for x in a.rates.split(",") if x],
                                          a.seconds, Path(d), a.drain_per_device)

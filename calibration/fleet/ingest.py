@@ -76,6 +76,20 @@ class _Site:
     checked: float
     devices: dict[str, _Device] = field(default_factory=dict)
     births: dict[str, Birth] = field(default_factory=dict)
+    batch: dict[str, tuple] = field(default_factory=dict)  # device -> (run, seqs, times, scores, probs) to insert
+
+    def write_batch(self, device: str | None = None) -> tuple[int, int]:
+        """Insert the queued patches (of one device, or all); returns (new rows, duplicates skipped)."""
+        new = dup = 0
+        for dev in ([device] if device is not None else list(self.batch)):
+            b = self.batch.pop(dev, None)
+            if b is None:
+                continue
+            run, seqs, ts, scores, probs = b
+            n = self.log.append_device(run, dev, seqs, ts, scores, probs if any(p is not None for p in probs)
+                                       else None)
+            new, dup = new + n, dup + len(seqs) - n
+        return new, dup
 
 
 class Ingest:
@@ -183,12 +197,17 @@ class Ingest:
             if site:
                 touched.add(site)
         for name in touched:  # commit before acknowledging: an unlogged message is never acknowledged
+            self._count_written(self.sites[name].write_batch())
             self.sites[name].log.maybe_commit(force=True)
         for _, _, mid, qos, gen in batch:
             if qos and gen == self._gen:
                 self.client.ack(mid, qos)
         self.counts["received"] += len(batch)
         return len(batch)
+
+    def _count_written(self, new_dup: tuple[int, int]) -> None:
+        self.counts["logged"] += new_dup[0]
+        self.counts["duplicates"] += new_dup[1]
 
     def _reject(self, reason: str, site: str, detail: str) -> None:
         self.counts[f"rejected_{reason}"] += 1
@@ -265,6 +284,7 @@ class Ingest:
             thr, cid, model = st.threshold, st.calibration_id, st.model_hash
         key = (thr, cid, model, st.rule)
         if d.run_key != key:
+            self._count_written(st.write_batch(name))  # the queued patches belong to the previous run
             classes = list(birth.classes) if birth and birth.classes else None
             clf = {"hash": "", "classes": classes, "thresholds": [float("nan")] * len(classes)} if classes else None
             d.run = st.log.start_run(cid, model, thr, getattr(st.rule, "m", 0), getattr(st.rule, "n", 0),
@@ -288,10 +308,12 @@ class Ingest:
             return
         birth = st.births.get(device)
         n_cls = len(birth.classes) if birth is not None else 0
-        probs = [m.classes] if m.classes and len(m.classes) == n_cls else None
-        new = st.log.append_device(d.run, device, [m.key], [m.t_utc], [m.score], probs)
-        self.counts["logged" if new else "duplicates"] += 1
-        if not new or m.key <= d.last_key:
+        b = st.batch.setdefault(device, (d.run, [], [], [], []))
+        b[1].append(m.key)
+        b[2].append(m.t_utc)
+        b[3].append(m.score)
+        b[4].append(m.classes if m.classes and len(m.classes) == n_cls else None)
+        if m.key <= d.last_key:
             return  # a resend, or a late older patch: logged (if new) but not fed to the rule again
         if d.last_t is not None and m.t_utc - d.last_t > self.cfg.silence_s:
             st.log.gap(device, d.last_t, m.t_utc)
