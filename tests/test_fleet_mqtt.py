@@ -324,3 +324,23 @@ def test_monitor_publish_reaches_the_central_log(mq, real_site, tmp_path):
 
     page = build_report(central.site(s.name))  # the site report of ingested scores: a Devices section
     assert "device-table" in page and "edge-1" in page and "gap-table" in page
+
+
+def test_partitioned_ingests_split_the_sites(mq, tmp_path):
+    from calibration.fleet.ingest import partition_of
+
+    b, _ = mq
+    store = _store(tmp_path / "sites")
+    n = 2
+    parts = {s: partition_of(s, n) for s in ("pump-3", "pump-4")}
+    k = parts["pump-3"]
+    with ingest_thread(b, store, partition=(k, n)) as ing:
+        assert ing.topics() == [tm.subscription(s) for s in sorted(parts) if parts[s] == k]
+        for site in ("pump-3", "pump-4"):
+            dev = _publisher(b, site, "dev-p")
+            dev.publish(tm.topic(site, "dev-p", tm.KIND_PATCH), tm.patch(site, 0, time.time(), 0.5, False))
+            assert dev.close(10) == 0
+        assert _wait(lambda: ing.counts["logged"] >= 1)
+        time.sleep(0.5)
+    assert ing.counts["logged"] == sum(1 for s in parts if parts[s] == k)
+    assert _rows(store, "pump-3") is not None and len(_rows(store, "pump-3")) == 1

@@ -40,6 +40,15 @@ def _say(msg: str) -> None:
     err_console.print(escape(msg))
 
 
+def _partition(text: str) -> tuple[int, int]:
+    from calibration.errors import SiteError
+
+    k, sep, n = text.partition("/")
+    if not (sep and k.isdigit() and n.isdigit() and 0 <= int(k) < int(n)):
+        raise SiteError(f"--partition must be K/N with 0 <= K < N (e.g. 0/4), got {text!r}")
+    return int(k), int(n)
+
+
 @app.command(rich_help_panel="Fleet")
 def ingest(
     broker: Annotated[str, typer.Option(help="The broker: mqtt://HOST:PORT or mqtts://HOST:PORT.")],
@@ -47,6 +56,9 @@ def ingest(
     ca: Ca = None,
     site: Annotated[str | None, typer.Option("--site", "-s", help="Only this site's topics (to split the fleet "
                                              "between ingest processes) [default: every site].")] = None,
+    partition: Annotated[str | None, typer.Option(help="K/N: only the sites of partition K of N (a stable hash of "
+                                                  "the site name), to split the fleet between N ingest processes "
+                                                  "(each with its own --client-id).")] = None,
     client_id: Annotated[str, typer.Option(help="MQTT client id: the broker keeps this session (and what arrives "
                                            "while the ingest is down) between runs.")] = "humwatch-ingest",
     silence: Annotated[float, typer.Option(min=1, help="Seconds without a patch after which a device's silence is "
@@ -66,14 +78,18 @@ def ingest(
     with user_errors():
         import time
 
+        from calibration.errors import SiteError
         from calibration.fleet.ingest import Ingest, IngestConfig, summary
         from calibration.fleet.mqtt import broker as make_broker
         from calibration.store import SiteStore, validate_name
 
         if site is not None:
             validate_name(site)
+        part = _partition(partition) if partition else None
+        if part and site:
+            raise SiteError("give --site or --partition, not both")
         cfg = IngestConfig(make_broker(broker, credentials, ca), SiteStore(sites_dir), client_id=client_id, site=site,
-                           silence_s=silence, stats_path=stats)
+                           partition=part, silence_s=silence, stats_path=stats)
         ing = Ingest(cfg, say=_say)
         signal.signal(signal.SIGTERM, lambda *_: ing.stop())
         ing.start()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,7 +48,8 @@ class IngestConfig:
     broker: Broker
     store: SiteStore
     client_id: str = "humwatch-ingest"
-    site: str | None = None  # subscribe to one site only (ingest processes partitioned by site)
+    site: str | None = None  # subscribe to one site only
+    partition: tuple[int, int] | None = None  # (k, n): only the sites of partition k of n (partition_of)
     silence_s: float = 30.0
     commit_s: float = 0.5
     max_age_days: float = DEFAULT_RETENTION_DAYS
@@ -107,6 +109,7 @@ class Ingest:
         self.connected = threading.Event()
         self.refused: str | None = None
         self.client = None
+        self._subscribed: set[str] = set()
 
     # -- network thread ------------------------------------------------------------------------------------------
     def _on_connect(self, c, userdata, flags, reason_code, properties):
@@ -117,10 +120,24 @@ class Ingest:
             return
         self._gen += 1
         self.refused = None
-        c.subscribe(telemetry.subscription(self.cfg.site), qos=1)
+        self._subscribed = set()
+        self._subscribe(c)
         self.counts["connects"] += 1
         self.connected.set()
         self.say(f"connected to {self.cfg.broker} (session {'resumed' if flags.session_present else 'new'})")
+
+    def topics(self) -> list[str]:
+        """The subscriptions: every site, one site, or the sites of this process's partition."""
+        if self.cfg.partition is None:
+            return [telemetry.subscription(self.cfg.site)]
+        k, n = self.cfg.partition
+        return [telemetry.subscription(s) for s in self.cfg.store.names() if partition_of(s, n) == k]
+
+    def _subscribe(self, c) -> None:
+        new = [t for t in self.topics() if t not in self._subscribed]
+        if new:
+            c.subscribe([(t, 1) for t in new])
+            self._subscribed.update(new)
 
     def _on_disconnect(self, c, userdata, flags, reason_code, properties):
         if self.connected.is_set():
@@ -169,6 +186,8 @@ class Ingest:
                 now = time.monotonic()
                 if now - last_stats > 5:
                     self._note_silent()
+                    if self.cfg.partition is not None and self.connected.is_set():
+                        self._subscribe(self.client)  # sites created since
                     self.write_stats()
                     last_stats = now
         finally:
@@ -333,6 +352,11 @@ class Ingest:
                     d.silent_noted = True
                     self.counts["silent_devices_noted"] += 1
                     self.say(f"site {name} device {dev}: silent for {now - d.heard:.0f} s")
+
+
+def partition_of(site: str, n: int) -> int:
+    """The partition (0..n-1) of a site: a stable hash of its name, the same in every ingest process."""
+    return zlib.crc32(site.encode()) % n
 
 
 def run_ingest(cfg: IngestConfig, say: Callable[[str], None] = print, connect_timeout: float = 15.0,
