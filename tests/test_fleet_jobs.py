@@ -174,3 +174,22 @@ def test_parquet_dataset_partitioned_by_site_and_day(tmp_path):
     r = invoke("fleet", "report", "--format", "parquet", "--out", out, "--days", "36500", "--sites-dir", store.root)
     assert r.exit_code == 0 and "wrote 500 scores" in r.output, r.output
     assert len(pd.read_parquet(out)) == 500  # replaced, not appended
+
+
+@pytest.mark.slow
+def test_fleet_export_writes_each_sites_firmware(fleet):
+    """`fleet export` (one site at a time here: the export runs TensorFlow) writes sites/NAME/firmware/ with the
+    telemetry encoder beside the model; a site that is not calibrated is skipped with a reason."""
+    store, _ = fleet
+    if store.site("site-a").current_id() is None:
+        from calibration.calibrate import CalibrationRequest, calibrate
+        from calibration.fleet.jobs import _source_files
+
+        calibrate(store.site("site-a"), CalibrationRequest(files=_source_files(store.site("site-a")), force=True))
+    r = invoke("fleet", "export", "--site", "site-a", "--workers", "0", "--no-classifier", "--sites-dir", store.root)
+    assert r.exit_code == 0, r.output
+    fw = store.site("site-a").dir / "firmware"
+    assert "[1/1] done site-a" in r.output and (fw / "model_int8.tflite").is_file()
+    for name in ("humwatch_telemetry.h", "hw_telemetry.c", "hw_telemetry.h"):
+        assert (fw / name).is_file()
+    assert '#define HW_TELEMETRY_SITE "site-a"' in (fw / "humwatch_telemetry.h").read_text()
