@@ -158,7 +158,7 @@ th{background:#eef0f3;position:sticky;top:0}td.num{text-align:right;font-variant
 .lvl{font-weight:600;text-transform:uppercase;font-size:12px}.reasons{margin:0;padding-left:16px}
 .cards{display:flex;gap:12px;margin-bottom:14px;flex-wrap:wrap}.card{background:#fff;padding:10px 14px;
 border-radius:6px;min-width:120px}.card b{font-size:22px;display:block}
-@media (max-width:700px){td:nth-child(n+6),th:nth-child(n+6){display:none}}"""
+@media (max-width:700px){td:nth-child(n+5),th:nth-child(n+5){display:none}main{padding:8px}}"""
 _CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
 
