@@ -148,7 +148,7 @@ def ingest_bench(devices: int, n_sites: int, rates: list[float], seconds: float,
     for s in sites:
         site = store.create(SiteConfig(name=s, model_path="m", model_hash="h"))
         site.add_calibration({"kind": "calibration", "status": "adopted", "created_utc": "2026-01-01T00:00:00Z",
-                              "threshold": {"threshold": 1.0}, "model": {"hash": "h"}})
+                              "threshold": {"threshold": 1.0, "alarm_m": 3, "alarm_n": 5}, "model": {"hash": "h"}})
     b = Broker(work / "broker", users={s: f"pw-{s}" for s in sites}).start()
     env = {**os.environ, **b.env("ingest"), "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "humwatch_cli", "ingest", "--broker", b.url, "--sites-dir", str(store.root),

@@ -38,7 +38,7 @@ def _store(root: Path) -> SiteStore:
     for name in ("pump-3", "pump-4"):
         s = store.create(SiteConfig(name=name, model_path="model", model_hash="m0"))
         s.add_calibration({"kind": "calibration", "status": "adopted", "created_utc": "2026-01-01T00:00:00Z",
-                           "threshold": {"threshold": THRESHOLD}, "model": {"hash": "m0"}})
+                           "threshold": {"threshold": THRESHOLD, "alarm_m": 3, "alarm_n": 5}, "model": {"hash": "m0"}})
     return store
 
 

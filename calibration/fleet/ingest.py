@@ -6,11 +6,11 @@ committed. A message the ingest received but had not committed when it was kille
 after the restart, and a message the broker delivers twice (a QoS 1 resend) is logged once: the score log's rows are
 unique by (device, sequence number) (:meth:`calibration.monitoring.scorelog.ScoreLog.append_device`).
 
-Decisions come from their owners: the alarm rule is the site's rule object (``SiteConfig.rule``, from
-:mod:`anomaly.decision`) applied with ``rule.stream(threshold)`` when a device sends scores only; the threshold is the
-device's own (its birth message: e.g. the int8 threshold of an exported firmware) or else the site's current
-calibration. A device that applies the rule itself (flag in its messages) sends alarm messages, which are logged as
-they are.
+Decisions come from their owners: the alarm rule is the rule object of the calibration in force
+(``calibrate.calibration_rule``, an :mod:`anomaly.decision` rule; the site's setting before any calibration), applied
+with ``rule.stream(threshold)`` when a device sends scores only; the threshold is the device's own (its birth message:
+e.g. the int8 threshold of an exported firmware) or else the site's current calibration. A device that applies the rule
+itself (flag in its messages) sends alarm messages, which are logged as they are.
 
 Nothing a device sends can stop the ingest: a malformed message, a message for an unknown or uncalibrated site, for
 another site than its topic's, or with an implausible time is counted by reason, logged (the first few of each kind
@@ -32,6 +32,7 @@ from pathlib import Path
 from anomaly.atomic import write_text
 from anomaly.decision import MAX_WINDOW
 from anomaly.errors import HumwatchError
+from calibration.calibrate import calibration_rule
 from calibration.fleet import telemetry
 from calibration.fleet.mqtt import Broker, BrokerError, client, describe_connack
 from calibration.fleet.telemetry import Birth, TelemetryError
@@ -278,14 +279,19 @@ class Ingest:
             return None
         thr = float(cal["threshold"]["threshold"]) if cal else None
         cid = cal["id"] if cal else None
+        try:  # the rule of the calibration in force, as monitor applies it
+            rule = calibration_rule(cal) if cal else cfg.rule
+        except (KeyError, TypeError, ValueError) as e:
+            self._reject("site", name, f"site {name!r}: calibration {cid} names no usable alarm rule ({e!r})")
+            return None
         if st is None:
-            st = self.sites[name] = _Site(ScoreLog(site.dir / "scores.sqlite", commit_every=3600), cfg.rule, thr, cid,
+            st = self.sites[name] = _Site(ScoreLog(site.dir / "scores.sqlite", commit_every=3600), rule, thr, cid,
                                           cal["model"]["hash"] if cal else "", mono)
             for dev, (key, t) in st.log.last_seq().items():  # resume: what is logged already was fed to the rule
                 st.devices[dev] = _Device(last_key=key, last_t=t, heard=time.time(),
                                           warm=st.log.recent_device_scores(dev, MAX_WINDOW))
         else:
-            st.rule, st.threshold, st.calibration_id, st.checked = cfg.rule, thr, cid, mono
+            st.rule, st.threshold, st.calibration_id, st.checked = rule, thr, cid, mono
             st.model_hash = cal["model"]["hash"] if cal else ""
         return st
 
