@@ -601,7 +601,7 @@ def generate(model: bytes, prefix: str = "hw_model", banner: str = "") -> CModel
         text = s.call.replace("{scratch}", f"({prefix}_scratch + {scr[k]})" if s.scratch else "NULL")
         for t in set(s.reads + s.writes):
             text = text.replace(f"{{t{t}}}", addr(t))
-        calls.append(f"    {text} /* {k}: {s.op} */")
+        calls.append(f"    {text} /* {k}: {s.op} */\n    HW_MODEL_STEP_DONE({k});")
     up = prefix.upper()
     src = f"""/* {prefix}.c: {banner}
  * The int8 network as straight-line C: {len(lw.steps)} kernel calls (hw_kernels.c), constants below, every
@@ -617,6 +617,11 @@ def generate(model: bytes, prefix: str = "hw_model", banner: str = "") -> CModel
 #define HW_ALIGN(n) __attribute__((aligned(n)))
 #else
 #define HW_ALIGN(n)
+#endif
+
+/* HW_MODEL_STEP_DONE(k) runs after kernel call k (for per-layer measurements; nothing by default) */
+#ifndef HW_MODEL_STEP_DONE
+#define HW_MODEL_STEP_DONE(k) ((void)0)
 #endif
 
 static int8_t {prefix}_scratch[{up}_SCRATCH_BYTES] HW_ALIGN(16);
@@ -652,6 +657,7 @@ void {prefix}_invoke(void) {{
 #define {up}_OUTPUT_SCALE {np.format_float_scientific(np.float32(oq[0]), unique=True, trim="-")}f
 #define {up}_OUTPUT_ZERO_POINT {oq[1]}
 #define {up}_MACS {sum(s.macs for s in lw.steps)}
+#define {up}_STEPS {len(lw.steps)}
 
 #ifdef __cplusplus
 extern "C" {{

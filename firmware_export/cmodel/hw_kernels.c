@@ -10,51 +10,56 @@
 /* ---------------------------------------------------------------------------------------------------------------
  * Requantisation */
 
-static int32_t srdhm(int32_t a, int32_t b) {
-    /* saturating rounding doubling high multiply: round(a * b / 2^31), halves away from zero */
-    int64_t ab, v;
-    if (a == b && a == INT32_MIN) return INT32_MAX;
-    ab = (int64_t)a * (int64_t)b;
-    v = ab + (ab >= 0 ? (1 << 30) : (1 - (1 << 30)));
-    /* the reference divides by 2^31, truncating toward zero */
-    return (int32_t)(v >= 0 ? (v >> 31) : -((-v) >> 31));
-}
-
-static int32_t rounding_divide_by_pot(int32_t x, int exponent) {
-    const int32_t mask = (int32_t)(((int64_t)1 << exponent) - 1);
-    const int32_t remainder = x & mask;
-    const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
-    return (x >> exponent) + (remainder > threshold ? 1 : 0);
+/* TFLite's MultiplyByQuantizedMultiplier for the multipliers used here (multiplier >= 0):
+ *   high = SaturatingRoundingDoublingHighMul(x << left, multiplier): (x * m + 2^30) / 2^31 with the reference's
+ *          nudge of 1 - 2^30 for negative products and truncation toward zero, which is the same integer as
+ *          floor((x * m + 2^30) / 2^31) for every product, i.e. one 64-bit add and arithmetic shift;
+ *   result = RoundingDivideByPOT(high, right): halves away from zero.
+ * (The saturating case INT32_MIN * INT32_MIN cannot occur with a non-negative multiplier.) */
+static inline int32_t mbqm(int32_t x, int32_t multiplier, int shift) {
+    const int left = shift > 0 ? shift : 0;
+    const int right = shift > 0 ? 0 : -shift;
+    const int32_t high = (int32_t)(((int64_t)(int32_t)((uint32_t)x << left) * multiplier + (1 << 30)) >> 31);
+    const int32_t mask = (int32_t)((1u << right) - 1u);
+    const int32_t threshold = (mask >> 1) + (high < 0 ? 1 : 0);
+    return (high >> right) + ((high & mask) > threshold ? 1 : 0);
 }
 
 int32_t hwk_mbqm(int32_t x, int32_t multiplier, int shift) {
-    const int left = shift > 0 ? shift : 0;
-    const int right = shift > 0 ? 0 : -shift;
-    return rounding_divide_by_pot(srdhm((int32_t)((uint32_t)x << left), multiplier), right);
+    return mbqm(x, multiplier, shift);
 }
 
-static int8_t requantise(int32_t acc, int32_t multiplier, int shift, int32_t output_offset, int32_t lo, int32_t hi) {
-    acc = hwk_mbqm(acc, multiplier, shift) + output_offset;
+static inline int8_t requantise(int32_t acc, int32_t multiplier, int shift, int32_t output_offset, int32_t lo,
+                                int32_t hi) {
+    acc = mbqm(acc, multiplier, shift) + output_offset;
     if (acc < lo) acc = lo;
     if (acc > hi) acc = hi;
     return (int8_t)acc;
 }
 
 /* ---------------------------------------------------------------------------------------------------------------
- * Dot products of an int16 column with int8 weights.
+ * Columns and dot products.
  *
- * With SMLAD the column is stored so that each group of four elements reads as the pairs (x0, x2), (x1, x3): the
- * order in which SXTB16 unpacks four weight bytes (w0, w2) and, rotated by 8, (w1, w3). col_index() gives that
- * storage position; an incomplete last group stays in natural order. Either way the sum is the same integer. */
+ * gather16() writes n int8 inputs plus the input offset as int16. With SMLAD each complete group of four is stored as
+ * the pairs (x0, x2), (x1, x3): the order in which SXTB16 unpacks four int8 weights (w0, w2) and, rotated by 8 bits,
+ * (w1, w3), so dot16x8() multiplies matching elements; an incomplete last group stays in natural order in both. A
+ * column is only ever read by dot16x8() with the same n and start as it was gathered with. Without DSP both are the
+ * natural order. Either way the int32 sum is the same. */
 
-static int col_index(int j, int n) {
+static void gather16(int16_t *dst, const int8_t *src, int n, int32_t offset) {
+    int i = 0;
 #if HWK_USE_DSP
-    static const unsigned char perm[4] = {0, 2, 1, 3};
-    if ((j & ~3) + 4 <= n) return (j & ~3) + perm[j & 3];
-#else
-    (void)n;
+    const uint32_t off2 = ((uint32_t)(uint16_t)offset << 16) | (uint16_t)offset;
+    for (; i + 4 <= n; i += 4) {
+        uint32_t v, lo, hi;
+        memcpy(&v, src + i, 4);
+        lo = __sadd16(__sxtb16(v), off2);                      /* (x0, x2) */
+        hi = __sadd16(__sxtb16((v >> 8) | (v << 24)), off2);   /* (x1, x3) */
+        memcpy(dst + i, &lo, 4);
+        memcpy(dst + i + 2, &hi, 4);
+    }
 #endif
-    return j;
+    for (; i < n; i++) dst[i] = (int16_t)(src[i] + offset);
 }
 
 static int32_t dot16x8(const int16_t *col, const int8_t *w, int n, int32_t acc) {
@@ -66,38 +71,106 @@ static int32_t dot16x8(const int16_t *col, const int8_t *w, int n, int32_t acc) 
         memcpy(&x02, col + i, 4);
         memcpy(&x13, col + i + 2, 4);
         acc = __smlad(x02, __sxtb16(wv), acc);
-        acc = __smlad(x13, __sxtb16(__ror(wv, 8)), acc);
+        acc = __smlad(x13, __sxtb16((wv >> 8) | (wv << 24)), acc); /* ROR 8 */
     }
 #endif
     for (; i < n; i++) acc += (int32_t)col[i] * (int32_t)w[i];
     return acc;
 }
 
+/* Two output channels at once: the column is loaded once for both weight rows. */
+static inline void dot16x8_2(const int16_t *col, const int8_t *w0, const int8_t *w1, int n, int32_t *acc0,
+                             int32_t *acc1) {
+    int32_t a0 = *acc0, a1 = *acc1;
+    int i = 0;
+#if HWK_USE_DSP
+    for (; i + 4 <= n; i += 4) {
+        uint32_t v0, v1, x02, x13;
+        memcpy(&x02, col + i, 4);
+        memcpy(&x13, col + i + 2, 4);
+        memcpy(&v0, w0 + i, 4);
+        memcpy(&v1, w1 + i, 4);
+        a0 = __smlad(x02, __sxtb16(v0), a0);
+        a0 = __smlad(x13, __sxtb16((v0 >> 8) | (v0 << 24)), a0);
+        a1 = __smlad(x02, __sxtb16(v1), a1);
+        a1 = __smlad(x13, __sxtb16((v1 >> 8) | (v1 << 24)), a1);
+    }
+#endif
+    for (; i < n; i++) {
+        a0 += (int32_t)col[i] * (int32_t)w0[i];
+        a1 += (int32_t)col[i] * (int32_t)w1[i];
+    }
+    *acc0 = a0;
+    *acc1 = a1;
+}
+
+/* The same sum straight from int8 inputs (for a single output channel, where a column would not be reused). */
+static int32_t dot8x8(const int8_t *x, const int8_t *w, int n, int32_t x_offset, int32_t acc) {
+    int i = 0;
+#if HWK_USE_DSP
+    const uint32_t off2 = ((uint32_t)(uint16_t)x_offset << 16) | (uint16_t)x_offset;
+    for (; i + 4 <= n; i += 4) {
+        uint32_t xv, wv;
+        memcpy(&xv, x + i, 4);
+        memcpy(&wv, w + i, 4);
+        acc = __smlad(__sadd16(__sxtb16(xv), off2), __sxtb16(wv), acc);
+        acc = __smlad(__sadd16(__sxtb16((xv >> 8) | (xv << 24)), off2), __sxtb16((wv >> 8) | (wv << 24)), acc);
+    }
+#endif
+    for (; i < n; i++) acc += ((int32_t)x[i] + x_offset) * (int32_t)w[i];
+    return acc;
+}
+
 /* ---------------------------------------------------------------------------------------------------------------
  * Convolutions */
 
+#if HWK_USE_DSP
+/* Reorder the complete groups of four of a natural-order column into the pairs order of gather16(). */
+static void group_pairs(int16_t *col, int n) {
+    int i;
+    for (i = 0; i + 4 <= n; i += 4) {
+        const int16_t x1 = col[i + 1];
+        col[i + 1] = col[i + 2];
+        col[i + 2] = x1;
+    }
+}
+#endif
+
 void hwk_conv2d(const hwk_conv_params *p, const int8_t *in, int8_t *out, int16_t *col) {
-    const int taps = p->k_h * p->k_w * p->in_c;
+    const int taps = p->k_h * p->k_w * p->in_c, out_c = p->out_c;
+    const int8_t *weights = p->weights, *shift = p->shift;
+    const int32_t *bias = p->bias, *mult = p->multiplier;
+    const int32_t out_off = p->output_offset, lo = p->act_min, hi = p->act_max;
     int oy, ox, oc;
     for (oy = 0; oy < p->out_h; oy++) {
         for (ox = 0; ox < p->out_w; ox++) {
             const int iy0 = oy * p->stride_h - p->pad_top, ix0 = ox * p->stride_w - p->pad_left;
-            int ky, kx, c, j = 0;
+            int ky, kx;
+            int16_t *dst = col;
             /* gather the receptive field once: input + offset, 0 where it falls into the padding */
             for (ky = 0; ky < p->k_h; ky++) {
                 const int iy = iy0 + ky * p->dil_h;
-                for (kx = 0; kx < p->k_w; kx++) {
+                for (kx = 0; kx < p->k_w; kx++, dst += p->in_c) {
                     const int ix = ix0 + kx * p->dil_w;
-                    const int inside = iy >= 0 && iy < p->in_h && ix >= 0 && ix < p->in_w;
-                    const int8_t *src = in + ((long)iy * p->in_w + ix) * p->in_c;
-                    for (c = 0; c < p->in_c; c++, j++)
-                        col[col_index(j, taps)] = inside ? (int16_t)(src[c] + p->input_offset) : 0;
+                    if (iy >= 0 && iy < p->in_h && ix >= 0 && ix < p->in_w)
+                        gather16(dst, in + ((long)iy * p->in_w + ix) * p->in_c, p->in_c, p->input_offset);
+                    else
+                        memset(dst, 0, (size_t)p->in_c * sizeof(int16_t));
                 }
             }
-            for (oc = 0; oc < p->out_c; oc++) {
-                int32_t acc = p->bias ? p->bias[oc] : 0;
-                acc = dot16x8(col, p->weights + (long)oc * taps, taps, acc);
-                *out++ = requantise(acc, p->multiplier[oc], p->shift[oc], p->output_offset, p->act_min, p->act_max);
+#if HWK_USE_DSP
+            if (p->in_c & 3) group_pairs(col, taps); /* taps were gathered in natural order: pair them up */
+#endif
+            for (oc = 0; oc + 2 <= out_c; oc += 2) {
+                int32_t a0 = bias ? bias[oc] : 0, a1 = bias ? bias[oc + 1] : 0;
+                dot16x8_2(col, weights + (long)oc * taps, weights + (long)(oc + 1) * taps, taps, &a0, &a1);
+                *out++ = requantise(a0, mult[oc], shift[oc], out_off, lo, hi);
+                *out++ = requantise(a1, mult[oc + 1], shift[oc + 1], out_off, lo, hi);
+            }
+            for (; oc < out_c; oc++) {
+                int32_t acc = bias ? bias[oc] : 0;
+                acc = dot16x8(col, weights + (long)oc * taps, taps, acc);
+                *out++ = requantise(acc, mult[oc], shift[oc], out_off, lo, hi);
             }
         }
     }
@@ -134,40 +207,53 @@ void hwk_depthwise_conv2d(const hwk_conv_params *p, const int8_t *in, int8_t *ou
 }
 
 /* Transposed convolution as a gather: output (oy, ox) receives input (iy, ix) through tap (ky, kx) when
- * oy + pad_top = iy * stride_h + ky (and the same along x). Only the taps that hit an input pixel are gathered, so no
- * int32 scratch of the output's size is needed and no multiply is spent on the zeros between upsampled inputs. */
+ * oy + pad_top = iy * stride_h + ky (and the same along x), so only the taps with ky = (oy + pad_top) mod stride_h,
+ * ky + stride_h, ... hit an input pixel. No int32 scratch of the output's size is needed and no multiply is spent on
+ * the zeros between upsampled inputs. Each valid tap's input pixel is gathered once per output pixel and used for every
+ * output channel (a single output channel reads the input directly). */
 void hwk_transpose_conv2d(const hwk_conv_params *p, const int8_t *in, int8_t *out, int16_t *col) {
-    const int in_c = p->in_c, taps_per_oc = p->k_h * p->k_w * in_c;
+    const int in_c = p->in_c, taps_per_oc = p->k_h * p->k_w * in_c, out_c = p->out_c;
+    const int8_t *weights = p->weights, *shift = p->shift;
+    const int32_t *bias = p->bias, *mult = p->multiplier;
+    const int32_t out_off = p->output_offset, lo = p->act_min, hi = p->act_max;
     int oy, ox, oc;
     for (oy = 0; oy < p->out_h; oy++) {
+        const int ny0 = oy + p->pad_top;
         for (ox = 0; ox < p->out_w; ox++) {
-            int tap_offset[64]; /* weight offset of each valid tap within one output channel's weights */
-            int n_taps = 0, ky, kx, c, t;
-            for (ky = 0; ky < p->k_h; ky++) {
-                const int ny = oy + p->pad_top - ky;
-                int iy;
-                if (ny < 0 || ny % p->stride_h) continue;
-                iy = ny / p->stride_h;
+            const int nx0 = ox + p->pad_left;
+            const int8_t *src[64]; /* input pixel of each valid tap */
+            int tap_offset[64];    /* its weights' offset within one output channel's weights */
+            int n_taps = 0, ky, kx, t;
+            for (ky = ny0 % p->stride_h; ky < p->k_h && ky <= ny0; ky += p->stride_h) {
+                const int iy = (ny0 - ky) / p->stride_h;
                 if (iy >= p->in_h) continue;
-                for (kx = 0; kx < p->k_w; kx++) {
-                    const int nx = ox + p->pad_left - kx;
-                    int ix;
-                    const int8_t *src;
-                    int16_t *dst;
-                    if (nx < 0 || nx % p->stride_w) continue;
-                    ix = nx / p->stride_w;
+                for (kx = nx0 % p->stride_w; kx < p->k_w && kx <= nx0; kx += p->stride_w) {
+                    const int ix = (nx0 - kx) / p->stride_w;
                     if (ix >= p->in_w) continue;
-                    src = in + ((long)iy * p->in_w + ix) * in_c;
-                    dst = col + n_taps * in_c;
-                    for (c = 0; c < in_c; c++) dst[col_index(c, in_c)] = (int16_t)(src[c] + p->input_offset);
+                    src[n_taps] = in + ((long)iy * p->in_w + ix) * in_c;
                     tap_offset[n_taps++] = (ky * p->k_w + kx) * in_c;
                 }
             }
-            for (oc = 0; oc < p->out_c; oc++) {
-                const int8_t *w = p->weights + (long)oc * taps_per_oc;
-                int32_t acc = p->bias ? p->bias[oc] : 0;
+            if (p->out_c == 1) {
+                int32_t acc = p->bias ? p->bias[0] : 0;
+                for (t = 0; t < n_taps; t++) acc = dot8x8(src[t], p->weights + tap_offset[t], in_c, p->input_offset, acc);
+                *out++ = requantise(acc, p->multiplier[0], p->shift[0], p->output_offset, p->act_min, p->act_max);
+                continue;
+            }
+            for (t = 0; t < n_taps; t++) gather16(col + t * in_c, src[t], in_c, p->input_offset);
+            for (oc = 0; oc + 2 <= out_c; oc += 2) {
+                const int8_t *w0 = weights + (long)oc * taps_per_oc, *w1 = w0 + taps_per_oc;
+                int32_t a0 = bias ? bias[oc] : 0, a1 = bias ? bias[oc + 1] : 0;
+                for (t = 0; t < n_taps; t++)
+                    dot16x8_2(col + t * in_c, w0 + tap_offset[t], w1 + tap_offset[t], in_c, &a0, &a1);
+                *out++ = requantise(a0, mult[oc], shift[oc], out_off, lo, hi);
+                *out++ = requantise(a1, mult[oc + 1], shift[oc + 1], out_off, lo, hi);
+            }
+            for (; oc < out_c; oc++) {
+                const int8_t *w = weights + (long)oc * taps_per_oc;
+                int32_t acc = bias ? bias[oc] : 0;
                 for (t = 0; t < n_taps; t++) acc = dot16x8(col + t * in_c, w + tap_offset[t], in_c, acc);
-                *out++ = requantise(acc, p->multiplier[oc], p->shift[oc], p->output_offset, p->act_min, p->act_max);
+                *out++ = requantise(acc, mult[oc], shift[oc], out_off, lo, hi);
             }
         }
     }
@@ -180,11 +266,8 @@ void hwk_fully_connected(const hwk_fc_params *p, const int8_t *in, int8_t *out, 
     int b, o, i;
     for (b = 0; b < p->batches; b++) {
         int32_t col_sum = 0;
-        for (i = 0; i < p->in_n; i++) {
-            const int16_t v = (int16_t)(in[(long)b * p->in_n + i] + p->input_offset);
-            col[col_index(i, p->in_n)] = v;
-            col_sum += v;
-        }
+        gather16(col, in + (long)b * p->in_n, p->in_n, p->input_offset);
+        for (i = 0; i < p->in_n; i++) col_sum += col[i]; /* any order */
         for (o = 0; o < p->out_n; o++) {
             /* sum (x + x_off) * (w + w_off) = sum (x + x_off) * w + w_off * sum (x + x_off) */
             int32_t acc = dot16x8(col, p->weights + (long)o * p->in_n, p->in_n, 0) + p->weight_offset * col_sum;
@@ -274,7 +357,7 @@ void hwk_add(const hwk_binary_params *p, const int8_t *in1, const int8_t *in2, i
     HWK_FOR_EACH_BROADCAST(p, {
         const int32_t x1 = (int32_t)((uint32_t)(in1[a] + p->in1_offset) << p->left_shift);
         const int32_t x2 = (int32_t)((uint32_t)(in2[b] + p->in2_offset) << p->left_shift);
-        const int32_t s = hwk_mbqm(x1, p->in1_multiplier, p->in1_shift) + hwk_mbqm(x2, p->in2_multiplier, p->in2_shift);
+        const int32_t s = mbqm(x1, p->in1_multiplier, p->in1_shift) + mbqm(x2, p->in2_multiplier, p->in2_shift);
         out[o] = requantise(s, p->output_multiplier, p->output_shift, p->output_offset, p->act_min, p->act_max);
     });
 }
@@ -287,10 +370,12 @@ void hwk_mul(const hwk_binary_params *p, const int8_t *in1, const int8_t *in2, i
 }
 
 void hwk_relu(const hwk_relu_params *p, const int8_t *in, int8_t *out) {
+    /* 256 possible inputs: requantise each once, then look up (in place is fine) */
+    int8_t table[256];
     int32_t i;
-    for (i = 0; i < p->n; i++)
-        out[i] = requantise((int32_t)in[i] - p->input_zp, p->multiplier, p->shift, p->output_zp, p->act_min,
-                            p->act_max);
+    for (i = 0; i < 256; i++)
+        table[i] = requantise(i - 128 - p->input_zp, p->multiplier, p->shift, p->output_zp, p->act_min, p->act_max);
+    for (i = 0; i < p->n; i++) out[i] = table[(int32_t)in[i] + 128];
 }
 
 /* ---------------------------------------------------------------------------------------------------------------
@@ -363,7 +448,7 @@ void hwk_mean(const hwk_reduce_params *p, const int8_t *in, int8_t *out) {
         const int8_t *src = in + reduce_base(p, o);
         int32_t sum = 0, v;
         HWK_FOR_EACH_REDUCED(p, { sum += src[r]; });
-        v = hwk_mbqm(sum - p->input_zp * p->count, p->multiplier, p->shift) + p->output_zp;
+        v = mbqm(sum - p->input_zp * p->count, p->multiplier, p->shift) + p->output_zp;
         out[o] = (int8_t)(v < -128 ? -128 : v > 127 ? 127 : v);
     }
 }
