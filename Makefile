@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/pip --disable-pip-version-check
 
-.PHONY: demo test test-all bench install clean chromium mosquitto
+.PHONY: demo test test-all bench install clean chromium mosquitto arm-toolchain
 
 # The lock is installed with --no-deps on purpose: onnx2tf declares the 645 MB GPU TensorFlow, the lock supplies
 # tensorflow-cpu instead (see docs/toolchain.md).
@@ -35,8 +35,18 @@ mosquitto:
 	  command -v apt-get >/dev/null && { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	  mosquitto >/dev/null; } ; } || echo "note: mosquitto not installed; the fleet's broker tests will be skipped"
 
+# The firmware test builds for a Cortex-M7 with Debian's cross compiler + newlib and runs it under QEMU; installed the
+# same way (root and Debian's archive), else that test is skipped and says why.
+arm-toolchain:
+	@{ command -v arm-none-eabi-gcc >/dev/null 2>&1 && command -v qemu-system-arm >/dev/null 2>&1 && \
+	   [ -f "$$(arm-none-eabi-gcc -mcpu=cortex-m7 -mthumb -mfloat-abi=hard -mfpu=fpv5-d16 -print-file-name=librdimon.a)" ]; } || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc-arm-none-eabi \
+	    libnewlib-arm-none-eabi qemu-system-arm >/dev/null; } ; } || \
+	  echo "note: arm-none-eabi-gcc / qemu-system-arm not installed; the firmware test will be skipped"
+
 # pytest exits 5 when a selection holds no test; that is not a failure of the suite.
-test: $(STAMP) chromium mosquitto
+test: $(STAMP) chromium mosquitto arm-toolchain
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
 
@@ -52,6 +62,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/int8_gaussian.py
 	$(BIN)/python bench/int8_gaussian.py --mask-frames 24
 	$(BIN)/python bench/false_alarms.py
+	$(BIN)/python bench/firmware.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info demo-out
