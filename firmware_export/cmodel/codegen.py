@@ -38,6 +38,7 @@ class Step:
     decls: list[str] = field(default_factory=list)
     scratch: int = 0
     macs: int = 0
+    stream: tuple | None = None  # (input row bytes, output row bytes, out rows, first input row read by output row r)
 
 
 @dataclass
@@ -239,13 +240,15 @@ class _Lowering:
         if kind == "dw" and fields["depth_multiplier"] * in_c != out_c:
             fields["depth_multiplier"] = out_c // in_c
         prm = self.params("hwk_conv_params", fields, "conv")
+        stream = (in_w * in_c, out_w * out_c, out_h, lambda r: max(0, min(in_h - 1, r * sh - pt)))
         if kind == "conv":
             taps = k_h * k_w * in_c
             self.steps.append(Step(label, [src], [out.index], f"hwk_conv2d(&{prm}, {{t{src}}}, {{t{out.index}}}, "
-                                   "(int16_t *){scratch});", scratch=2 * taps, macs=out_h * out_w * out_c * taps))
+                                   "(int16_t *){scratch});", scratch=2 * taps, macs=out_h * out_w * out_c * taps,
+                                   stream=stream))
         else:
             self.steps.append(Step(label, [src], [out.index], f"hwk_depthwise_conv2d(&{prm}, {{t{src}}}, "
-                                   f"{{t{out.index}}});", macs=out_h * out_w * out_c * k_h * k_w))
+                                   f"{{t{out.index}}});", macs=out_h * out_w * out_c * k_h * k_w, stream=stream))
 
     def op_conv_2d(self, op: Op) -> None:
         self._conv_common(op, "conv")
@@ -293,7 +296,9 @@ class _Lowering:
         prm = self.params("hwk_conv_params", fields, "tconv")
         self.steps.append(Step(label, [x.index], [dst], f"hwk_transpose_conv2d(&{prm}, {{t{x.index}}}, {{t{dst}}}, "
                                "(int16_t *){scratch});", scratch=2 * k_h * k_w * in_c,
-                               macs=in_h * in_w * k_h * k_w * in_c * out_c))
+                               macs=in_h * in_w * k_h * k_w * in_c * out_c,
+                               stream=(in_w * in_c, out_w * out_c, out_h,
+                                       lambda r: max(0, min(in_h - 1, -(-(r + pt - k_h + 1) // sh))))))
 
     def _slice_window(self, sl: Op, full: Tensor):
         """``((y0, x0), (h, w))`` when STRIDED_SLICE ``sl`` keeps a stride-1 window of rows and columns of an NHWC
@@ -340,7 +345,9 @@ class _Lowering:
             in_h=in_h, in_w=in_w, channels=c, out_h=out_h, out_w=out_w, k_h=kh, k_w=kw, stride_h=sh, stride_w=sw,
             pad_top=_same_or_valid_pad(o.get("padding", 1), in_h, kh, sh, 1, out_h),
             pad_left=_same_or_valid_pad(o.get("padding", 1), in_w, kw, sw, 1, out_w), act_min=lo, act_max=hi), "pool")
-        self.steps.append(Step(op.name, [x.index], [out.index], f"{fn}(&{prm}, {{t{x.index}}}, {{t{out.index}}});"))
+        pt = _same_or_valid_pad(o.get("padding", 1), in_h, kh, sh, 1, out_h)
+        self.steps.append(Step(op.name, [x.index], [out.index], f"{fn}(&{prm}, {{t{x.index}}}, {{t{out.index}}});",
+                               stream=(in_w * c, out_w * c, out_h, lambda r: max(0, min(in_h - 1, r * sh - pt)))))
 
     def op_average_pool_2d(self, op: Op) -> None:
         self._pool(op, "hwk_average_pool2d")
@@ -571,8 +578,18 @@ def _plan(lw: _Lowering, g: Graph) -> tuple[int, dict[int, int], dict[int, int],
         life.setdefault(lw.root(t), [end, end])[1] = end
     bufs = [plan.Buffer(f"t{t}", g.tensors[t].nbytes, a, b) for t, (a, b) in life.items()]
     bufs += [plan.Buffer(f"s{k}", s.scratch, k, k) for k, s in enumerate(lw.steps) if s.scratch]
-    size = plan.place(bufs)
-    plan.check(bufs)
+    overlaps = []
+    for k, s in enumerate(lw.steps):
+        if s.stream is None:
+            continue
+        src, dst = lw.root(s.reads[0]), lw.root(s.writes[0])
+        if src == dst or life[src][1] != k or src in [lw.root(t) for t in g.outputs]:
+            continue  # the input is read again later: it must survive
+        irow, orow, rows, first_row = s.stream
+        gap = max((r + 1) * orow - first_row(r) * irow for r in range(rows))
+        overlaps.append(plan.Overlap(f"t{src}", f"t{dst}", gap))
+    size = plan.place(bufs, overlaps)
+    plan.check(bufs, overlaps)
     offs = {int(b.name[1:]): b.offset for b in bufs if b.name[0] == "t"}
     scr = {int(b.name[1:]): b.offset for b in bufs if b.name[0] == "s"}
     return size, offs, scr, bufs

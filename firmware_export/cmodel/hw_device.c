@@ -19,17 +19,15 @@ void hw_device_init(hw_device *d) {
 
 /* Steps 1-6 for the frame in d->window: its row of the float patch x and of the int8 input. */
 static void frame(hw_device *d) {
-    float samples[HW_WINDOW_LENGTH], log_mel[HW_N_MELS];
+    float log_mel[HW_N_MELS];
     int8_t *q;
-    int i;
 #if HW_FORWARD_PASSES > 1
     q = d->q;
 #else
     q = hw_model_input(); /* the input rows are written as frames arrive; the network reads them at the patch end */
 #endif
     PROFILE_BEGIN(HW_PROFILE_FRONTEND);
-    for (i = 0; i < HW_WINDOW_LENGTH; i++) samples[i] = (float)d->window[i] * (1.0f / 32768.0f);
-    hw_frame_log_mel(&d->fe, samples, log_mel);
+    hw_frame_log_mel(&d->fe, d->window, log_mel);
     hw_normalise_quantise(log_mel, d->x + d->frame * HW_N_MELS, q + d->frame * HW_N_MELS);
     PROFILE_END(HW_PROFILE_FRONTEND);
 }
@@ -64,16 +62,16 @@ static void patch(hw_device *d, hw_result *r) {
 int hw_process(hw_device *d, const int16_t *samples, int n, hw_result *r) {
     int done = 0;
     while (n > 0) {
-        int take = HW_WINDOW_LENGTH - d->fill;
+        int take = HW_WINDOW_LENGTH - d->fill, i;
         if (take > n) take = n;
-        memcpy(d->window + d->fill, samples, (size_t)take * sizeof(int16_t));
+        for (i = 0; i < take; i++) d->window[d->fill + i] = (float)samples[i] * (1.0f / 32768.0f); /* exact */
         d->fill += take;
         samples += take;
         n -= take;
         if (d->fill < HW_WINDOW_LENGTH) break;
         frame(d);
         /* keep the overlap with the next frame */
-        memmove(d->window, d->window + HW_HOP_LENGTH, (HW_WINDOW_LENGTH - HW_HOP_LENGTH) * sizeof(int16_t));
+        memmove(d->window, d->window + HW_HOP_LENGTH, (HW_WINDOW_LENGTH - HW_HOP_LENGTH) * sizeof(float));
         d->fill = HW_WINDOW_LENGTH - HW_HOP_LENGTH;
         if (++d->frame == HW_PATCH_FRAMES) {
             d->frame = 0;

@@ -46,7 +46,7 @@ typedef struct {
 
 typedef struct {
     hw_frontend fe;
-    int16_t window[HW_WINDOW_LENGTH]; /* the samples of the frame being collected */
+    float window[HW_WINDOW_LENGTH];   /* the samples of the frame being collected, full scale +-1 */
     int fill;                         /* samples in window */
     int frame;                        /* frames of the current patch so far */
     long patches;

@@ -36,7 +36,7 @@ MACHINE = "mps2-an500"
 CPU_FLAGS = ("-mcpu=cortex-m7", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv5-d16")
 C_FLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-ffunction-sections", "-fdata-sections")
 DEVICE_SOURCES = ("hw_frontend.c", "hw_model.c", "hw_kernels.c", "hw_device.c")
-DEVICE_STACK = 4096  # bytes reserved for the stack in the device image (the test image measures what is used)
+DEVICE_STACK = 2048  # bytes reserved for the stack in the device image (the test image measures the peak: ~1.5 KB)
 TEST_STACK, TEST_HEAP = 16384, 16384
 TIMER_HZ = 25_000_000  # CMSDK APB timer clock of mps2-an500 (the calibration loop checks it)
 QEMU_TIMEOUT_S = 300
