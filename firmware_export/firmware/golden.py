@@ -30,6 +30,7 @@ class DeviceSpec:
     alarm_n: int
     mask_frames: int = 0
     gaussian: tuple | None = None
+    mic_offsets: np.ndarray | None = None
 
 
 def write_device_sources(out_dir: Path, model: bytes, banner: str = "") -> codegen.CModel:
@@ -48,7 +49,7 @@ def expected(model: bytes, spec: DeviceSpec, audio: np.ndarray) -> dict:
     from firmware_export import parity, tflite
 
     p = spec.params
-    lm = log_mel((np.asarray(audio, np.int16).astype(np.float32) / np.float32(32768.0)), p)
+    lm = log_mel((np.asarray(audio, np.int16).astype(np.float32) / np.float32(32768.0)), p, spec.mic_offsets)
     P = patches(lm, p)
     Xn = ((P - spec.mean) / spec.std).astype(np.float32)
     iq, oq = _io_quant(model)

@@ -1,0 +1,59 @@
+"""The C model in an export: generate it, prove it byte for byte against TFLite Micro on the export's own int8 patches,
+and describe it for the manifest."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from firmware_export.cmodel import check, codegen
+from firmware_export.errors import ExportError
+
+
+def c_model(model: bytes, Xq: np.ndarray, prefix: str = "hw_model", banner: str = "") -> tuple[codegen.CModel, dict]:
+    """Generate the C model of ``model`` and compare it with TFLM on int8 inputs ``Xq`` (real patches: golden
+    vectors, held-out and fault patches).
+
+    Returns ``(CModel, manifest section)``; the section's ``bit_exact`` is the gate's value.
+
+    Raises:
+        ExportError: an op or tensor the generator does not support.
+    """
+    cm = codegen.generate(model, prefix=prefix, banner=banner)
+    section = {"figures": cm.figures(), "ops": cm.ops,
+               "scratch_note": "static scratch buffer of the generated model (liveness-planned activations and kernel "
+                               "columns); weights, biases and requantisation constants are const (flash)"}
+    if shutil.which("gcc") is None and shutil.which("cc") is None:
+        section["check"] = {"checked": False, "reason": "no host C compiler (gcc) to build the C model"}
+        return cm, section
+    with tempfile.TemporaryDirectory(prefix="hw-cmodel-") as d:
+        try:
+            res = check.compare(model, cm, Xq, Path(d))
+        except ExportError as e:
+            res = {"bit_exact": False, "error": str(e)}
+    section["check"] = {"checked": True, "reference": "TensorFlow Lite Micro interpreter (Python tflite_micro, "
+                                                      "reference kernels)", "build": "host gcc -O2 " +
+                                                                                   " ".join(check.C_FLAGS), **res}
+    return cm, section
+
+
+def gate_entry(name: str, section: dict) -> dict:
+    """The manifest gate: every output byte of the C model equals TFLM's (passes without a check only where no host
+    compiler exists, and says so)."""
+    from firmware_export.parity import gate
+
+    c = section["check"]
+    if not c.get("checked"):
+        return gate(name, True, None, 0, f"not checked: {c['reason']}")
+    ok = bool(c.get("bit_exact"))
+    if ok:
+        detail = f"generated C equals TFLite Micro on {c['inputs']} patches ({c['bytes_compared']:,} output bytes)"
+    elif c.get("error"):
+        detail = f"generated C could not be checked: {c['error']}"
+    else:
+        detail = (f"generated C differs from TFLite Micro in {c['bytes_different']:,} of {c['bytes_compared']:,} "
+                  "output bytes")
+    return gate(name, ok, c.get("bytes_different"), 0, detail)
