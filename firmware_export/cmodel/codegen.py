@@ -24,7 +24,7 @@ VIEW_OPS = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS"}
 SUPPORTED_OPS = {"ADD", "AVERAGE_POOL_2D", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D", "EXPAND_DIMS",
                  "FULLY_CONNECTED", "MAX_POOL_2D", "MEAN", "MUL", "PAD", "REDUCE_MAX", "RELU", "RELU6", "RESHAPE",
                  "SQUEEZE", "STRIDED_SLICE", "TRANSPOSE", "TRANSPOSE_CONV"}
-MAX_TCONV_TAPS = 64  # tap_offset[] in hwk_transpose_conv2d
+MAX_TCONV_PHASES = 16  # HWK_MAX_PHASES in hw_kernels.h
 
 
 @dataclass
@@ -95,6 +95,13 @@ def _same_or_valid_pad(padding: int, in_size: int, k: int, stride: int, dil: int
     eff = (k - 1) * dil + 1
     total = max(0, (out_size - 1) * stride + eff - in_size)
     return total // 2
+
+
+def phase_major(w: np.ndarray, sh: int, sw: int) -> np.ndarray:
+    """Transposed-conv weights ``[out_c, k_h, k_w, in_c]`` regrouped by output phase (the layout hwk_transpose_conv2d
+    reads): for each phase (py, px), for each output channel, the taps ky = py, py + sh, ... x kx = px, px + sw, ..."""
+    blocks = [w[:, py::sh, px::sw, :].reshape(w.shape[0], -1) for py in range(sh) for px in range(sw)]
+    return np.concatenate([b.ravel() for b in blocks])
 
 
 def quant_padding_name(p: int) -> str:
@@ -230,11 +237,16 @@ class _Lowering:
             raise ExportError(f"{op.name} op {op.index}: weights with a non-zero zero point are not supported")
         mult, shift = quant.per_channel(x.s, w.scale, out.s, out_c)
         lo, hi = quant.activation_range(_act(op), out.s, out.zp)
+        taps = k_h * k_w * in_c
+        row = -(-taps // 4) * 4 if kind == "conv" else taps
+        wdata = w.data
+        if row != taps:  # zero-pad each output channel's weights to a multiple of 4 (no scalar tail in the dots)
+            wdata = np.concatenate([w.data.reshape(out_c, taps), np.zeros((out_c, row - taps), np.int8)], axis=1)
         fields = dict(in_h=in_h, in_w=in_w, in_c=in_c, out_h=out_h, out_w=out_w, out_c=out_c, k_h=k_h, k_w=k_w,
                       stride_h=sh, stride_w=sw, dil_h=dh, dil_w=dw, pad_top=pt, pad_left=pl,
-                      depth_multiplier=int(o.get("depthMultiplier", 1) or 1) if kind == "dw" else 1,
+                      depth_multiplier=int(o.get("depthMultiplier", 1) or 1) if kind == "dw" else 1, k_row=row,
                       input_offset=-x.zp, output_offset=out.zp, act_min=lo, act_max=hi,
-                      weights=self.const("int8_t", w.data, "w"),
+                      weights=self.const("int8_t", wdata, "w"),
                       bias=self.const("int32_t", b.data, "b") if b is not None and b.is_const else "NULL",
                       multiplier=self.const("int32_t", mult, "m", 4), shift=self.const("int8_t", shift, "s", 1))
         if kind == "dw" and fields["depth_multiplier"] * in_c != out_c:
@@ -242,9 +254,8 @@ class _Lowering:
         prm = self.params("hwk_conv_params", fields, "conv")
         stream = (in_w * in_c, out_w * out_c, out_h, lambda r: max(0, min(in_h - 1, r * sh - pt)))
         if kind == "conv":
-            taps = k_h * k_w * in_c
             self.steps.append(Step(label, [src], [out.index], f"hwk_conv2d(&{prm}, {{t{src}}}, {{t{out.index}}}, "
-                                   "(int16_t *){scratch});", scratch=2 * taps, macs=out_h * out_w * out_c * taps,
+                                   "(int16_t *){scratch});", scratch=2 * row, macs=out_h * out_w * out_c * taps,
                                    stream=stream))
         else:
             self.steps.append(Step(label, [src], [out.index], f"hwk_depthwise_conv2d(&{prm}, {{t{src}}}, "
@@ -265,9 +276,10 @@ class _Lowering:
         oc_w, k_h, k_w, ic_w = w.shape
         if ic_w != in_c or oc_w != out_c:
             raise ExportError(f"TRANSPOSE_CONV op {op.index}: weights {list(w.shape)} do not fit {in_c} -> {out_c}")
-        if k_h * k_w > MAX_TCONV_TAPS:
-            raise ExportError(f"TRANSPOSE_CONV op {op.index}: kernel {k_h}x{k_w} has more than {MAX_TCONV_TAPS} taps")
         sh, sw = int(o.get("strideH", 1)), int(o.get("strideW", 1))
+        if sh * sw > MAX_TCONV_PHASES:
+            raise ExportError(f"TRANSPOSE_CONV op {op.index}: strides {sh}x{sw} give more than {MAX_TCONV_PHASES} "
+                              "phases")
         # padding as TFLite computes it for a transposed conv: from the output size, as if it were the input
         pt = _same_or_valid_pad(o.get("padding", 1), full_h, k_h, sh, 1, -(-full_h // sh) if quant_padding_name(
             o.get("padding", 1)) == "SAME" else (full_h - k_h + sh) // sh)
@@ -289,8 +301,8 @@ class _Lowering:
         lo, hi = quant.activation_range(_act(op), out.s, out.zp)
         fields = dict(in_h=in_h, in_w=in_w, in_c=in_c, out_h=out_h, out_w=out_w, out_c=out_c, k_h=k_h, k_w=k_w,
                       stride_h=sh, stride_w=sw, dil_h=1, dil_w=1, pad_top=pt, pad_left=pl, depth_multiplier=1,
-                      input_offset=-x.zp, output_offset=out.zp, act_min=lo, act_max=hi,
-                      weights=self.const("int8_t", w.data, "w"),
+                      k_row=k_h * k_w * in_c, input_offset=-x.zp, output_offset=out.zp, act_min=lo, act_max=hi,
+                      weights=self.const("int8_t", phase_major(w.data, sh, sw), "w"),
                       bias=self.const("int32_t", b.data, "b") if b is not None and b.is_const else "NULL",
                       multiplier=self.const("int32_t", mult, "m", 4), shift=self.const("int8_t", shift, "s", 1))
         prm = self.params("hwk_conv_params", fields, "tconv")

@@ -7,6 +7,21 @@
 #include <arm_acle.h>
 #endif
 
+#if defined(__GNUC__) || defined(__clang__)
+#define HWK_INLINE static inline __attribute__((always_inline))
+#else
+#define HWK_INLINE static inline
+#endif
+
+#if HWK_USE_DSP
+/* SXTB16 of the word rotated by 8 bits (bytes 1 and 3), as one instruction */
+HWK_INLINE uint32_t sxtb16_ror8(uint32_t x) {
+    uint32_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
+    return r;
+}
+#endif
+
 /* ---------------------------------------------------------------------------------------------------------------
  * Requantisation */
 
@@ -16,7 +31,7 @@
  *          floor((x * m + 2^30) / 2^31) for every product, i.e. one 64-bit add and arithmetic shift;
  *   result = RoundingDivideByPOT(high, right): halves away from zero.
  * (The saturating case INT32_MIN * INT32_MIN cannot occur with a non-negative multiplier.) */
-static inline int32_t mbqm(int32_t x, int32_t multiplier, int shift) {
+HWK_INLINE int32_t mbqm(int32_t x, int32_t multiplier, int shift) {
     const int left = shift > 0 ? shift : 0;
     const int right = shift > 0 ? 0 : -shift;
     const int32_t high = (int32_t)(((int64_t)(int32_t)((uint32_t)x << left) * multiplier + (1 << 30)) >> 31);
@@ -29,7 +44,7 @@ int32_t hwk_mbqm(int32_t x, int32_t multiplier, int shift) {
     return mbqm(x, multiplier, shift);
 }
 
-static inline int8_t requantise(int32_t acc, int32_t multiplier, int shift, int32_t output_offset, int32_t lo,
+HWK_INLINE int8_t requantise(int32_t acc, int32_t multiplier, int shift, int32_t output_offset, int32_t lo,
                                 int32_t hi) {
     acc = mbqm(acc, multiplier, shift) + output_offset;
     if (acc < lo) acc = lo;
@@ -46,7 +61,7 @@ static inline int8_t requantise(int32_t acc, int32_t multiplier, int shift, int3
  * column is only ever read by dot16x8() with the same n and start as it was gathered with. Without DSP both are the
  * natural order. Either way the int32 sum is the same. */
 
-static void gather16(int16_t *dst, const int8_t *src, int n, int32_t offset) {
+HWK_INLINE void gather16(int16_t *dst, const int8_t *src, int n, int32_t offset) {
     int i = 0;
 #if HWK_USE_DSP
     const uint32_t off2 = ((uint32_t)(uint16_t)offset << 16) | (uint16_t)offset;
@@ -54,7 +69,7 @@ static void gather16(int16_t *dst, const int8_t *src, int n, int32_t offset) {
         uint32_t v, lo, hi;
         memcpy(&v, src + i, 4);
         lo = __sadd16(__sxtb16(v), off2);                      /* (x0, x2) */
-        hi = __sadd16(__sxtb16((v >> 8) | (v << 24)), off2);   /* (x1, x3) */
+        hi = __sadd16(sxtb16_ror8(v), off2);   /* (x1, x3) */
         memcpy(dst + i, &lo, 4);
         memcpy(dst + i + 2, &hi, 4);
     }
@@ -62,7 +77,7 @@ static void gather16(int16_t *dst, const int8_t *src, int n, int32_t offset) {
     for (; i < n; i++) dst[i] = (int16_t)(src[i] + offset);
 }
 
-static int32_t dot16x8(const int16_t *col, const int8_t *w, int n, int32_t acc) {
+HWK_INLINE int32_t dot16x8(const int16_t *col, const int8_t *w, int n, int32_t acc) {
     int i = 0;
 #if HWK_USE_DSP
     for (; i + 4 <= n; i += 4) {
@@ -71,7 +86,7 @@ static int32_t dot16x8(const int16_t *col, const int8_t *w, int n, int32_t acc) 
         memcpy(&x02, col + i, 4);
         memcpy(&x13, col + i + 2, 4);
         acc = __smlad(x02, __sxtb16(wv), acc);
-        acc = __smlad(x13, __sxtb16((wv >> 8) | (wv << 24)), acc); /* ROR 8 */
+        acc = __smlad(x13, sxtb16_ror8(wv), acc); /* ROR 8 */
     }
 #endif
     for (; i < n; i++) acc += (int32_t)col[i] * (int32_t)w[i];
@@ -79,7 +94,7 @@ static int32_t dot16x8(const int16_t *col, const int8_t *w, int n, int32_t acc) 
 }
 
 /* Two output channels at once: the column is loaded once for both weight rows. */
-static inline void dot16x8_2(const int16_t *col, const int8_t *w0, const int8_t *w1, int n, int32_t *acc0,
+HWK_INLINE void dot16x8_2(const int16_t *col, const int8_t *w0, const int8_t *w1, int n, int32_t *acc0,
                              int32_t *acc1) {
     int32_t a0 = *acc0, a1 = *acc1;
     int i = 0;
@@ -91,9 +106,9 @@ static inline void dot16x8_2(const int16_t *col, const int8_t *w0, const int8_t 
         memcpy(&v0, w0 + i, 4);
         memcpy(&v1, w1 + i, 4);
         a0 = __smlad(x02, __sxtb16(v0), a0);
-        a0 = __smlad(x13, __sxtb16((v0 >> 8) | (v0 << 24)), a0);
+        a0 = __smlad(x13, sxtb16_ror8(v0), a0);
         a1 = __smlad(x02, __sxtb16(v1), a1);
-        a1 = __smlad(x13, __sxtb16((v1 >> 8) | (v1 << 24)), a1);
+        a1 = __smlad(x13, sxtb16_ror8(v1), a1);
     }
 #endif
     for (; i < n; i++) {
@@ -104,8 +119,8 @@ static inline void dot16x8_2(const int16_t *col, const int8_t *w0, const int8_t 
     *acc1 = a1;
 }
 
-/* The same sum straight from int8 inputs (for a single output channel, where a column would not be reused). */
-static int32_t dot8x8(const int8_t *x, const int8_t *w, int n, int32_t x_offset, int32_t acc) {
+/* The same sum straight from int8 inputs (a single output channel, where a column would not be reused). */
+HWK_INLINE int32_t dot8x8(const int8_t *x, const int8_t *w, int n, int32_t x_offset, int32_t acc) {
     int i = 0;
 #if HWK_USE_DSP
     const uint32_t off2 = ((uint32_t)(uint16_t)x_offset << 16) | (uint16_t)x_offset;
@@ -114,7 +129,7 @@ static int32_t dot8x8(const int8_t *x, const int8_t *w, int n, int32_t x_offset,
         memcpy(&xv, x + i, 4);
         memcpy(&wv, w + i, 4);
         acc = __smlad(__sadd16(__sxtb16(xv), off2), __sxtb16(wv), acc);
-        acc = __smlad(__sadd16(__sxtb16((xv >> 8) | (xv << 24)), off2), __sxtb16((wv >> 8) | (wv << 24)), acc);
+        acc = __smlad(__sadd16(sxtb16_ror8(xv), off2), sxtb16_ror8(wv), acc);
     }
 #endif
     for (; i < n; i++) acc += ((int32_t)x[i] + x_offset) * (int32_t)w[i];
@@ -123,6 +138,17 @@ static int32_t dot8x8(const int8_t *x, const int8_t *w, int n, int32_t x_offset,
 
 /* ---------------------------------------------------------------------------------------------------------------
  * Convolutions */
+
+/* One tap's in_c inputs into a column that a dot product will read as a whole (length n): whole groups of four per
+ * tap when in_c is a multiple of 4 (gather16), else natural order, paired up afterwards by group_pairs(). */
+HWK_INLINE void gather_tap(int16_t *dst, const int8_t *src, int in_c, int32_t offset) {
+    if ((in_c & 3) == 0) {
+        gather16(dst, src, in_c, offset);
+    } else {
+        int c;
+        for (c = 0; c < in_c; c++) dst[c] = (int16_t)(src[c] + offset);
+    }
+}
 
 #if HWK_USE_DSP
 /* Reorder the complete groups of four of a natural-order column into the pairs order of gather16(). */
@@ -137,11 +163,12 @@ static void group_pairs(int16_t *col, int n) {
 #endif
 
 void hwk_conv2d(const hwk_conv_params *p, const int8_t *in, int8_t *out, int16_t *col) {
-    const int taps = p->k_h * p->k_w * p->in_c, out_c = p->out_c;
+    const int taps = p->k_h * p->k_w * p->in_c, row = p->k_row, out_c = p->out_c, in_c = p->in_c;
     const int8_t *weights = p->weights, *shift = p->shift;
     const int32_t *bias = p->bias, *mult = p->multiplier;
-    const int32_t out_off = p->output_offset, lo = p->act_min, hi = p->act_max;
-    int oy, ox, oc;
+    const int32_t out_off = p->output_offset, lo = p->act_min, hi = p->act_max, in_off = p->input_offset;
+    int oy, ox, oc, i;
+    for (i = taps; i < row; i++) col[i] = 0; /* the padding of the weight rows */
     for (oy = 0; oy < p->out_h; oy++) {
         for (ox = 0; ox < p->out_w; ox++) {
             const int iy0 = oy * p->stride_h - p->pad_top, ix0 = ox * p->stride_w - p->pad_left;
@@ -150,26 +177,27 @@ void hwk_conv2d(const hwk_conv_params *p, const int8_t *in, int8_t *out, int16_t
             /* gather the receptive field once: input + offset, 0 where it falls into the padding */
             for (ky = 0; ky < p->k_h; ky++) {
                 const int iy = iy0 + ky * p->dil_h;
-                for (kx = 0; kx < p->k_w; kx++, dst += p->in_c) {
+                const int row_ok = iy >= 0 && iy < p->in_h;
+                const int8_t *src = in + (long)iy * p->in_w * in_c;
+                for (kx = 0; kx < p->k_w; kx++, dst += in_c) {
                     const int ix = ix0 + kx * p->dil_w;
-                    if (iy >= 0 && iy < p->in_h && ix >= 0 && ix < p->in_w)
-                        gather16(dst, in + ((long)iy * p->in_w + ix) * p->in_c, p->in_c, p->input_offset);
+                    if (row_ok && ix >= 0 && ix < p->in_w)
+                        gather_tap(dst, src + (long)ix * in_c, in_c, in_off);
                     else
-                        memset(dst, 0, (size_t)p->in_c * sizeof(int16_t));
+                        memset(dst, 0, (size_t)in_c * sizeof(int16_t));
                 }
             }
 #if HWK_USE_DSP
-            if (p->in_c & 3) group_pairs(col, taps); /* taps were gathered in natural order: pair them up */
+            if (in_c & 3) group_pairs(col, row); /* taps were gathered in natural order: pair them up */
 #endif
             for (oc = 0; oc + 2 <= out_c; oc += 2) {
                 int32_t a0 = bias ? bias[oc] : 0, a1 = bias ? bias[oc + 1] : 0;
-                dot16x8_2(col, weights + (long)oc * taps, weights + (long)(oc + 1) * taps, taps, &a0, &a1);
+                dot16x8_2(col, weights + (long)oc * row, weights + (long)(oc + 1) * row, row, &a0, &a1);
                 *out++ = requantise(a0, mult[oc], shift[oc], out_off, lo, hi);
                 *out++ = requantise(a1, mult[oc + 1], shift[oc + 1], out_off, lo, hi);
             }
             for (; oc < out_c; oc++) {
-                int32_t acc = bias ? bias[oc] : 0;
-                acc = dot16x8(col, weights + (long)oc * taps, taps, acc);
+                const int32_t acc = dot16x8(col, weights + (long)oc * row, row, bias ? bias[oc] : 0);
                 *out++ = requantise(acc, mult[oc], shift[oc], out_off, lo, hi);
             }
         }
@@ -206,53 +234,76 @@ void hwk_depthwise_conv2d(const hwk_conv_params *p, const int8_t *in, int8_t *ou
     }
 }
 
-/* Transposed convolution as a gather: output (oy, ox) receives input (iy, ix) through tap (ky, kx) when
- * oy + pad_top = iy * stride_h + ky (and the same along x), so only the taps with ky = (oy + pad_top) mod stride_h,
- * ky + stride_h, ... hit an input pixel. No int32 scratch of the output's size is needed and no multiply is spent on
- * the zeros between upsampled inputs. Each valid tap's input pixel is gathered once per output pixel and used for every
- * output channel (a single output channel reads the input directly). */
+/* Transposed convolution as a gather, one phase at a time: output (oy, ox) receives input (iy, ix) through tap
+ * (ky, kx) when oy + pad_top = iy * stride_h + ky (and the same along x). So the taps that can reach an output pixel
+ * depend only on its phase ((oy + pad_top) mod stride_h, (ox + pad_left) mod stride_w): ky = phase_y, phase_y +
+ * stride_h, ... The export stores the weights grouped by phase (for each phase, for each output channel, its taps'
+ * weights [ky][kx][in_c] contiguous), so each output pixel is an ordinary dot product over one contiguous weight row:
+ * no int32 scratch of the output's size, no multiplies by the upsampling zeros. Taps that fall outside the input
+ * gather zeros (they add nothing, as in the reference). */
 void hwk_transpose_conv2d(const hwk_conv_params *p, const int8_t *in, int8_t *out, int16_t *col) {
-    const int in_c = p->in_c, taps_per_oc = p->k_h * p->k_w * in_c, out_c = p->out_c;
+    const int sh = p->stride_h, sw = p->stride_w, in_c = p->in_c, out_c = p->out_c;
     const int8_t *weights = p->weights, *shift = p->shift;
     const int32_t *bias = p->bias, *mult = p->multiplier;
-    const int32_t out_off = p->output_offset, lo = p->act_min, hi = p->act_max;
-    int oy, ox, oc;
+    const int32_t out_off = p->output_offset, lo = p->act_min, hi = p->act_max, in_off = p->input_offset;
+    long phase_start[HWK_MAX_PHASES];
+    int phase_len[HWK_MAX_PHASES];
+    int oy, ox, oc, py, px;
+    long at = 0;
+    for (py = 0; py < sh; py++) {
+        for (px = 0; px < sw; px++) {
+            const int nky = py < p->k_h ? (p->k_h - py + sh - 1) / sh : 0;
+            const int nkx = px < p->k_w ? (p->k_w - px + sw - 1) / sw : 0;
+            phase_start[py * sw + px] = at;
+            phase_len[py * sw + px] = nky * nkx * in_c;
+            at += (long)out_c * nky * nkx * in_c;
+        }
+    }
     for (oy = 0; oy < p->out_h; oy++) {
-        const int ny0 = oy + p->pad_top;
+        const int ny = oy + p->pad_top;
+        py = ny % sh;
         for (ox = 0; ox < p->out_w; ox++) {
-            const int nx0 = ox + p->pad_left;
-            const int8_t *src[64]; /* input pixel of each valid tap */
-            int tap_offset[64];    /* its weights' offset within one output channel's weights */
-            int n_taps = 0, ky, kx, t;
-            for (ky = ny0 % p->stride_h; ky < p->k_h && ky <= ny0; ky += p->stride_h) {
-                const int iy = (ny0 - ky) / p->stride_h;
-                if (iy >= p->in_h) continue;
-                for (kx = nx0 % p->stride_w; kx < p->k_w && kx <= nx0; kx += p->stride_w) {
-                    const int ix = (nx0 - kx) / p->stride_w;
-                    if (ix >= p->in_w) continue;
-                    src[n_taps] = in + ((long)iy * p->in_w + ix) * in_c;
-                    tap_offset[n_taps++] = (ky * p->k_w + kx) * in_c;
+            const int nx = ox + p->pad_left, phase = py * sw + nx % sw, len = phase_len[phase];
+            const int8_t *w = weights + phase_start[phase];
+            int16_t *dst = col;
+            int ky, kx;
+            px = nx % sw;
+            if (out_c == 1) { /* one output channel: no column, dot products straight from the input */
+                int32_t acc = bias ? bias[0] : 0;
+                for (ky = py; ky < p->k_h; ky += sh) {
+                    const int iy = (ny - ky) / sh;
+                    const int row_ok = ny >= ky && iy < p->in_h;
+                    for (kx = px; kx < p->k_w; kx += sw, w += in_c) {
+                        const int ix = (nx - kx) / sw;
+                        if (row_ok && nx >= kx && ix < p->in_w)
+                            acc = dot8x8(in + ((long)iy * p->in_w + ix) * in_c, w, in_c, in_off, acc);
+                    }
                 }
-            }
-            if (p->out_c == 1) {
-                int32_t acc = p->bias ? p->bias[0] : 0;
-                for (t = 0; t < n_taps; t++) acc = dot8x8(src[t], p->weights + tap_offset[t], in_c, p->input_offset, acc);
-                *out++ = requantise(acc, p->multiplier[0], p->shift[0], p->output_offset, p->act_min, p->act_max);
+                *out++ = requantise(acc, mult[0], shift[0], out_off, lo, hi);
                 continue;
             }
-            for (t = 0; t < n_taps; t++) gather16(col + t * in_c, src[t], in_c, p->input_offset);
+            for (ky = py; ky < p->k_h; ky += sh) {
+                const int iy = (ny - ky) / sh; /* exact: ny - ky is a multiple of sh (or negative: outside) */
+                const int row_ok = ny >= ky && iy < p->in_h;
+                for (kx = px; kx < p->k_w; kx += sw, dst += in_c) {
+                    const int ix = (nx - kx) / sw;
+                    if (row_ok && nx >= kx && ix < p->in_w)
+                        gather_tap(dst, in + ((long)iy * p->in_w + ix) * in_c, in_c, in_off);
+                    else
+                        memset(dst, 0, (size_t)in_c * sizeof(int16_t));
+                }
+            }
+#if HWK_USE_DSP
+            if (in_c & 3) group_pairs(col, len);
+#endif
             for (oc = 0; oc + 2 <= out_c; oc += 2) {
-                const int8_t *w0 = weights + (long)oc * taps_per_oc, *w1 = w0 + taps_per_oc;
                 int32_t a0 = bias ? bias[oc] : 0, a1 = bias ? bias[oc + 1] : 0;
-                for (t = 0; t < n_taps; t++)
-                    dot16x8_2(col + t * in_c, w0 + tap_offset[t], w1 + tap_offset[t], in_c, &a0, &a1);
+                dot16x8_2(col, w + (long)oc * len, w + (long)(oc + 1) * len, len, &a0, &a1);
                 *out++ = requantise(a0, mult[oc], shift[oc], out_off, lo, hi);
                 *out++ = requantise(a1, mult[oc + 1], shift[oc + 1], out_off, lo, hi);
             }
             for (; oc < out_c; oc++) {
-                const int8_t *w = weights + (long)oc * taps_per_oc;
-                int32_t acc = bias ? bias[oc] : 0;
-                for (t = 0; t < n_taps; t++) acc = dot16x8(col + t * in_c, w + tap_offset[t], in_c, acc);
+                const int32_t acc = dot16x8(col, w + (long)oc * len, len, bias ? bias[oc] : 0);
                 *out++ = requantise(acc, mult[oc], shift[oc], out_off, lo, hi);
             }
         }

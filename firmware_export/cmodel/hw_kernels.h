@@ -28,12 +28,15 @@ extern "C" {
 #endif
 
 #define HWK_MAX_DIMS 5
+#define HWK_MAX_PHASES 16 /* stride_h * stride_w of a transposed convolution */
 
 /* TFLite's MultiplyByQuantizedMultiplier(x, multiplier, shift). */
 int32_t hwk_mbqm(int32_t x, int32_t multiplier, int shift);
 
 /* CONV_2D and DEPTHWISE_CONV_2D (per-channel quantised weights [out_c][k_h][k_w][in_c] for CONV_2D,
- * [1][k_h][k_w][out_c] for DEPTHWISE_CONV_2D) and TRANSPOSE_CONV (weights [out_c][k_h][k_w][in_c]). */
+ * [1][k_h][k_w][out_c] for DEPTHWISE_CONV_2D) and TRANSPOSE_CONV (TFLite's [out_c][k_h][k_w][in_c] regrouped at export
+ * by output phase: for phase (py, px) in row-major order, for each output channel, the weights of the taps
+ * ky = py, py + stride_h, ... and kx = px, px + stride_w, ..., each [in_c]; see hwk_transpose_conv2d). */
 typedef struct {
     int16_t in_h, in_w, in_c;
     int16_t out_h, out_w, out_c;
@@ -42,6 +45,8 @@ typedef struct {
     int16_t dil_h, dil_w;
     int16_t pad_top, pad_left; /* transpose conv: padding plus the first output row/column kept (a folded slice) */
     int16_t depth_multiplier;  /* depthwise only */
+    int16_t k_row;             /* CONV_2D: weights per output channel, k_h * k_w * in_c rounded up to a multiple of 4
+                                  (the export pads each row with zeros, so that dot products need no scalar tail) */
     int16_t input_offset;      /* -input zero point */
     int16_t output_offset;     /* output zero point */
     int16_t act_min, act_max;
@@ -51,7 +56,8 @@ typedef struct {
     const int8_t *shift;       /* per output channel */
 } hwk_conv_params;
 
-/* col: scratch of k_h * k_w * in_c int16 (placed in the model's scratch buffer by the generator). */
+/* col: scratch of k_row (CONV_2D) or k_h * k_w * in_c (TRANSPOSE_CONV) int16, placed in the model's scratch buffer by
+ * the generator. The transposed convolution needs stride_h * stride_w <= HWK_MAX_PHASES. */
 void hwk_conv2d(const hwk_conv_params *p, const int8_t *in, int8_t *out, int16_t *col);
 void hwk_depthwise_conv2d(const hwk_conv_params *p, const int8_t *in, int8_t *out);
 void hwk_transpose_conv2d(const hwk_conv_params *p, const int8_t *in, int8_t *out, int16_t *col);
