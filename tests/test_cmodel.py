@@ -110,6 +110,29 @@ def test_each_op_is_bit_exact_with_tflm(tf, case, tmp_path):
     assert np.array_equal(got, want), (case, int((got != want).sum()))
 
 
+def test_each_op_is_bit_exact_with_tflm_on_the_cortex_m7(tf, tmp_path):
+    """The same cases built for the Cortex-M7 (the SMLAD path of the kernels) and run under QEMU, all in one go."""
+    from firmware_export.cmodel import check
+    from firmware_export.firmware import build
+
+    tc, why = build.toolchain()
+    if tc is None or tc.qemu is None:
+        pytest.skip(why or "qemu-system-arm not found (Debian: apt-get install qemu-system-arm)")
+    cases = _cases(tf)
+    for k, case in enumerate(CASES):
+        shape, make, _ = cases[case]
+        model = _int8_tflite(tf, make, shape, seed=k)
+        cm = codegen.generate(model)
+        d = tmp_path / case
+        d.mkdir()
+        check.write_sources(cm, d)
+        X = np.random.default_rng(7).integers(-128, 128, (N_INPUTS, *cm.input_shape)).astype(np.int8)
+        got = build.run_model_only(tc, build.build_model_only(tc, d, d / "fw.elf"), X, int(np.prod(cm.output_shape)),
+                                   d / "run")
+        want = check.tflm_outputs(model, X)
+        assert np.array_equal(got, want), (case, int((got != want).sum()))
+
+
 def test_fused_rewrites_are_applied(tf):
     """PAD before a conv becomes its padding, a STRIDED_SLICE after a transposed conv its output window, and views
     cost no memory: fewer kernel calls than TFLite ops."""

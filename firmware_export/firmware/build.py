@@ -90,6 +90,27 @@ def build(tc: Toolchain, src_dir: Path, out: Path, kind: str = "test", dsp: bool
     return out
 
 
+def build_model_only(tc: Toolchain, src_dir: Path, out: Path) -> Path:
+    """The generated network alone (hw_model.c + hw_kernels.c + fw_model_main.c): for kernel tests on the target."""
+    cmd = [tc.cc, *CPU_FLAGS, *C_FLAGS, f"-I{src_dir}", str(src_dir / "hw_model.c"), str(src_dir / "hw_kernels.c"),
+           str(DIR / "fw_model_main.c"), str(DIR / "startup.c"), "-nostartfiles", "--specs=nano.specs",
+           "--specs=rdimon.specs", "-T", str(DIR / "mps2_an500.ld"), f"-Wl,--defsym=STACK_SIZE={TEST_STACK}",
+           f"-Wl,--defsym=HEAP_SIZE={TEST_HEAP}", "-Wl,--gc-sections", "-o", str(out), "-lm"]
+    _run(cmd, "building the model-only firmware")
+    return out
+
+
+def run_model_only(tc: Toolchain, elf: Path, X: np.ndarray, out_bytes: int, work: Path) -> np.ndarray:
+    """Run the model-only image on int8 inputs ``X [n, ...]`` under QEMU; return the outputs ``[n, out_bytes]``."""
+    work.mkdir(parents=True, exist_ok=True)
+    np.ascontiguousarray(X, np.int8).tofile(work / "in.i8")
+    r = subprocess.run(qemu_command(tc, elf), cwd=work, capture_output=True, text=True, timeout=QEMU_TIMEOUT_S)
+    if r.returncode != 0 or f"done {len(X)}" not in r.stdout:
+        raise ExportError(f"the model-only firmware failed under QEMU (exit {r.returncode}): "
+                          f"{(r.stdout + r.stderr).strip()[-400:]}")
+    return np.fromfile(work / "out.i8", np.int8).reshape(len(X), out_bytes)
+
+
 def sections(tc: Toolchain, elf: Path) -> dict[str, int]:
     """Section sizes (bytes) from ``arm-none-eabi-size -A``."""
     text = _run([tc.size, "-A", str(elf)], "arm-none-eabi-size")
