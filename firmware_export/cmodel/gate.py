@@ -57,3 +57,15 @@ def gate_entry(name: str, section: dict) -> dict:
         detail = (f"generated C differs from TFLite Micro in {c['bytes_different']:,} of {c['bytes_compared']:,} "
                   "output bytes")
     return gate(name, ok, c.get("bytes_different"), 0, detail)
+
+
+def golden_inputs(Xq: np.ndarray, zero_point: int, max_real: int = 24, seed: int = 0) -> np.ndarray:
+    """The inputs the gate compares on: up to ``max_real`` real int8 patches (evenly spaced), plus golden vectors that
+    reach the extremes of every kernel's arithmetic: all -128, all 127, all zero point, and uniform random codes."""
+    Xq = np.asarray(Xq, np.int8)
+    idx = np.linspace(0, len(Xq) - 1, min(max_real, len(Xq))).round().astype(int) if len(Xq) else []
+    shape = Xq.shape[1:]
+    rng = np.random.default_rng(seed)
+    golden = np.stack([np.full(shape, -128, np.int8), np.full(shape, 127, np.int8),
+                       np.full(shape, zero_point, np.int8), rng.integers(-128, 128, shape).astype(np.int8)])
+    return np.concatenate([Xq[idx], golden]) if len(idx) else golden
