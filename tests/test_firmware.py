@@ -120,3 +120,35 @@ def test_interpolation_model_with_gaussian_score_under_qemu(tc, ae_int8, audio, 
     assert cmp["network_invocations"] == 4 * len(run["patches"]) and cmp["network_bit_exact"], cmp
     assert cmp["score_max_rel_diff_own_output"] <= 1e-5
     assert cmp["over_equal"] and cmp["alarm_equal"], cmp
+
+
+def test_hw_process_does_not_depend_on_how_the_audio_is_chunked(ae_int8, audio, tmp_path):
+    """hw_process() on the host: 1, 160, 1000 and 15360 samples per call give the same patches, scores and alarms."""
+    import shutil
+    import subprocess
+
+    from firmware_export.c_arrays import frontend_header
+    from firmware_export.cmodel import DIR as CDIR
+    from firmware_export.firmware import golden
+    from firmware_export.frontend_ref import DIR, SOURCES
+
+    if shutil.which("gcc") is None:
+        pytest.skip("no gcc on this machine")
+    spec = _spec(ae_int8, threshold=0.5)
+    cm = golden.write_device_sources(tmp_path, ae_int8["model"], "test")
+    (tmp_path / "humwatch_frontend.h").write_text(frontend_header(
+        DEFAULT_PARAMS, spec.mean, spec.std, None, cm.input_quant, cm.output_quant,
+        {"threshold": spec.threshold, "k": 4.0, "alarm_m": 2, "alarm_n": 3, "site_threshold_float": None,
+         "threshold_source": "test"}, {"model_hash": "test"}, "test"))
+    for name in SOURCES:
+        shutil.copyfile(DIR / name, tmp_path / name)
+    exe = tmp_path / "hwdevice"
+    r = subprocess.run(["gcc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic", f"-I{tmp_path}",
+                        *[str(tmp_path / s) for s in ("hw_device.c", "hw_frontend.c", "hw_model.c", "hw_kernels.c")],
+                        str(CDIR / "hw_device_main.c"), "-lm", "-o", str(exe)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    audio.astype("<i2").tofile(tmp_path / "a.s16")
+    outs = [subprocess.run([str(exe), str(tmp_path / "a.s16"), str(c)], capture_output=True, text=True,
+                           check=True).stdout for c in (1, 160, 1000, 15360)]
+    assert outs[0] and all(o == outs[0] for o in outs), outs
+    assert len(outs[0].splitlines()) == int(SECONDS_NORMAL + SECONDS_FAULT)
