@@ -51,8 +51,8 @@ def golden_audio(seconds: float) -> np.ndarray:
 def models(epochs: int) -> dict:
     import torch
 
+    from anomaly.detectors import fit_detector
     from anomaly.model import ArchConfig, ConvAutoencoder
-    from anomaly.score import fit_detector
     from anomaly.simulate import SimConfig, simulate
     from anomaly.train import TrainConfig
 
@@ -81,7 +81,9 @@ def measure(name: str, module, mean, std, train_patches, what: str, audio: np.nd
     conv = pipeline.convert_model(module, "model", work, work / "conv", P.patch_frames, P.n_mels, rep,
                                   (1, P.patch_frames, P.n_mels, 1), lambda *_: None, lambda *_: None)
     model = conv.int8_bytes
-    spec = golden.DeviceSpec(P, np.asarray(mean, np.float32), np.asarray(std, np.float32), 0.0, 3, 5)
+    from anomaly.decision import DEFAULT_RULE
+
+    spec = golden.DeviceSpec(P, np.asarray(mean, np.float32), np.asarray(std, np.float32), 0.0, DEFAULT_RULE)
     py = golden.expected(model, spec, audio)
     spec.threshold = float(np.median(py["scores"]))
     src = work / "src"
@@ -89,7 +91,7 @@ def measure(name: str, module, mean, std, train_patches, what: str, audio: np.nd
     cm = golden.write_device_sources(src, model, f"bench {name}")
     (src / "humwatch_frontend.h").write_text(frontend_header(
         P, spec.mean, spec.std, None, cm.input_quant, cm.output_quant,
-        {"threshold": spec.threshold, "k": 4.0, "alarm_m": 3, "alarm_n": 5, "site_threshold_float": None,
+        {"threshold": spec.threshold, "k": 4.0, "rule": spec.rule, "site_threshold_float": None,
          "threshold_source": "bench: median of the golden audio's scores"}, {"model_hash": name}, f"bench {name}"))
     for s in SOURCES:
         (src / s).write_bytes((DIR / s).read_bytes())

@@ -55,10 +55,16 @@ def ae_int8(audio, tmp_path_factory) -> dict:
     return {"model": conv.int8_bytes, "mean": mean.astype(np.float32), "std": std.astype(np.float32)}
 
 
-def _spec(ae, mask_frames=0, gaussian=None, threshold=0.0):
+def _spec(ae, mask_frames=0, score=None, threshold=0.0):
+    from anomaly.decision import MOfN
     from firmware_export.firmware.golden import DeviceSpec
 
-    return DeviceSpec(DEFAULT_PARAMS, ae["mean"], ae["std"], threshold, 2, 3, mask_frames, gaussian)
+    return DeviceSpec(DEFAULT_PARAMS, ae["mean"], ae["std"], threshold, MOfN(2, 3), mask_frames, score)
+
+
+def _decision(spec) -> dict:
+    return {"threshold": spec.threshold, "k": 4.0, "rule": spec.rule, "site_threshold_float": None,
+            "threshold_source": "test"}
 
 
 def _firmware(tc, ae, spec, out):
@@ -71,21 +77,19 @@ def _firmware(tc, ae, spec, out):
 
     out.mkdir(parents=True, exist_ok=True)
     cm = golden.write_device_sources(out, ae["model"], "test")
-    hdr = frontend_header(DEFAULT_PARAMS, spec.mean, spec.std, None, cm.input_quant, cm.output_quant,
-                          {"threshold": spec.threshold, "k": 4.0, "alarm_m": spec.alarm_m, "alarm_n": spec.alarm_n,
-                           "site_threshold_float": None, "threshold_source": "test"}, {"model_hash": "test"}, "test",
-                          score_gaussian=spec.gaussian, mask_frames=spec.mask_frames)
+    hdr = frontend_header(DEFAULT_PARAMS, spec.mean, spec.std, None, cm.input_quant, cm.output_quant, _decision(spec),
+                          {"model_hash": "test"}, "test", score=spec.scorer, mask_frames=spec.mask_frames)
     (out / "humwatch_frontend.h").write_text(hdr)
     for name in SOURCES:
         shutil.copyfile(DIR / name, out / name)
     return build.build(tc, out, out / "fw_test.elf", "test"), build.build(tc, out, out / "fw_device.elf", "device")
 
 
-def _run_and_compare(tc, ae, audio, tmp_path, mask_frames=0, gaussian=None):
+def _run_and_compare(tc, ae, audio, tmp_path, mask_frames=0, score=None):
     from firmware_export.firmware import build, golden
 
-    py = golden.expected(ae["model"], _spec(ae, mask_frames, gaussian), audio)
-    spec = _spec(ae, mask_frames, gaussian, threshold=float(np.median(py["scores"])))
+    py = golden.expected(ae["model"], _spec(ae, mask_frames, score), audio)
+    spec = _spec(ae, mask_frames, score, threshold=float(np.median(py["scores"])))
     test_elf, device_elf = _firmware(tc, ae, spec, tmp_path / "fw")
     run = build.run_test_image(tc, test_elf, audio, tmp_path / "run")
     return run, golden.compare(ae["model"], spec, audio, run), build.image_size(tc, device_elf)
@@ -113,10 +117,12 @@ def test_firmware_under_qemu_matches_python(tc, ae_int8, audio, tmp_path):
 
 def test_interpolation_model_with_gaussian_score_under_qemu(tc, ae_int8, audio, tmp_path):
     """Four passes per patch (hw_pass_input / hw_pass_collect) and the Gaussian score, on the target."""
+    from anomaly.score import GaussianScore
+
     rng = np.random.default_rng(0)
     a = rng.standard_normal((64, 64)) * 0.1
-    gauss = (np.full(64, -3.0), np.eye(64) + a @ a.T, 1e-4)
-    run, cmp, _ = _run_and_compare(tc, ae_int8, audio, tmp_path, mask_frames=24, gaussian=gauss)
+    gauss = GaussianScore(np.full(64, -3.0), np.eye(64) + a @ a.T)
+    run, cmp, _ = _run_and_compare(tc, ae_int8, audio, tmp_path, mask_frames=24, score=gauss)
     assert cmp["network_invocations"] == 4 * len(run["patches"]) and cmp["network_bit_exact"], cmp
     assert cmp["score_max_rel_diff_own_output"] <= 1e-5
     assert cmp["over_equal"] and cmp["alarm_equal"], cmp
@@ -137,9 +143,8 @@ def test_hw_process_does_not_depend_on_how_the_audio_is_chunked(ae_int8, audio, 
     spec = _spec(ae_int8, threshold=0.5)
     cm = golden.write_device_sources(tmp_path, ae_int8["model"], "test")
     (tmp_path / "humwatch_frontend.h").write_text(frontend_header(
-        DEFAULT_PARAMS, spec.mean, spec.std, None, cm.input_quant, cm.output_quant,
-        {"threshold": spec.threshold, "k": 4.0, "alarm_m": 2, "alarm_n": 3, "site_threshold_float": None,
-         "threshold_source": "test"}, {"model_hash": "test"}, "test"))
+        DEFAULT_PARAMS, spec.mean, spec.std, None, cm.input_quant, cm.output_quant, _decision(spec),
+        {"model_hash": "test"}, "test"))
     for name in SOURCES:
         shutil.copyfile(DIR / name, tmp_path / name)
     exe = tmp_path / "hwdevice"

@@ -22,15 +22,32 @@ SCORE_SAME_OUTPUT_REL_TOL = 1e-5  # the firmware's score vs Python's score of th
 
 @dataclass
 class DeviceSpec:
+    """What the header of an export fixes: front end, normalisation, the score (an :mod:`anomaly.score` object), the
+    threshold and the alarm rule (an :mod:`anomaly.decision` rule), and the passes per patch."""
+
     params: object  # FeatureParams
     mean: np.ndarray
     std: np.ndarray
     threshold: float
-    alarm_m: int
-    alarm_n: int
+    rule: object  # anomaly.decision alarm rule (MOfN)
     mask_frames: int = 0
-    gaussian: tuple | None = None
+    score: object = None  # anomaly.score.MSE when None
     mic_offsets: np.ndarray | None = None
+
+    @property
+    def scorer(self):
+        from anomaly.score import MSE
+
+        return self.score if self.score is not None else MSE
+
+    def alarms(self, scores: np.ndarray) -> np.ndarray:
+        """The alarm state after each patch (1 while the rule holds), as ``hw_alarm_update`` returns it."""
+        state = self.rule.stream(self.threshold)
+        out = []
+        for s in scores:
+            state.update(float(s))
+            out.append(int(state.active))
+        return np.array(out, int)
 
 
 def write_device_sources(out_dir: Path, model: bytes, banner: str = "") -> codegen.CModel:
@@ -59,11 +76,12 @@ def expected(model: bytes, spec: DeviceSpec, audio: np.ndarray) -> dict:
         y = check.tflm_outputs(model, q).reshape(q.shape)
         return tflite.dequantize(y, *oq)
 
+    from anomaly.decision import over
+
     y = parity.interpolated(run, Xn, spec.mask_frames)
-    scores = parity.patch_scores(Xn, y, spec.gaussian)
-    over = scores > spec.threshold
-    alarm = np.array([over[max(0, j - spec.alarm_n + 1): j + 1].sum() >= spec.alarm_m for j in range(over.size)])
-    return {"x": Xn, "scores": scores, "over": over.astype(int), "alarm": alarm.astype(int)}
+    scores = spec.scorer.of_output(Xn, y)
+    return {"x": Xn, "scores": scores, "over": over(scores, spec.threshold).astype(int),
+            "alarm": spec.alarms(scores)}
 
 
 def _io_quant(model: bytes) -> tuple[tuple[float, int], tuple[float, int]]:
@@ -77,7 +95,7 @@ def _io_quant(model: bytes) -> tuple[tuple[float, int], tuple[float, int]]:
 def compare(model: bytes, spec: DeviceSpec, audio: np.ndarray, run: dict) -> dict:
     """Firmware run vs Python: bit-exactness of every network invocation (TFLM on the firmware's own inputs), the
     front end, the scores and the alarms."""
-    from firmware_export import parity, tflite
+    from firmware_export import tflite
     from firmware_export.firmware.build import read_io
 
     want = expected(model, spec, audio)
@@ -97,7 +115,7 @@ def compare(model: bytes, spec: DeviceSpec, audio: np.ndarray, run: dict) -> dic
     else:
         y = y[:, 0]
     x = io["x"].reshape(n, spec.params.patch_frames, spec.params.n_mels)
-    own = parity.patch_scores(x, tflite.dequantize(y, *oq), spec.gaussian)
+    own = spec.scorer.of_output(x, tflite.dequantize(y, *oq))
     rel = np.abs(fw_scores - want["scores"][:n]) / np.maximum(np.abs(want["scores"][:n]), 1e-12)
     return {
         "patches": n, "python_patches": int(len(want["scores"])),
