@@ -109,7 +109,8 @@ def test_export_writes_every_artifact_and_a_consistent_manifest(exported):
     m, out = exported["manifest"], exported["out"]
     assert json.loads(exported["stdout"]) == m  # --json prints exactly the manifest
     assert m["status"] == "passed" and m["gates"]["passed"]
-    assert {g["gate"] for g in m["gates"]["checks"]} == {"size", "ops", "float_parity", "correlation", "auc_drop"}
+    assert {g["gate"] for g in m["gates"]["checks"]} == {"size", "ops", "float_parity", "correlation", "auc_drop",
+                                                         "c_model"}
     assert m["source"]["kind"] == "site" and m["source"]["site"] == "pump-t" and m["source"]["calibration_id"]
     for name, entry in m["outputs"].items():
         assert (out / name).stat().st_size == entry["bytes"] and file_sha256(out / name) == entry["sha256"], name
@@ -133,6 +134,32 @@ def test_export_writes_every_artifact_and_a_consistent_manifest(exported):
     assert m["parity"]["patches"]["normal_held_out"] > 0 and m["parity"]["patches"]["fault"] > 0
     assert m["classifier"] == {"included": False, "reason": "site pump-t has no classifier"}
     assert m["timing_seconds"]["total"] < 120
+
+
+def test_the_network_as_plain_c_is_bit_exact_and_measured_on_the_target(exported):
+    """hw_model.c equals TFLM on the export's own patches (the gate), and the reference firmware built from the export's
+    files ran on the emulated Cortex-M7 with every network byte equal to TFLM and Python's decisions."""
+    from firmware_export.firmware import build
+
+    m, out = exported["manifest"], exported["out"]
+    c = m["c_model"]["model"]
+    assert c["check"]["checked"] and c["check"]["bit_exact"] and c["check"]["bytes_different"] == 0
+    assert c["check"]["inputs"] > 4 and c["files"] == ["hw_model.c", "hw_model.h"]
+    assert 0 < c["figures"]["scratch_bytes"] < m["tflm"]["arena_bytes"]
+    assert next(g for g in m["gates"]["checks"] if g["gate"] == "c_model")["passed"]
+    for name in ("hw_model.c", "hw_model.h", "hw_kernels.c", "hw_kernels.h", "hw_device.c", "hw_device.h"):
+        assert (out / name).is_file() and name in m["outputs"], name
+    assert f"#define HW_MODEL_SCRATCH_BYTES {c['figures']['scratch_bytes']}" in (out / "hw_model.h").read_text()
+    fw = m["firmware"]
+    tc, why = build.toolchain()
+    if tc is None or tc.qemu is None:
+        assert fw["measured"] is False and fw["reason"]
+        pytest.skip(f"firmware not measured: {fw['reason']}")
+    assert fw["measured"], fw
+    assert fw["network_bit_exact_on_target"] and fw["alarms_equal_python"] and fw["golden_audio_patches"] >= 4
+    assert fw["device_image"]["flash_bytes"] > m["model"]["sizes"]["tflite_int8"] // 2
+    assert 0 < fw["stack_peak_bytes"] < fw["device_image"]["stack_reserved"]
+    assert fw["instructions_per_patch"]["network"] > 1e6 and "not cycles" in fw["instructions_per_patch"]["note"]
 
 
 def test_int8_model_size_ops_and_tflm(exported):

@@ -115,7 +115,10 @@ def test_export_with_classifier_writes_its_files_and_manifest_section(exported):
     m, out, root = exported["manifest"], exported["out"], exported["root"]
     assert m["status"] == "passed" and m["gates"]["passed"]
     names = {g["gate"] for g in m["gates"]["checks"]}
-    assert names == {"size", "ops", "float_parity", "correlation", "auc_drop"} | CLF_GATES
+    assert names == {"size", "ops", "float_parity", "correlation", "auc_drop", "c_model",
+                     "classifier_c_model"} | CLF_GATES
+    assert m["c_model"]["classifier"]["check"]["bit_exact"] and m["c_model"]["model"]["check"]["bit_exact"]
+    assert {"hw_clf_model.c", "hw_clf_model.h"} <= set(m["outputs"])
     assert CLF_FILES <= set(m["outputs"]) and set(m["outputs"]) | {"manifest.json"} == {p.name for p in
                                                                                         out.iterdir()}
     for name, entry in m["outputs"].items():
