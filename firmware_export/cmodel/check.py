@@ -18,9 +18,9 @@ from firmware_export.errors import ExportError
 C_FLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic")
 
 
-def write_sources(cm: CModel, out_dir: Path, prefix: str = "hw_model") -> None:
-    (out_dir / f"{prefix}.c").write_text(cm.source)
-    (out_dir / f"{prefix}.h").write_text(cm.header)
+def write_sources(cm: CModel, out_dir: Path) -> None:
+    (out_dir / f"{cm.prefix}.c").write_text(cm.source)
+    (out_dir / f"{cm.prefix}.h").write_text(cm.header)
     for name in KERNEL_SOURCES:
         shutil.copyfile(DIR / name, out_dir / name)
 
@@ -36,8 +36,11 @@ def build_host(cm: CModel, work: Path, cc: str | None = None, extra_flags: tuple
         raise ExportError("no C compiler (gcc) found to check the generated C model")
     write_sources(cm, work)
     exe = work / "hwmodel"
-    r = subprocess.run([cc, *C_FLAGS, *extra_flags, f"-I{work}", str(work / "hw_model.c"), str(work / "hw_kernels.c"),
-                        str(DIR / HARNESS), "-o", str(exe)], capture_output=True, text=True)
+    p, up = cm.prefix, cm.prefix.upper()
+    names = [f"-DHWM_HEADER=\"{p}.h\"", f"-DHWM_INPUT_BYTES={up}_INPUT_BYTES", f"-DHWM_OUTPUT_BYTES={up}_OUTPUT_BYTES",
+             f"-DHWM_INPUT={p}_input", f"-DHWM_OUTPUT={p}_output", f"-DHWM_INVOKE={p}_invoke"]
+    r = subprocess.run([cc, *C_FLAGS, *extra_flags, *names, f"-I{work}", str(work / f"{p}.c"),
+                        str(work / "hw_kernels.c"), str(DIR / HARNESS), "-o", str(exe)], capture_output=True, text=True)
     if r.returncode != 0:
         raise ExportError(f"the generated C model does not compile: {r.stderr.strip()[-600:]}")
     return exe

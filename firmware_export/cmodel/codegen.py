@@ -55,6 +55,7 @@ class CModel:
     input_quant: tuple[float, int]
     output_quant: tuple[float, int]
     plan: list[dict] = field(default_factory=list)
+    prefix: str = "hw_model"  # file stem and symbol prefix (<prefix>.c, <prefix>_invoke, <PREFIX>_SCRATCH_BYTES)
 
     def figures(self) -> dict:
         return {"scratch_bytes": self.scratch_bytes, "const_bytes": self.const_bytes, "kernel_calls": len(self.steps),
@@ -706,4 +707,4 @@ void {prefix}_invoke(void);
                   steps=[s.op for s in lw.steps], macs=sum(s.macs for s in lw.steps), input_shape=tuple(xin.shape),
                   output_shape=tuple(xout.shape), input_quant=iq, output_quant=oq,
                   plan=[{"buffer": b.name, "bytes": b.size, "offset": b.offset, "steps": [b.first, b.last]}
-                        for b in bufs])
+                        for b in bufs], prefix=prefix)

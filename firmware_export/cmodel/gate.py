@@ -35,7 +35,7 @@ def c_model(model: bytes, Xq: np.ndarray, prefix: str = "hw_model", banner: str 
         except ExportError as e:
             res = {"bit_exact": False, "error": str(e)}
     section["check"] = {"checked": True, "reference": "TensorFlow Lite Micro interpreter (Python tflite_micro, "
-                                                      "reference kernels)", "build": "host gcc -O2 " +
+                                                      "reference kernels)", "build": "host gcc " +
                                                                                    " ".join(check.C_FLAGS), **res}
     return cm, section
 
