@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from firmware_export.cmodel import plan, quant
-from firmware_export.cmodel.graph import FUSED_ACTIVATIONS, Graph, Op, Tensor, read_graph
+from firmware_export.cmodel.graph import FUSED_ACTIVATIONS, PADDINGS, Graph, Op, Tensor, read_graph
 from firmware_export.errors import ExportError
 
 MAXD = 5
@@ -91,7 +91,7 @@ def _nhwc(t: Tensor) -> tuple[int, int, int]:
 
 def _same_or_valid_pad(padding: int, in_size: int, k: int, stride: int, dil: int, out_size: int) -> int:
     """Leading padding, as TFLite's ComputePaddingWithOffset (VALID: 0)."""
-    if quant_padding_name(padding) == "VALID":
+    if _padding_name(padding) == "VALID":
         return 0
     eff = (k - 1) * dil + 1
     total = max(0, (out_size - 1) * stride + eff - in_size)
@@ -105,8 +105,16 @@ def phase_major(w: np.ndarray, sh: int, sw: int) -> np.ndarray:
     return np.concatenate([b.ravel() for b in blocks])
 
 
-def quant_padding_name(p: int) -> str:
-    return {0: "SAME", 1: "VALID"}.get(int(p), str(p))
+def _padding_name(p: int) -> str:
+    if int(p) not in PADDINGS:
+        raise ExportError(f"padding {p} is neither SAME nor VALID")
+    return PADDINGS[int(p)]
+
+
+def _tconv_pad(padding: int, full: int, k: int, stride: int) -> int:
+    """Leading padding of a transposed conv: TFLite computes it from the output size as if that were the input."""
+    small = -(-full // stride) if _padding_name(padding) == "SAME" else (full - k + stride) // stride
+    return _same_or_valid_pad(padding, full, k, stride, 1, small)
 
 
 def _act(op: Op) -> int:
@@ -281,11 +289,8 @@ class _Lowering:
         if sh * sw > MAX_TCONV_PHASES:
             raise ExportError(f"TRANSPOSE_CONV op {op.index}: strides {sh}x{sw} give more than {MAX_TCONV_PHASES} "
                               "phases")
-        # padding as TFLite computes it for a transposed conv: from the output size, as if it were the input
-        pt = _same_or_valid_pad(o.get("padding", 1), full_h, k_h, sh, 1, -(-full_h // sh) if quant_padding_name(
-            o.get("padding", 1)) == "SAME" else (full_h - k_h + sh) // sh)
-        pl = _same_or_valid_pad(o.get("padding", 1), full_w, k_w, sw, 1, -(-full_w // sw) if quant_padding_name(
-            o.get("padding", 1)) == "SAME" else (full_w - k_w + sw) // sw)
+        pt = _tconv_pad(o.get("padding", 1), full_h, k_h, sh)
+        pl = _tconv_pad(o.get("padding", 1), full_w, k_w, sw)
         dst, label, out_h, out_w = out.index, op.name, full_h, full_w
         nxt = self.only_consumer(out.index)
         win = self._slice_window(nxt, out) if nxt is not None and nxt.name == "STRIDED_SLICE" else None
