@@ -10,7 +10,7 @@ alarm rule (hw_device.c) into the reference firmware (firmware_export/firmware) 
 arm-none-eabi-gcc -O2, hard float), with and without the SMLAD kernels. Reported:
 
 * flash and RAM of the *device image* (startup + hw_process + constants, no I/O library) from arm-none-eabi-size:
-  flash = text + data, RAM = data + bss + the 4 KB reserved stack; peak stack of hw_process measured by painting;
+  flash = text + data, RAM = data + bss + the 2 KB reserved stack; peak stack of hw_process measured by painting;
 * instructions per 0.96 s patch for the network, the front end (96 frames) and score + rule, counted under
   `qemu-system-arm -icount shift=0` (one virtual nanosecond per executed instruction, read from a 25 MHz timer):
   instructions, not cycles;

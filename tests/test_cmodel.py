@@ -151,6 +151,24 @@ def test_unsupported_op_is_a_clear_error(tf):
         codegen.generate(m)
 
 
+def test_unsupported_op_fails_the_export_gate_with_its_name(tf):
+    """In the export (a new detector's graph, say) an op the generator lacks is a failed ``c_model`` gate that names
+    the op (exit 3, nothing written), not a crash; the other model's C is still generated and checked."""
+    from firmware_export.cmodel.stage import cmodel_stage
+
+    bad = _int8_tflite(tf, lambda x: tf.keras.layers.Softmax()(tf.keras.layers.Flatten()(x)), (3, 3, 1))
+    good = _int8_tflite(tf, lambda x: tf.keras.layers.ReLU()(x), (3, 3, 1))
+    X = np.zeros((2, 3, 3, 1), np.int8)
+    cms = cmodel_stage(bad, X, 0, "test", classifier=good, clf_Xq=X, clf_input_zp=0)
+    gates = {g["gate"]: g for g in cms.gates}
+    assert not gates["c_model"]["passed"]
+    assert "cannot be generated as plain C" in gates["c_model"]["detail"]
+    assert "SOFTMAX" in gates["c_model"]["detail"]
+    assert cms.sections["model"]["check"]["unsupported"] and "hw_model" not in cms.models
+    assert gates["classifier_c_model"]["passed"]  # checked with gcc; "not checked" passes without one
+    assert "hw_clf_model" in cms.models
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # pure helpers
 

@@ -13,16 +13,20 @@ from firmware_export.cmodel import check, codegen
 from firmware_export.errors import ExportError
 
 
-def c_model(model: bytes, Xq: np.ndarray, prefix: str = "hw_model", banner: str = "") -> tuple[codegen.CModel, dict]:
+def c_model(model: bytes, Xq: np.ndarray, prefix: str = "hw_model",
+            banner: str = "") -> tuple[codegen.CModel | None, dict]:
     """Generate the C model of ``model`` and compare it with TFLM on int8 inputs ``Xq`` (real patches: golden
     vectors, held-out and fault patches).
 
-    Returns ``(CModel, manifest section)``; the section's ``bit_exact`` is the gate's value.
-
-    Raises:
-        ExportError: an op or tensor the generator does not support.
+    Returns ``(CModel, manifest section)``; the section's ``bit_exact`` is the gate's value. A graph the generator
+    cannot build (an op or tensor it does not support, e.g. a new detector's) gives ``(None, section)`` with
+    ``check.unsupported`` naming it: the gate fails with that message, it does not raise.
     """
-    cm = codegen.generate(model, prefix=prefix, banner=banner)
+    try:
+        cm = codegen.generate(model, prefix=prefix, banner=banner)
+    except ExportError as e:
+        return None, {"figures": None, "ops": None,
+                      "check": {"checked": True, "bit_exact": False, "unsupported": str(e)}}
     section = {"figures": cm.figures(), "ops": cm.ops,
                "scratch_note": "static scratch buffer of the generated model (liveness-planned activations and kernel "
                                "columns); weights, biases and requantisation constants are const (flash)"}
@@ -51,6 +55,8 @@ def gate_entry(name: str, section: dict) -> dict:
     ok = bool(c.get("bit_exact"))
     if ok:
         detail = f"generated C equals TFLite Micro on {c['inputs']} patches ({c['bytes_compared']:,} output bytes)"
+    elif c.get("unsupported"):
+        detail = f"the network cannot be generated as plain C: {c['unsupported']}"
     elif c.get("error"):
         detail = f"generated C could not be checked: {c['error']}"
     else:

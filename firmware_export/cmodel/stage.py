@@ -36,19 +36,17 @@ class CModels:
 
 def cmodel_stage(model: bytes, Xq: np.ndarray, input_zp: int, banner: str, classifier: bytes | None = None,
                  clf_Xq: np.ndarray | None = None, clf_input_zp: int = 0) -> CModels:
-    """Generate and check the C models. ``Xq``/``clf_Xq``: real int8 input patches ``[n, T, M]``.
-
-    Raises:
-        ExportError: a model uses an op or tensor the generator does not support.
-    """
+    """Generate and check the C models. ``Xq``/``clf_Xq``: real int8 input patches ``[n, T, M]``. A model the
+    generator cannot build (an unsupported op) fails its gate with the op's name (and is left out of ``models``)."""
     out = CModels()
     runs = [("model", MODEL_PREFIX, model, Xq, input_zp, "c_model")]
     if classifier is not None:
         runs.append(("classifier", CLASSIFIER_PREFIX, classifier, clf_Xq, clf_input_zp, "classifier_c_model"))
     for what, prefix, m, X, zp, gate_name in runs:
         cm, section = c_model(m, golden_inputs(X, zp), prefix=prefix, banner=banner)
-        section["files"] = [f"{prefix}.c", f"{prefix}.h"]
-        out.models[prefix] = cm
+        if cm is not None:
+            section["files"] = [f"{prefix}.c", f"{prefix}.h"]
+            out.models[prefix] = cm
         out.sections[what] = section
         out.gates.append(gate_entry(gate_name, section))
     return out
