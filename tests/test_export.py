@@ -721,6 +721,10 @@ def test_interpolating_model_exports_and_the_c_pass_loop_matches(site_root, tmp_
 
     out, m, det = _export_tiny_model(site_root, tmp_path, score="gaussian", mask_frames=24)
     assert m["gates"]["passed"]
+    c = m["c_model"]["model"]["check"]  # the plain-C network, on the block-hidden inputs it sees, equals TFLM
+    assert GCC is None or (c["checked"] and c["bit_exact"] and c["bytes_different"] == 0)
+    fw = m["firmware"]  # four passes + the Gaussian score on the emulated Cortex-M7, where the toolchain exists
+    assert not fw["measured"] or (fw["network_bit_exact_on_target"] and fw["alarms_equal_python"])
     assert m["model"]["forward_passes_per_patch"] == 4 and m["model"]["mask_frames"] == 24
     assert m["model"]["macs_per_patch"] == 4 * 2_482_176
     assert sum(m["model"]["macs_by_kind"].values()) == m["model"]["macs_per_patch"]
