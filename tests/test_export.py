@@ -133,7 +133,9 @@ def test_export_writes_every_artifact_and_a_consistent_manifest(exported):
                                                                        "electrical-arc"}
     assert m["parity"]["patches"]["normal_held_out"] > 0 and m["parity"]["patches"]["fault"] > 0
     assert m["classifier"] == {"included": False, "reason": "site pump-t has no classifier"}
-    assert m["timing_seconds"]["total"] < 120
+    # every stage is timed (speed is measured in bench/export.py, not asserted: the machine is shared)
+    t = m["timing_seconds"]
+    assert {"c_model", "firmware", "total"} <= set(t) and t["total"] >= sum(v for k, v in t.items() if k != "total") - 1
 
 
 def test_the_network_as_plain_c_is_bit_exact_and_measured_on_the_target(exported):
