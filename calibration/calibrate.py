@@ -19,7 +19,7 @@ from scipy import stats
 
 from anomaly.audio import ReadStats, audio_info, find_audio, iter_blocks
 from anomaly.classify import load_classifier
-from anomaly.decision import DEFAULT_MIN_MINUTES, K_RANGE, MOfN, over, rule_from_dict
+from anomaly.decision import DEFAULT_MIN_MINUTES, K_RANGE, MOfN, WindowMean, over, rule_from_dict
 from anomaly.detectors import AutoencoderDetector, Detector, load_detector, score_file
 from anomaly.features import FeatureParams, MicResponse, PatchStream, log_mel, patch_starts, patches
 from anomaly.modeldir import classifier_hash, file_sha256, model_hash
@@ -27,6 +27,7 @@ from anomaly.simulate import FAULTS, MACHINES, fault_signal
 from calibration.errors import CalibrationError, ShiftRefused, SiteError
 from calibration.store import Site, utc_now
 from calibration.threshold import threshold_report
+from calibration.upcrossing import delay_seconds
 
 CALIBRATION_FORMAT = 1
 CHUNK_PATCHES = 64  # ~1 min chunks for the threshold/check interleave
@@ -234,10 +235,19 @@ def findings(b: Baseline, det: Detector) -> list[Finding]:
     return out
 
 
-def threshold_findings(rep, rule: MOfN) -> list[Finding]:
-    """Advice when the expected false-alarm rate is high: a larger k while k is below its maximum, else a stricter
-    alarm rule (``humwatch site set``)."""
+def threshold_findings(rep, rule) -> list[Finding]:
+    """Advice when the expected false-alarm rate is high (or, for a windowed-mean rule, when its limit had to be
+    raised above the floor to keep false alarms at the target, which costs the smallest alarmed fault)."""
     out = []
+    mr = rep.alarm_rule
+    if mr is not None:
+        if mr["limit_source"] == "target":
+            out.append(Finding("warning", f"the alarm limit was raised from {mr['limit_floor']:g} to {mr['limit']:.2f} "
+                                          f"calibration sds to keep false alarms at {mr['target_per_day']:g} a day: "
+                                          "this recording's score drifts from minute to minute (it holds "
+                                          f"{mr['n_eff']:.0f} independent {rule.n}-patch means), so smaller faults "
+                                          "go unalarmed; record longer or in steadier conditions if that matters"))
+        return out
     if rep.false_alarms_per_day > 1.0:
         if rep.k < K_RANGE[1]:
             change = (f"consider a larger k (now {rep.k:g}, at most {K_RANGE[1]:g}) or a stricter alarm rule than "
@@ -268,10 +278,28 @@ def _minutes_finding(b: Baseline) -> list[Finding]:
 
 
 # -- validation: injected simulator faults and known fault recordings -----------------------------------------------
-def inject_faults(det: Detector, b: Baseline, threshold: float, rule: MOfN, machine: str = "pump",
+def _rule_on_fault(rule, threshold: float, context: np.ndarray, fault: np.ndarray, patch_seconds: float) -> dict:
+    """Whether the alarm rule fires on a fault's patch scores. A windowed-mean rule is first filled with the held-out
+    normal scores ``context`` (its state when a fault starts); its delay for a persistent fault of this size is
+    stated from the fault's mean shift (calibration sds), since 30 s are shorter than its window."""
+    if not isinstance(rule, WindowMean):
+        return {"rule_fired": bool(rule.onsets(fault, threshold).size)}
+    st = rule.stream(threshold)
+    for s in context[-rule.n:]:
+        st.update(s)
+    fired = False
+    for s in fault:
+        fired = st.update(s) or fired or st.active
+    shift = float(np.mean(rule.standardised(fault)))
+    return {"rule_fired": bool(fired), "shift_sd": shift,
+            "rule_delay_s": delay_seconds(rule, abs(shift), patch_seconds)}
+
+
+def inject_faults(det: Detector, b: Baseline, threshold: float, rule, machine: str = "pump",
                   severities: Sequence[float] = INJECT_SEVERITIES, seed: int = 0,
-                  offsets: np.ndarray | None = None) -> dict:
-    """Mix simulator faults into held-out site audio at several severities and measure detection."""
+                  offsets: np.ndarray | None = None, context: np.ndarray | None = None) -> dict:
+    """Mix simulator faults into held-out site audio at several severities and measure detection (``context``: the
+    held-out normal scores a windowed-mean rule starts from)."""
     p = det.params
     if not b.check_audio:
         raise CalibrationError("no held-out audio kept for fault injection (record at least 3 min)")
@@ -294,15 +322,16 @@ def inject_faults(det: Detector, b: Baseline, threshold: float, rule: MOfN, mach
             mixed = np.clip(base + add[: base.size] * (rms / 0.1), -1.0, 1.0)
             X = patches(log_mel(mixed, p, offsets), p)
             sc = det.score_samples(X)
+            ctx = np.zeros(0) if context is None else context
             rows.append({"severity": sev, "patches": int(sc.size), "detection_rate": float(over(sc, threshold).mean()),
-                         "rule_fired": bool(rule.onsets(sc, threshold).size)})
+                         **_rule_on_fault(rule, threshold, ctx, sc, p.patch_seconds)})
         detected = [r["severity"] for r in rows if r["detection_rate"] >= DETECTED_SHARE]
         results[fault] = {"by_severity": rows, "lowest_severity_detected": min(detected) if detected else None}
     return results
 
 
-def validate_with(det: Detector, directory: Path, threshold: float, rule: MOfN,
-                  offsets: np.ndarray | None = None) -> dict:
+def validate_with(det: Detector, directory: Path, threshold: float, rule,
+                  offsets: np.ndarray | None = None, context: np.ndarray | None = None) -> dict:
     """Detection on known fault recordings; a file's fault is its name up to the first digit-only part, or its folder
     (``anomaly_cavitation_03.flac`` → ``anomaly_cavitation``; ``bearing/rec1.wav`` → ``bearing``)."""
 
@@ -314,7 +343,8 @@ def validate_with(det: Detector, directory: Path, threshold: float, rule: MOfN,
         name = "_".join(parts) if f.parent == Path(directory) else f.parent.name
         groups.setdefault(name or f.stem, []).append(
             {"file": str(f), "patches": int(sc.size), "detection_rate": float(over(sc, threshold).mean()),
-             "rule_fired": bool(rule.onsets(sc, threshold).size)})
+             **_rule_on_fault(rule, threshold, np.zeros(0) if context is None else context, sc,
+                              det.params.patch_seconds)})
     return {g: {"files": rows, "detection_rate": float(np.mean([r["detection_rate"] for r in rows])),
                 "files_alarmed": int(sum(r["rule_fired"] for r in rows))} for g, rows in groups.items()}
 
@@ -373,8 +403,9 @@ def build_record(site: Site, req: CalibrationRequest, kind: str = "calibration",
     _check_not_training_audio(det, req.files)
     b = collect_baseline(det, req.files, offsets, on_progress=on_progress)
     thr_mask, check_mask = b.split()
-    rule = cfg.rule
-    rep = threshold_report(b.scores[thr_mask], cfg.k, rule, det.params.patch_seconds, seed=req.seed)
+    rep = threshold_report(b.scores[thr_mask], cfg.k, cfg.rule, det.params.patch_seconds, seed=req.seed,
+                           ordered=b.scores, short_ok=req.force)
+    rule = rule_from_dict(rep.rule)  # the site's rule with its calibration (a windowed mean's centre, scale, limit)
     check = b.scores[check_mask]
     check_over = over(check, rep.threshold)
     check_days = check.size * det.params.patch_seconds / 86400.0
@@ -409,10 +440,11 @@ def build_record(site: Site, req: CalibrationRequest, kind: str = "calibration",
     if req.inject:
         say("injecting simulator faults into held-out audio")
         record["validation"]["injected"] = inject_faults(det, b, rep.threshold, rule, machine=cfg.machine,
-                                                         seed=req.seed, offsets=offsets)
+                                                         seed=req.seed, offsets=offsets, context=check)
     if req.validate_dir is not None:
         say(f"scoring known fault recordings in {req.validate_dir}")
-        record["validation"]["known_faults"] = validate_with(det, req.validate_dir, rep.threshold, rule, offsets)
+        record["validation"]["known_faults"] = validate_with(det, req.validate_dir, rep.threshold, rule, offsets,
+                                                             context=check)
     return record, b
 
 

@@ -70,7 +70,9 @@ def site_create(
     model: Annotated[Path, typer.Option("--model", "-m", help="Model directory from `humwatch train`.")],
     k: Annotated[float, typer.Option(help=f"Threshold = mean + k·σ of the baseline scores ({K_RANGE[0]:g}-"
                                      f"{K_RANGE[1]:g}).")] = DEFAULT_K,
-    alarm: Annotated[str, typer.Option(help="Alarm rule m/n: alarm when m of the last n patches exceed.")]
+    alarm: Annotated[str, typer.Option(help="Alarm rule: mean/N (the mean standardised score of the last N "
+                                       "patches leaves its calibrated range; default) or m/n (m of the last n "
+                                       "patches over the threshold).")]
     = DEFAULT_RULE.spelling,
     machine: Annotated[str, typer.Option(help="What is monitored (free text; pump/compressor/fan/motor also "
                                          "picks the simulator machine for --inject-faults).")] = "",

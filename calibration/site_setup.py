@@ -13,7 +13,7 @@ from pathlib import Path
 
 from anomaly.atomic import write_text
 from anomaly.classify import FaultClassifier, load_classifier
-from anomaly.decision import DEFAULT_K, DEFAULT_RULE, MOfN, check_k, parse_rule
+from anomaly.decision import DEFAULT_K, DEFAULT_RULE, check_k, parse_rule
 from anomaly.detectors import load_detector
 from anomaly.errors import DecisionError
 from anomaly.features import MicResponse
@@ -25,7 +25,7 @@ from calibration.store import Site, SiteConfig, SiteStore, validate_name, valida
 DEFAULT_INTERVAL_DAYS = 30
 
 
-def create_site(store: SiteStore, name: str, model: Path, k: float = DEFAULT_K, rule: MOfN = DEFAULT_RULE,
+def create_site(store: SiteStore, name: str, model: Path, k: float = DEFAULT_K, rule=DEFAULT_RULE,
                 machine: str = "", microphone: str = "", response: Path | None = None,
                 interval_days: int = DEFAULT_INTERVAL_DAYS, source: str = "") -> Site:
     """Create site ``name`` using the model directory ``model`` (checked by loading it).
@@ -46,7 +46,8 @@ def create_site(store: SiteStore, name: str, model: Path, k: float = DEFAULT_K, 
         model_path = model_path.relative_to(site_dir)
     cfg = SiteConfig(name=name, model_path=str(model_path), model_hash=model_hash(model), machine=machine,
                      microphone=microphone, response_curve=str(Path(response).resolve()) if response else "", k=k,
-                     alarm_m=rule.m, alarm_n=rule.n, recalibration_days=interval_days, source=source)
+                     recalibration_days=interval_days, source=source)
+    cfg.with_rule(rule)
     return store.create(cfg)
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from anomaly.atomic import write_text
-from anomaly.decision import DEFAULT_K, DEFAULT_RULE, MOfN, check_k
+from anomaly.decision import DEFAULT_K, MOFN_RULE, MOfN, check_k, parse_rule
 from anomaly.errors import DecisionError
 from calibration.errors import SiteError, SiteLockedError
 
@@ -80,8 +80,9 @@ class SiteConfig:
     microphone: str = ""
     response_curve: str = ""
     k: float = DEFAULT_K  # the defaults of the threshold and alarm rules are anomaly.decision's
-    alarm_m: int = DEFAULT_RULE.m
-    alarm_n: int = DEFAULT_RULE.n
+    alarm_m: int = MOFN_RULE.m  # the m-of-n rule (sites made before #14 hold only these)
+    alarm_n: int = MOFN_RULE.n
+    alarm: str = ""  # the alarm rule as the CLI spells it ("mean/120", "3/5"); empty: alarm_m of alarm_n
     recalibration_days: int = 30
     source: str = ""  # where `recalibrate --due` takes audio from: a directory, or "mic" / "mic:<device>"
     classifier_path: str = ""  # optional fault classifier (`humwatch site set-classifier`)
@@ -101,6 +102,10 @@ class SiteConfig:
         try:
             check_k(self.k)
             MOfN(self.alarm_m, self.alarm_n)
+            if not isinstance(self.alarm, str):
+                raise DecisionError(f"alarm must be a rule spelling like 'mean/120' or '3/5', got {self.alarm!r}")
+            if self.alarm:
+                parse_rule(self.alarm)
         except DecisionError as e:
             raise SiteError(str(e)) from None
         if not isinstance(self.classifier_alarm, list) or not all(isinstance(c, str) for c in self.classifier_alarm):
@@ -111,9 +116,16 @@ class SiteConfig:
             raise SiteError(f"recalibration interval must be >= 1 day, got {self.recalibration_days}")
 
     @property
-    def rule(self) -> MOfN:
-        """The site's alarm rule (stored as ``alarm_m`` and ``alarm_n``)."""
-        return MOfN(self.alarm_m, self.alarm_n)
+    def rule(self):
+        """The site's alarm rule, uncalibrated (``alarm``, or ``alarm_m`` of ``alarm_n`` when that is empty); the
+        calibration in force holds it with its calibration (:func:`calibration.calibrate.calibration_rule`)."""
+        return parse_rule(self.alarm) if self.alarm else MOfN(self.alarm_m, self.alarm_n)
+
+    def with_rule(self, rule) -> None:
+        """Store an alarm rule (its spelling; an m-of-n rule also as ``alarm_m`` and ``alarm_n``)."""
+        self.alarm = rule.spelling
+        if isinstance(rule, MOfN):
+            self.alarm_m, self.alarm_n = int(rule.m), int(rule.n)
 
     @property
     def alarm_rule(self) -> str:
@@ -128,12 +140,6 @@ class SiteConfig:
         if self.source.startswith("mic"):
             return "mic", (self.source.split(":", 1)[1] if ":" in self.source else None)
         return "dir", self.source
-
-    def with_rule(self, rule) -> None:
-        """Store an alarm rule (site.toml holds m-of-n rules as ``alarm_m`` and ``alarm_n``)."""
-        if getattr(rule, "kind", None) != MOfN.kind:
-            raise SiteError(f"site.toml stores m-of-n alarm rules only, got {getattr(rule, 'kind', rule)!r}")
-        self.alarm_m, self.alarm_n = int(rule.m), int(rule.n)
 
     def to_toml(self) -> str:
         d = asdict(self)

@@ -29,8 +29,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import stats
 
-from anomaly.decision import MOfN, fit_threshold
+from anomaly.decision import MEAN_LIMIT_FLOOR, TARGET_PER_DAY, MOfN, WindowMean, fit_threshold, standard_of
 from calibration.errors import CalibrationError
+from calibration.upcrossing import FLOOR_PER_DAY, MeanTail, crossfit_z, delay_seconds
 
 SECONDS_PER_DAY = 86400.0
 MAD_TO_SIGMA = 1.4826
@@ -117,20 +118,28 @@ class ThresholdReport:
     extremal_index: float  # clusters per exceedance at cluster_level (1 = no clustering)
     alarm_cluster_share: float  # share of those clusters that raise an alarm on their own
     cluster_level: float
-    alarm_m: int
-    alarm_n: int
+    alarm_m: int | None  # the m-of-n rule's m and n (None for another rule kind)
+    alarm_n: int | None
     tail: dict | None
+    rule: dict | None = None  # the alarm rule in force, with its calibration (anomaly.decision.rule_from_dict)
+    alarm_rule: dict | None = None  # the windowed-mean rule's certificate (mean_rule_report), None for m-of-n
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def threshold_report(scores: np.ndarray, k: float, rule: MOfN, patch_seconds: float,
-                     n_boot: int = 100, seed: int = 0) -> ThresholdReport:
-    """Set ``mean + k·σ`` on ``scores`` and estimate its exceedance and false-alarm rate under the alarm ``rule``.
+def threshold_report(scores: np.ndarray, k: float, rule, patch_seconds: float,
+                     n_boot: int = 100, seed: int = 0, ordered: np.ndarray | None = None,
+                     short_ok: bool = False) -> ThresholdReport:
+    """Set ``mean + k·σ`` on ``scores`` and estimate its exceedance and the false-alarm rate of the alarm ``rule``.
+
+    For an m-of-n rule the false alarms come from the tail of the patch scores (below); for a
+    :class:`~anomaly.decision.WindowMean` rule the rule is calibrated on ``ordered`` (every calibration score in
+    recording order, default ``scores``) by :func:`calibrate_mean_rule`, whose figures it reports (``short_ok``: a
+    forced calibration may be shorter than two windows).
 
     Raises:
-        CalibrationError: fewer than 100 scores, or non-finite scores.
+        CalibrationError: fewer than 100 scores, or non-finite scores; a windowed-mean rule on too little audio.
     """
     s = np.asarray(scores, float)
     if s.size < 100:
@@ -163,18 +172,67 @@ def threshold_report(scores: np.ndarray, k: float, rule: MOfN, patch_seconds: fl
         boots.append(pb if np.isfinite(pb) else float(np.mean(b > thr)))
     lo, hi = (float(x) for x in np.quantile(boots, [0.05, 0.95]))
     lo, hi = min(lo, p), max(hi, p)
+    common = dict(k=float(k), threshold=thr, mean=mean, std=std, n_patches=int(s.size),
+                  robust_threshold=med + k * MAD_TO_SIGMA * mad, quantile_999=float(np.quantile(s, 0.999)),
+                  max_score=float(s.max()), exceedance=p, exceedance_ci=(lo, hi), exceedance_method=method,
+                  tail=asdict(tail) if tail else None)
+    if isinstance(rule, WindowMean):
+        cal, mr = calibrate_mean_rule(s if ordered is None else ordered, rule, patch_seconds, short_ok=short_ok)
+        return ThresholdReport(**common, false_alarms_per_day=mr["false_alarms_per_day"],
+                               false_alarms_per_day_ci=tuple(mr["ci90"]), extremal_index=float("nan"),
+                               alarm_cluster_share=float("nan"), cluster_level=float("nan"), alarm_m=None,
+                               alarm_n=None, rule=cal.to_dict(), alarm_rule=mr)
     theta, q, level = cluster_stats(s, rule)
     c = theta * q
     fa = max(alarms_per_day(p, rule, patch_seconds), p * c * patches_per_day(patch_seconds))
     fa_ci = tuple(max(alarms_per_day(x, rule, patch_seconds), x * c * patches_per_day(patch_seconds)) for x in (lo, hi))
-    return ThresholdReport(
-        k=float(k), threshold=thr, mean=mean, std=std, n_patches=int(s.size),
-        robust_threshold=med + k * MAD_TO_SIGMA * mad, quantile_999=float(np.quantile(s, 0.999)),
-        max_score=float(s.max()), exceedance=p, exceedance_ci=(lo, hi), exceedance_method=method,
-        false_alarms_per_day=fa, false_alarms_per_day_ci=fa_ci, extremal_index=theta, alarm_cluster_share=q,
-        cluster_level=level,
-        alarm_m=rule.m, alarm_n=rule.n, tail=asdict(tail) if tail else None,
-    )
+    return ThresholdReport(**common, false_alarms_per_day=fa, false_alarms_per_day_ci=fa_ci, extremal_index=theta,
+                           alarm_cluster_share=q, cluster_level=level, alarm_m=rule.m, alarm_n=rule.n,
+                           rule=rule.to_dict())
+
+
+DELAY_SHIFTS = (2.0, 3.0, 5.0)  # persistent score shifts (calibration sds) the certificate states a delay for
+
+
+def calibrate_mean_rule(scores, rule: WindowMean, patch_seconds: float, floor: float = MEAN_LIMIT_FLOOR,
+                        target: float = TARGET_PER_DAY, short_ok: bool = False) -> tuple[WindowMean, dict]:
+    """Calibrate a windowed-mean rule on a recording's scores (in recording order) and state its false alarms.
+
+    1. Cross-fit: each of 5 blocks standardised by a fit on the other 4 (:func:`calibration.upcrossing.crossfit_z`).
+    2. The tail model of the rule's statistic on those values (:class:`calibration.upcrossing.MeanTail`).
+    3. limit = max(``floor``, the limit whose stated rate is ``target`` per day).
+    4. centre and scale: the log mean and sd of the whole recording.
+
+    Returns:
+        ``(calibrated rule, report)``; the report holds the stated rate and its 90 % interval, the limit's parts, the
+        tail model's figures, a replay of the rule over the cross-fitted values and the delay for persistent shifts.
+    """
+    s = np.asarray(scores, np.float64)
+    if s.size and (not np.isfinite(s).all() or (s <= 0).any()):
+        raise CalibrationError(f"the alarm rule {rule.short} works on log scores: the model gave scores <= 0 or not "
+                               f"finite (min {s.min():.3g}); use an m-of-n rule (--alarm 3/5) with this model")
+    z = crossfit_z(s)
+    tail = MeanTail.fit(rule, z, patch_seconds, short_ok=short_ok)
+    target_limit = tail.limit_for(target)
+    limit = max(float(floor), target_limit)
+    centre, scale = standard_of(s)
+    cal = rule.with_calibration(centre, scale, limit)
+    stated, lo, hi = tail.rate(limit)
+    replay = int(cal.onsets_z(z).size)
+    minutes = s.size * patch_seconds / 60.0
+    return cal, {
+        "kind": rule.kind, "n": rule.n, "sides": rule.sides, "limit": limit, "limit_floor": float(floor),
+        "target_per_day": float(target), "target_limit": target_limit,
+        "limit_source": "floor" if limit == floor else "target",
+        "false_alarms_per_day": stated, "ci90": [lo, hi], "floor_per_day": FLOOR_PER_DAY,
+        "n_eff": tail.n_eff, "values": tail.n_values, "block_patches": tail.block_patches,
+        "sides_moments": [{"mu": sd.mu, "sd": sd.sd, "rho": sd.rho, "n_eff": sd.n_eff} for sd in tail.sides],
+        "method": "Gaussian up-crossings of the window mean on cross-fitted calibration values (5 blocks), "
+                  "predictive Student-t over the effective number of independent values (3-min batch means)",
+        "crossfit_alarms": replay, "crossfit_minutes": minutes,
+        "delays_s": {f"{d:g}": delay_seconds(cal, d, patch_seconds) for d in DELAY_SHIFTS},
+        "patch_seconds": patch_seconds,
+    }
 
 
 def cluster_stats(scores: np.ndarray, rule: MOfN, quantile: float = 0.95) -> tuple[float, float, float]:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from anomaly.decision import DEFAULT_RULE
+from anomaly.decision import DEFAULT_RULE, hits_rule
 from anomaly.features import FeatureParams, hann_window, mel_filterbank
 from anomaly.score import MSE
 
@@ -80,7 +80,7 @@ def _c_string(s: str) -> str:
     return '"' + "".join(out) + '"'
 
 
-C_RULES = ("m_of_n",)  # the alarm-rule kinds the C reference implements (hw_alarm_update, hw_clf_alarm_update)
+C_RULES = ("m_of_n", "window_mean")  # the alarm-rule kinds hw_alarm_update implements (hw_clf_alarm_update: m-of-n)
 C_SCORES = ("mse", "gaussian")  # the score kinds the C reference's hw_score implements (HW_SCORE_KIND)
 
 
@@ -232,10 +232,14 @@ def frontend_header(params: FeatureParams, mean: np.ndarray, std: np.ndarray, mi
  *      [1][HW_PATCH_FRAMES][HW_N_MELS][1]: row = frame (time), column = mel band, frame-major;
  *   7. invoke; y = (out_q - HW_OUTPUT_ZERO_POINT) * HW_OUTPUT_SCALE is the reconstruction of x{step7_extra};
  *   8. {score_step}
- *   9. a patch is over when score > HW_SCORE_THRESHOLD; raise the alarm when at least HW_ALARM_M of the last
- *      HW_ALARM_N patches are over.
+ *   9. the site's alarm rule (hw_alarm_update): with HW_ALARM_WINDOW_MEAN, the mean of the last HW_ALARM_N
+ *      standardised log scores beyond its calibrated limit (hw_frontend.h says how, in exact integer sums);
+ *      otherwise a patch is over when score > HW_SCORE_THRESHOLD and the alarm is raised when at least HW_ALARM_M of
+ *      the last HW_ALARM_N patches are over.
  * HW_SCORE_THRESHOLD was derived from this int8 model's own scores on the site's calibration audio with the site's
- * rule (mean + HW_THRESHOLD_K sigma), so the device compares a score with a threshold of its own domain.
+ * rule (mean + HW_THRESHOLD_K sigma), so the device compares a score with a threshold of its own domain; a
+ * windowed-mean rule's HW_ALARM_CENTRE and HW_ALARM_SCALE are the same scores' log mean and sd (its limit is the
+ * site's).
  * Patches start every HW_PATCH_HOP_SAMPLES samples and need HW_PATCH_SAMPLES samples.
  * Reference implementation: hw_frontend.c / hw_frontend.h, shipped next to this file (tested against the Python
  * front end on golden vectors).
@@ -316,7 +320,7 @@ def classifier_header(params: FeatureParams, classes: Sequence[str], threshold_p
         alarm: per class, whether a hit alone raises an alarm (the site's ``classifier_alarm``).
         info: ``model_hash``, ``temperature``, ``softmax`` (bool), ``precision_target``, ``backbone``,
             ``anomaly_model_hash``, ``site``, ``rule`` (the site's alarm rule; default
-            :data:`anomaly.decision.DEFAULT_RULE`).
+            :data:`anomaly.decision.DEFAULT_RULE`; class hits are counted by :func:`anomaly.decision.hits_rule`).
     """
     p = params
     n = len(classes)
@@ -362,7 +366,7 @@ def classifier_header(params: FeatureParams, classes: Sequence[str], threshold_p
 #define HW_CLF_PATCH_FRAMES {p.patch_frames}
 #define HW_CLF_N_MELS {p.n_mels}
 #define HW_CLF_FEATURE_PARAMS_HASH "{p.hash()}"
-{_c_rule(info.get('rule') or DEFAULT_RULE, "HW_CLF_ALARM")}
+{_c_rule(hits_rule(info.get('rule') or DEFAULT_RULE), "HW_CLF_ALARM")}
 
 /* -- int8 input (raw log-mel) and output (calibrated logits) quantisation -- */
 #define HW_CLF_INPUT_SCALE {c_float(iscale)}

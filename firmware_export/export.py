@@ -36,13 +36,23 @@ import numpy as np
 
 from anomaly.atomic import atomic_dir
 from anomaly.audio import find_audio
-from anomaly.decision import DEFAULT_K, DEFAULT_RULE, MOfN, fit_threshold, over
+from anomaly.decision import (
+    DEFAULT_K,
+    DEFAULT_RULE,
+    MEAN_LIMIT_FLOOR,
+    WindowMean,
+    fit_threshold,
+    over,
+    rule_from_dict,
+    standard_of,
+)
 from anomaly.detectors import AutoencoderDetector, load_detector
 from anomaly.model import count_macs, count_params
 from anomaly.modeldir import file_sha256, model_hash
-from calibration.calibrate import CHUNK_PATCHES, site_detector
+from calibration.calibrate import CHUNK_PATCHES, calibration_rule, site_detector
+from calibration.errors import CalibrationError
 from calibration.store import SiteStore
-from calibration.threshold import threshold_report
+from calibration.threshold import calibrate_mean_rule, threshold_report
 from firmware_export import c_arrays, data, parity, pipeline, telemetry_c, tflite
 from firmware_export import classifier as clf_export
 from firmware_export.cmodel import stage as c_stage
@@ -93,7 +103,7 @@ class Source:
     offsets: np.ndarray | None
     files: list[Path]
     k: float
-    rule: MOfN
+    rule: object  # an anomaly.decision alarm rule (the site's, calibrated; or the default)
     reference_threshold: float | None
     threshold_source: str
     machine: str
@@ -141,6 +151,24 @@ def _autoencoder(det, where: str) -> AutoencoderDetector:
         raise ExportError(f"{where}: only the conv autoencoder ('ae') exports to firmware, this is a "
                           f"{det.kind!r} detector")
     return det
+
+
+def device_rule(rule, int8_scores: np.ndarray, patch_seconds: float) -> tuple:
+    """The alarm rule in the int8 model's score domain, and how it was set. An m-of-n rule is unchanged (its threshold
+    is the int8 one); a windowed-mean rule keeps the site's limit and takes its centre and scale from the int8
+    model's scores of the threshold part; an uncalibrated one (the --model route) is calibrated on them as
+    `humwatch site calibrate` would (limit floor only, when they are too few for the certificate)."""
+    if not isinstance(rule, WindowMean):
+        return rule, "the site's rule over the int8 threshold"
+    centre, scale = standard_of(int8_scores)
+    if rule.calibrated:
+        return rule.with_calibration(centre, scale, rule.limit), ("the site's limit; centre and scale of the int8 "
+                                                                  "model's log scores on the threshold part")
+    try:
+        cal, _ = calibrate_mean_rule(int8_scores, rule, patch_seconds)
+        return cal, "calibrated on the int8 model's scores of the threshold part (certificate target and floor)"
+    except CalibrationError as e:
+        return rule.with_calibration(centre, scale, MEAN_LIMIT_FLOOR), f"limit floor only ({e})"
 
 
 def _exportable_rule(rule, where: str):
@@ -193,7 +221,7 @@ def _site_source(req: ExportRequest) -> Source:
         raise ExportError(f"site {site.name!r}: calibration {record['id']} was made with model {rec_hash}, the site "
                           f"now uses {mh}: calibrate again (`humwatch site calibrate {site.name} --from AUDIO`)")
     th = record["threshold"]
-    rule = _exportable_rule(MOfN(int(th["alarm_m"]), int(th["alarm_n"])), f"site {site.name!r}")
+    rule = _exportable_rule(calibration_rule(record), f"site {site.name!r}")
     files = _calibration_files(site, record)
     inputs = {"model_hash": model_hash(site.model_dir()), **_model_inputs(site.model_dir()),
               "calibration_record_sha256": file_sha256(site.calibrations_dir / f"{record['id']}.json")}
@@ -327,10 +355,14 @@ def threshold_stage(src: Source, patches: Patches, par: Parity, seed: int = 0) -
     q_thr_scores = det.scorer.of_output(thr_n, parity.interpolated(par.runs["tflite_int8"], thr_n, w))
     pt_thr = fit_threshold(pt_thr_scores, src.k).value
     q = fit_threshold(q_thr_scores, src.k)
+    rule, rule_note = device_rule(src.rule, q_thr_scores, det.params.patch_seconds)
     report = None
     if q_thr_scores.size >= 100:
-        report = threshold_report(q_thr_scores, src.k, src.rule, det.params.patch_seconds, seed=seed).to_dict()
-        report.pop("tail", None)
+        try:
+            report = threshold_report(q_thr_scores, src.k, src.rule, det.params.patch_seconds, seed=seed).to_dict()
+            report.pop("tail", None)
+        except CalibrationError as e:
+            report = {"not_estimated": str(e)}
     scores = par.scores
     pt_all = np.r_[scores["pytorch"]["normal"], scores["pytorch"]["fault"]]
     q_all = np.r_[scores["tflite_int8"]["normal"], scores["tflite_int8"]["fault"]]
@@ -338,8 +370,8 @@ def threshold_stage(src: Source, patches: Patches, par: Parity, seed: int = 0) -
     return {
         "rule": f"mean + k * sigma (sample sigma) of the threshold part's patch scores, k = {src.k:g}",
         "source": src.threshold_source,
-        "k": src.k, "alarm_m": src.rule.m, "alarm_n": src.rule.n,
-        "alarm_rule": src.rule.describe(),
+        "k": src.k, "alarm_m": getattr(src.rule, "m", None), "alarm_n": src.rule.n,
+        "alarm_rule": rule.describe(), "device_rule": rule.to_dict(), "device_rule_source": rule_note,
         "int8": q.value, "int8_mean": q.mean, "int8_std": q.std,
         "pytorch_reproduced": pt_thr,
         "site_pytorch": src.reference_threshold,
@@ -555,7 +587,7 @@ def write_stage(out_dir: Path, loaded: Loaded, conv: pipeline.Converted, tflm: d
     (out_dir / "model_data.h").write_text(h)
     (out_dir / "humwatch_frontend.h").write_text(c_arrays.frontend_header(
         p, src.det.mean_, src.det.std_, src.offsets, conv.input_quant, conv.output_quant,
-        {"threshold": threshold["int8"], "k": src.k, "rule": src.rule,
+        {"threshold": threshold["int8"], "k": src.k, "rule": rule_from_dict(threshold["device_rule"]),
          "site_threshold_float": src.reference_threshold, "threshold_source": src.threshold_source},
         {"model_hash": src.model_hash, "site": src.site, "calibration_id": src.calibration_id}, banner,
         score=src.det.scorer, mask_frames=src.det.train_config.mask_frames))

@@ -11,11 +11,18 @@ from anomaly.decision import (
     DEFAULT_RULE,
     K_RANGE,
     MAX_WINDOW,
+    MOFN_RULE,
+    Z_CLAMP,
+    Z_SCALE,
     MOfN,
+    WindowMean,
     check_k,
     fit_threshold,
+    hits_rule,
     over,
+    parse_rule,
     rule_from_dict,
+    standard_of,
     threshold,
 )
 from anomaly.errors import DecisionError, HumwatchError
@@ -68,7 +75,8 @@ def test_over_is_strict_unless_inclusive():
 
 def test_defaults():
     assert DEFAULT_K == 4.0 and K_RANGE == (3.0, 5.0)
-    assert DEFAULT_RULE == MOfN(3, 5) and DEFAULT_RULE.spelling == "3/5"
+    assert DEFAULT_RULE == WindowMean(120, 2) and DEFAULT_RULE.spelling == "mean/120"
+    assert MOFN_RULE == MOfN(3, 5) and hits_rule(DEFAULT_RULE) == MOFN_RULE and hits_rule(MOfN(2, 4)) == MOfN(2, 4)
     assert isinstance(DecisionError("x"), HumwatchError) and isinstance(DecisionError("x"), ValueError)
 
 
@@ -182,3 +190,74 @@ def test_describe_and_store():
         rule_from_dict({"kind": "m_of_n", "m": 3})
     with pytest.raises(AttributeError):
         r.m = 4  # frozen
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# WindowMean: the windowed mean of the standardised log score (issue #14)
+
+
+def _mean_brute(scores, rule: WindowMean) -> list[int]:
+    """Onsets from the definition, in floats: |mean of the last n z| > limit (ties aside)."""
+    z = np.clip((np.log(np.asarray(scores)) - rule.centre) / rule.scale, -Z_CLAMP, Z_CLAMP)
+    on = [i >= rule.n - 1 and (abs(z[i - rule.n + 1: i + 1].mean()) if rule.sides == 2
+                               else z[i - rule.n + 1: i + 1].mean()) > rule.limit for i in range(z.size)]
+    return [i for i, x in enumerate(on) if x and (i == 0 or not on[i - 1])]
+
+
+@pytest.mark.parametrize("sides", [1, 2])
+@pytest.mark.parametrize("seed", range(4))
+def test_window_mean_whole_sequence_stream_and_definition_agree(sides, seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 40))
+    rule = WindowMean(n, sides).with_calibration(0.3, 0.8, float(rng.uniform(0.2, 1.5)))
+    # a normal stretch, an upward shift, a downward shift, normal again
+    x = np.r_[rng.normal(0, 0.8, 300), rng.normal(1.5, 0.8, 100), rng.normal(-1.5, 0.8, 100), rng.normal(0, 0.8, 100)]
+    scores = np.exp(0.3 + x)
+    on = rule.onsets(scores, threshold=123.0).tolist()
+    st = rule.stream(123.0)
+    assert [i for i, s in enumerate(scores) if st.update(s)] == on
+    assert on == _mean_brute(scores, rule) and on  # exact integer sums agree with the float definition here
+    stat = rule.statistic(scores)
+    assert np.isnan(stat[: n - 1]).all() and abs(stat[-1] - st.mean) < 1e-12
+
+
+def test_window_mean_quiet_in_its_warm_up_and_two_sided_only_when_asked():
+    rule = WindowMean(10, 2).with_calibration(0.0, 1.0, 1.0)
+    low = np.full(30, np.exp(-3.0))
+    assert rule.onsets(low[:9]).size == 0 and rule.onsets(low).tolist() == [9]
+    assert WindowMean(10, 1).with_calibration(0.0, 1.0, 1.0).onsets(low).size == 0
+
+
+def test_window_mean_bad_scores_count_as_the_clamp():
+    rule = WindowMean(3, 2).with_calibration(0.0, 1.0, 2.0)
+    q = rule.quantised([0.0, -1.0, float("nan"), float("inf"), 1.0])
+    assert q.tolist() == [-Z_CLAMP * Z_SCALE] * 3 + [Z_CLAMP * Z_SCALE, 0]
+    assert rule.onsets([0.0, 0.0, 0.0]).tolist() == [2]
+
+
+def test_window_mean_spelling_dict_and_errors():
+    assert parse_rule("mean/120") == WindowMean(120, 2) and parse_rule("mean+/60") == WindowMean(60, 1)
+    assert parse_rule("Mean of 90") == WindowMean(90, 2) and parse_rule("3/5") == MOfN(3, 5)
+    rule = WindowMean(120, 2).with_calibration(-1.25, 0.5, 1.5)
+    assert rule_from_dict(rule.to_dict()) == rule and rule_from_dict(DEFAULT_RULE.to_dict()) == DEFAULT_RULE
+    assert rule.uncalibrated() == DEFAULT_RULE and rule.limit_q == int(1.5 * 120 * Z_SCALE)
+    assert "120 patches beyond ±1.5 calibration sds" in rule.describe()
+    with pytest.raises(DecisionError, match="mean/N"):
+        parse_rule("median/120")
+    with pytest.raises(DecisionError, match="2 <= n <= 600"):
+        WindowMean(601)
+    with pytest.raises(DecisionError, match="go together"):
+        WindowMean(120, 2, centre=1.0)
+    with pytest.raises(DecisionError, match="scale > 0"):
+        WindowMean(120, 2, 0.0, -1.0, 1.5)
+    with pytest.raises(DecisionError, match="no calibration"):
+        DEFAULT_RULE.onsets([1.0] * 200)
+    with pytest.raises(DecisionError, match="z_scale"):
+        rule_from_dict({**rule.to_dict(), "z_scale": 1024})
+
+
+def test_standard_of_is_the_log_mean_and_sample_sd():
+    s = np.random.default_rng(1).gamma(2.0, 1.0, 500)
+    assert standard_of(s) == (np.log(s).mean(), np.log(s).std(ddof=1))
+    with pytest.raises(DecisionError, match="positive"):
+        standard_of([1.0, 0.0, 2.0])

@@ -29,7 +29,7 @@ from typing import Protocol
 import numpy as np
 
 from anomaly.audio import audio_info, iter_blocks
-from anomaly.decision import over
+from anomaly.decision import hits_rule, over
 from anomaly.errors import AudioError, HumwatchWarning
 from anomaly.features import PatchStream, mel_centers
 from anomaly.recording_time import FileTime, TimePolicy, assign_times, check_readable
@@ -125,7 +125,7 @@ class Monitor:
             self.class_rules = {}
             for c in sc.classifier_alarm:
                 k = self.clf.classes.index(c)
-                self.class_rules[c] = (k, self.alarm_rule.stream(self.class_thr[k], inclusive=True))
+                self.class_rules[c] = (k, hits_rule(self.alarm_rule).stream(self.class_thr[k], inclusive=True))
             self.window: deque[tuple[bool, np.ndarray]] = deque(maxlen=self.alarm_rule.n)
         self.log = ScoreLog(site.dir / "scores.sqlite")
         self.log.prune(cfg.retention_days)
@@ -143,8 +143,10 @@ class Monitor:
         if self.run is None:
             c = None if self.clf is None else {"hash": self.clf_hash, "classes": self.clf.classes,
                                                "thresholds": self.class_thr}
-            self.run = self.log.start_run(self.calibration["id"], self.model_hash, self.threshold, self.alarm_rule.m,
-                                          self.alarm_rule.n, source, c)
+            # runs.alarm_m = 0 marks a windowed-mean rule over alarm_n patches (its calibration is the record's)
+            r = self.alarm_rule
+            self.run = self.log.start_run(self.calibration["id"], self.model_hash, self.threshold,
+                                          int(getattr(r, "m", 0)), int(r.n), source, c)
             if self.sink is not None:
                 self.sink.start(self.run.run_id, self.threshold, self.model_hash, self.calibration["id"],
                                 list(self.clf.classes) if self.clf is not None else [])
@@ -190,12 +192,15 @@ class Monitor:
         if kind == "anomaly":
             rule = self.alarm_rule.describe()
         else:
-            rule = self.alarm_rule.describe(f"with p({fault_class}) over its threshold")
+            rule = hits_rule(self.alarm_rule).describe(f"with p({fault_class}) over its threshold")
         info = {"t_utc": _iso(t), "site": self.site.name, "kind": kind, "score": round(score, 6),
                 "threshold": self.threshold, "rule": rule,
                 "calibration": self.calibration["id"], "model_hash": self.model_hash, "file": file,
                 "offset_s": round(offset, 2), "time_source": time_source,
                 "top_bands": self._top_bands(bands) if bands is not None else []}
+        stat = getattr(self.rule, "mean", None) if kind == "anomaly" else None
+        if stat is not None:  # a windowed-mean rule: how far its window mean is (calibration sds)
+            info["window_mean_sd"] = round(stat, 3)
         if self.clf is not None:
             info["fault"] = self._fault(fault_class)
             if fault_class is not None:  # the class's own m-of-n rule fired: it names the alarm

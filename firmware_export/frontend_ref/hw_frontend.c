@@ -166,6 +166,27 @@ void hw_alarm_init(hw_alarm *a) {
     memset(a, 0, sizeof(*a));
 }
 
+#if defined(HW_ALARM_WINDOW_MEAN)
+int hw_alarm_update(hw_alarm *a, float score) {
+    double s = (double)score, z;
+    int32_t q;
+    if (!(s > 0.0)) {
+        z = -HW_ALARM_Z_CLAMP; /* 0, negative or NaN */
+    } else {
+        z = (log(s) - HW_ALARM_CENTRE) / HW_ALARM_SCALE;
+        if (z > HW_ALARM_Z_CLAMP) z = HW_ALARM_Z_CLAMP;
+        if (z < -HW_ALARM_Z_CLAMP) z = -HW_ALARM_Z_CLAMP;
+    }
+    q = (int32_t)floor(z * HW_ALARM_Z_SCALE + 0.5);
+    if (a->seen >= HW_ALARM_N) a->sum -= a->q[a->pos];
+    else a->seen++;
+    a->q[a->pos] = q;
+    a->sum += q;
+    a->pos = (a->pos + 1) % HW_ALARM_N;
+    if (a->seen < HW_ALARM_N) return 0;
+    return a->sum > HW_ALARM_LIMIT_Q || (HW_ALARM_SIDES == 2 && a->sum < -HW_ALARM_LIMIT_Q);
+}
+#else
 int hw_alarm_update(hw_alarm *a, float score) {
     uint8_t over = score > HW_SCORE_THRESHOLD ? 1u : 0u;
     a->count += (int)over - (int)a->over[a->pos];
@@ -173,3 +194,4 @@ int hw_alarm_update(hw_alarm *a, float score) {
     a->pos = (a->pos + 1) % HW_ALARM_N;
     return a->count >= HW_ALARM_M;
 }
+#endif

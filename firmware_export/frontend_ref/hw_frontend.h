@@ -60,16 +60,29 @@ void hw_pass_collect(const int8_t *out_q, int8_t *y_q, int pass);
  * (HW_SCORE_GAUSSIAN, a model trained with --score gaussian). */
 float hw_score(const float *x, const int8_t *out_q, int n);
 
-/* Step 9: the m-of-n alarm rule over consecutive patch scores. */
+/* Step 9: the site's alarm rule over consecutive patch scores (anomaly.decision; its constants HW_ALARM_* are in
+ * humwatch_frontend.h). HW_ALARM_WINDOW_MEAN: the windowed mean of the standardised log score,
+ *   z = clamp((log(score) - HW_ALARM_CENTRE) / HW_ALARM_SCALE, +-HW_ALARM_Z_CLAMP) in double (a score <= 0 or NaN
+ *   counts as -HW_ALARM_Z_CLAMP), held as the integer q = floor(z * HW_ALARM_Z_SCALE + 0.5); active while the exact
+ *   integer sum S of the last HW_ALARM_N values has S > HW_ALARM_LIMIT_Q (or S < -HW_ALARM_LIMIT_Q when
+ *   HW_ALARM_SIDES == 2), never before HW_ALARM_N patches were seen.
+ * Otherwise the m-of-n rule: active while at least HW_ALARM_M of the last HW_ALARM_N patches are over
+ *   HW_SCORE_THRESHOLD. */
 typedef struct {
+#if defined(HW_ALARM_WINDOW_MEAN)
+    int32_t q[HW_ALARM_N];
+    long long sum;
+    int seen;
+#else
     uint8_t over[HW_ALARM_N];
-    int pos;
     int count;
+#endif
+    int pos;
 } hw_alarm;
 
 void hw_alarm_init(hw_alarm *a);
-/* Add one patch score; returns 1 while at least HW_ALARM_M of the last HW_ALARM_N patches are over the threshold
- * (an alarm starts where the return value goes from 0 to 1). */
+/* Add one patch score; returns 1 while the rule is active (an alarm starts where the return value goes from 0 to
+ * 1). */
 int hw_alarm_update(hw_alarm *a, float score);
 
 #ifdef __cplusplus
