@@ -25,6 +25,7 @@ from anomaly.features import FeatureParams, MicResponse, PatchStream, log_mel, p
 from anomaly.modeldir import classifier_hash, file_sha256, model_hash
 from anomaly.simulate import FAULTS, MACHINES, fault_signal
 from calibration.errors import CalibrationError, ShiftRefused, SiteError
+from calibration.states import SMOOTH, StateModel, fit_states
 from calibration.store import Site, utc_now
 from calibration.threshold import threshold_report
 from calibration.upcrossing import delay_seconds
@@ -50,6 +51,7 @@ class Baseline:
     minutes: float
     clipped_share: float
     check_audio: list[np.ndarray] = field(default_factory=list)  # raw 16 kHz audio of held-out chunks (capped)
+    band_levels: np.ndarray | None = None  # [n, n_mels] mean log-mel of each band over each patch (the states' input)
 
     def split(self) -> tuple[np.ndarray, np.ndarray]:
         """Boolean masks (threshold part, check part); see :func:`split_masks`."""
@@ -124,7 +126,7 @@ def collect_baseline(det: Detector, files: Sequence[Path], offsets: np.ndarray |
     p = det.params
     hop = p.patch_hop_samples
     cap = int(keep_check_seconds * p.sample_rate)
-    scores, bands, levels, fidx, starts = [], [], [], [], []
+    scores, bands, levels, band_levels, fidx, starts = [], [], [], [], [], []
     read_stats = ReadStats()
     total_s = sum(audio_info(f).duration_s for f in files)
     done_s = 0.0
@@ -143,6 +145,7 @@ def collect_baseline(det: Detector, files: Sequence[Path], offsets: np.ndarray |
                     bands.append(b)
                 scores.append(sc)
                 levels.append(X.mean(axis=(1, 2)))
+                band_levels.append(X.mean(axis=1).astype(np.float32))
                 starts.append(patch_starts(stream.patches_emitted, p)[before:])
                 fidx.append(np.full(len(X), i))
             for j in range(before, stream.patches_emitted):
@@ -170,7 +173,7 @@ def collect_baseline(det: Detector, files: Sequence[Path], offsets: np.ndarray |
         scores=np.concatenate(scores), bands=np.concatenate(bands) if bands else None,
         levels=np.concatenate(levels), file_idx=np.concatenate(fidx), starts=np.concatenate(starts),
         files=list(files), minutes=total_s / 60.0, clipped_share=read_stats.clipped_share,
-        check_audio=[np.concatenate(r) for r in runs if r],
+        check_audio=[np.concatenate(r) for r in runs if r], band_levels=np.concatenate(band_levels),
     )
 
 
@@ -406,6 +409,7 @@ def build_record(site: Site, req: CalibrationRequest, kind: str = "calibration",
     rep = threshold_report(b.scores[thr_mask], cfg.k, cfg.rule, det.params.patch_seconds, seed=req.seed,
                            ordered=b.scores, short_ok=req.force)
     rule = rule_from_dict(rep.rule)  # the site's rule with its calibration (a windowed mean's centre, scale, limit)
+    states = _states(b, det.params.patch_seconds, req.seed)
     check = b.scores[check_mask]
     check_over = over(check, rep.threshold)
     check_days = check.size * det.params.patch_seconds / 86400.0
@@ -428,7 +432,8 @@ def build_record(site: Site, req: CalibrationRequest, kind: str = "calibration",
                   "predicted_exceedance": rep.exceedance, "observed_alarms": onsets,
                   "observed_alarms_per_day": onsets / check_days if check_days else None},
         "findings": [f.to_dict() for f in findings(b, det) + threshold_findings(rep, rule)
-                     + _minutes_finding(b)],
+                     + _minutes_finding(b) + state_findings(states)],
+        "states": states.to_dict() if states is not None else None,
         "baseline": {
             "score_sample": _sample(b.scores[thr_mask], SCORE_SAMPLE, req.seed),
             "band_error_mean": b.bands.mean(0).round(6).tolist() if b.bands is not None else None,
@@ -446,6 +451,19 @@ def build_record(site: Site, req: CalibrationRequest, kind: str = "calibration",
         record["validation"]["known_faults"] = validate_with(det, req.validate_dir, rep.threshold, rule, offsets,
                                                              context=check)
     return record, b
+
+
+def _states(b: Baseline, patch_seconds: float, seed: int) -> StateModel | None:
+    """The states the recording covered (None when it is too short to tell)."""
+    if b.band_levels is None or b.band_levels.shape[0] < 20 * SMOOTH:
+        return None
+    return fit_states(b.band_levels, patch_seconds, seed)
+
+
+def state_findings(states: StateModel | None) -> list[Finding]:
+    if states is None:
+        return []
+    return [Finding(level, what) for level, what in states.findings()]
 
 
 def _sample(x: np.ndarray, k: int, seed: int) -> list[float]:

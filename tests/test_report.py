@@ -46,8 +46,9 @@ def demo(tmp_path_factory):
     sites = root / "sites"
     r = invoke("train", "--normal", root / "train", "--out", root / "model", *FAST)
     assert r.exit_code == 0, r.output
+    # 3 min of calibration and 30 s of fault: the m-of-n rule (the windowed mean needs minutes to fill)
     r = invoke("site", "create", "pump-1", "--model", root / "model", "--machine", MACHINE, "--microphone", MIC,
-               "--sites-dir", sites)
+               "--alarm", "3/5", "--sites-dir", sites)
     assert r.exit_code == 0, r.output
     r = invoke("calibrate", "--site", "pump-1", "--from", root / "calib.flac", "--force", "--sites-dir", sites)
     assert r.exit_code == 0, r.output
