@@ -242,7 +242,7 @@ def threshold_findings(rep, rule) -> list[Finding]:
     """Advice when the expected false-alarm rate is high (or, for a windowed-mean rule, when its limit had to be
     raised above the floor to keep false alarms at the target, which costs the smallest alarmed fault)."""
     out = []
-    mr = rep.alarm_rule
+    mr = getattr(rep, "alarm_rule", None)
     if mr is not None:
         if mr["limit_source"] == "target":
             out.append(Finding("warning", f"the alarm limit was raised from {mr['limit_floor']:g} to {mr['limit']:.2f} "

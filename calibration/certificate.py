@@ -154,6 +154,10 @@ def certificate_lines(rec: dict) -> list[str]:
                      f"with the rule {th['alarm_m']} of {th['alarm_n']} patches")
     lines.append(f"held-out check: {_pct(ck['observed_exceedance'])} of {ck['patches']} patches exceeded; "
                  f"{ck['observed_alarms']} alarm(s) in {ck['patches'] * record_patch_seconds(rec) / 60:.0f} min")
+    st = rec.get("states")
+    if isinstance(st, dict):
+        lines.append(f"states the recording covered ({len(st['shares'])}; novel-state limit {st['limit']:.3g}):")
+        lines += [f"  {d}" for d in st.get("describe", [])]
     return lines
 
 

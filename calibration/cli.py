@@ -144,6 +144,8 @@ def site_show(name: Name, sites_dir: SitesDir = None) -> None:
 def site_history(name: Name, sites_dir: SitesDir = None) -> None:
     """Every calibration of a site (threshold over time, adopted or refused) and every settings change."""
     with user_errors():
+        from calibration.calibrate import calibration_rule
+
         site = _store(sites_dir).site(name)
         site.config()
         cur = site.current_id()
@@ -151,7 +153,7 @@ def site_history(name: Name, sites_dir: SitesDir = None) -> None:
         for rec in site.history():
             th = rec["threshold"]
             t.add_row(rec["id"], rec["kind"], rec["status"], f"{rec['audio']['minutes']:.0f}", f"{th['k']:g}",
-                      f"{th['alarm_m']}/{th['alarm_n']}", f"{th['threshold']:.4g}",
+                      calibration_rule(rec).spelling, f"{th['threshold']:.4g}",
                       f"{th['false_alarms_per_day']:.2g}", "*" if rec["id"] == cur else "")
         console.print(t if t.row_count else f"site {name} has no calibrations yet")
         changes = site.settings_history()

@@ -6,7 +6,8 @@
 * **States**: Gaussian mixtures (full covariances, k = 1 … :data:`MAX_STATES`) on the calibration's smoothed
   features; k minimises BIC computed with the *effective* sample size n / SMOOTH (neighbouring smoothed vectors are
   not independent: the plain BIC would split every wobble of a drifting background into a state); components closer
-  than :data:`MERGE_DB` in every group are merged.
+  than :data:`MERGE_DB` in every group are merged, and so is a component holding under :data:`MIN_SHARE` of the
+  time (the smoothed passage from one state to another) into its nearest.
 * **Plain words**: per state its share of the time, minutes and stretches, and how it differs from the main state
   (dB at the two most different frequency ranges); findings when the recording sounds like one state, or when a
   state was heard for less than :data:`MIN_STATE_MINUTES` ("record another 15 min while it is on").
@@ -37,6 +38,7 @@ QUANTILE = 0.999
 MARGIN = 2.5  # measured: 0.25 novel-state events per site-day on normal drift (1.5: 4.6)
 MIN_PATCHES = 30
 MIN_STATE_MINUTES = 5.0
+MIN_SHARE = 0.02  # a component with less of the time is a transition between states: merged into its nearest
 DB = 20.0 / np.log(10.0)  # natural-log amplitude -> dB
 BAND_NAMES = ("125-250 Hz", "250-500 Hz", "0.5-0.9 kHz", "0.9-1.5 kHz", "1.5-2.3 kHz", "2.3-3.4 kHz", "3.4-5 kHz",
               "5-7.5 kHz")
@@ -85,7 +87,7 @@ class StateModel:
     def distance(self, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(distance to the nearest state, its index) per row of smoothed features."""
         f = np.atleast_2d(np.asarray(feats, np.float64))
-        d = np.stack([np.sqrt(np.einsum("ij,jk,ik->i", f - m, p, f - m))
+        d = np.stack([np.sqrt(np.sum(((f - m) @ p) * (f - m), axis=1))
                       for m, p in zip(self.means, self._precisions(), strict=True)], axis=1)
         return d.min(axis=1), d.argmin(axis=1)
 
@@ -201,6 +203,7 @@ def fit_states(band_levels: np.ndarray, patch_seconds: float, seed: int = 0) -> 
         fits[k] = (-2.0 * gm.score(f) * n_eff + p * np.log(n_eff), gm)
     gm = fits[min(fits, key=lambda k: fits[k][0])][1]
     means, covs, w = _merge(gm.means_, gm.covariances_, gm.weights_, MERGE_DB / DB)
+    means, covs, w = _absorb_transitions(means, covs, w)
     minutes = lv.shape[0] * patch_seconds / 60.0
     model = StateModel(means, covs, w, [1] * len(w), np.inf, minutes)
     d, lab = model.distance(f)
@@ -208,6 +211,26 @@ def fit_states(band_levels: np.ndarray, patch_seconds: float, seed: int = 0) -> 
     model.stretches = [_stretches(lab == i) for i in range(model.k)]
     model.limit = float(np.quantile(d, QUANTILE) * MARGIN)
     return model
+
+
+def _pool(means, covs, w, i, j):
+    """Components i and j as one (moment matching), at index i; j removed."""
+    wi, wj = w[i], w[j]
+    m = (wi * means[i] + wj * means[j]) / (wi + wj)
+    c = (wi * (covs[i] + np.outer(means[i] - m, means[i] - m))
+         + wj * (covs[j] + np.outer(means[j] - m, means[j] - m))) / (wi + wj)
+    means[i], covs[i], w[i] = m, c, wi + wj
+    del means[j], covs[j], w[j]
+
+
+def _absorb_transitions(means, covs, w):
+    means, covs, w = list(means), list(covs), list(w)
+    while len(w) > 1 and min(w) < MIN_SHARE * sum(w):
+        j = int(np.argmin(w))
+        others = [i for i in range(len(w)) if i != j]
+        i = min(others, key=lambda i: float(np.sum((means[i] - means[j]) ** 2)))
+        _pool(means, covs, w, i, j)
+    return np.array(means), np.array(covs), np.array(w)
 
 
 def _merge(means, covs, w, tol):
@@ -218,12 +241,7 @@ def _merge(means, covs, w, tol):
         for i in range(len(means)):
             for j in range(i + 1, len(means)):
                 if np.all(np.abs(means[i] - means[j]) < tol):
-                    wi, wj = w[i], w[j]
-                    m = (wi * means[i] + wj * means[j]) / (wi + wj)
-                    c = (wi * (covs[i] + np.outer(means[i] - m, means[i] - m))
-                         + wj * (covs[j] + np.outer(means[j] - m, means[j] - m))) / (wi + wj)
-                    means[i], covs[i], w[i] = m, c, wi + wj
-                    del means[j], covs[j], w[j]
+                    _pool(means, covs, w, i, j)
                     merged = True
                     break
             if merged:

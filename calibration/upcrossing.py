@@ -68,7 +68,7 @@ def upcross_prob(u, rho) -> np.ndarray:
 
 
 def _moments(y: np.ndarray) -> tuple[float, float, float]:
-    mu, sd = float(y.mean()), float(y.std(ddof=1))
+    mu, sd = float(y.mean()), float(np.std(y, ddof=1))  # the window mean's own spread (not a threshold's)
     d = y - mu
     rho = float(np.dot(d[1:], d[:-1]) / max(float(np.dot(d, d)), 1e-300))
     return mu, max(sd, 1e-9), rho

@@ -159,7 +159,7 @@ def test_site_set_changes_validates_and_records(sites_copy, cal_audio):
     out = ok(invoke("site", "set", "pump-3", "--k", "5", "--alarm", "4/8", "--machine", "toy car", "--source",
                     str(cal_audio.parent), "--sites-dir", sites_copy))
     assert "k: 4.0 → 5.0; takes effect at the next calibration" in out
-    assert "alarm: '3/5' → '4/8'; takes effect at the next calibration" in out
+    assert "alarm: 'mean/120' → '4/8'; takes effect at the next calibration" in out
     assert "machine: 'pump' → 'toy car'; takes effect now" in out
     assert "source: '' →" in out and "humwatch site schedule" in out
     assert "next: humwatch site recalibrate pump-3" in out
@@ -169,7 +169,7 @@ def test_site_set_changes_validates_and_records(sites_copy, cal_audio):
     assert site.calibration() == before
     from calibration.calibrate import calibration_rule
 
-    assert calibration_rule(site.calibration()).spelling == "3/5"
+    assert calibration_rule(site.calibration()).spelling == "mean/120"
     hist = ok(invoke("site", "history", "pump-3", "--sites-dir", sites_copy))
     assert "alarm" in hist and "'4/8'" in hist and "toy car" in hist
     [entry] = site.settings_history()

@@ -43,6 +43,9 @@ def _view(state):
     fault = ((last.get("fault") or {}).get("likely") or "unknown fault") if last and "fault" in last else None
     t.add_row("alarms", str(state.alarms) + (f"  (last at {last['t_utc']}" + (f", {escape(fault)}" if fault else "")
                                              + ")" if last else ""))
+    nov = state.last_novel
+    t.add_row("novel states", (f"[yellow]now[/] ({escape(nov['differs'])}); " if state.in_novel_state and nov else "")
+              + f"{state.novel_states} notice(s)" + (f", last at {nov['t_utc']}" if nov else ""))
     return t
 
 
@@ -51,7 +54,12 @@ _SOURCE_WORDS = {"metadata": "file metadata", "name": "file names", "start-time"
 
 
 def alarm_line(info: dict) -> str:
-    """One plain line about an alarm, for logs: time, site, score against the threshold, where, and what."""
+    """One plain line about an alarm, for logs: time, site, score against the threshold, where, and what (a
+    novel-state notice: NOTICE, and how the sound differs)."""
+    if info.get("kind") == "novel_state":
+        where = (f" in {Path(info['file']).name} at {info.get('offset_s', 0):.1f} s" if info.get("file") else "")
+        return (f"NOTICE {info['t_utc']} site {info['site']}: novel state ({info.get('differs', '')}){where}; "
+                "not an alarm: inspect, and recalibrate with it if the machine is healthy")
     thr = info.get("threshold") or 0
     ratio = f" ({info['score'] / thr:.1f}× threshold)" if thr else ""
     where = (f" in {Path(info['file']).name} at {info.get('offset_s', 0):.1f} s" if info.get("file") else "")

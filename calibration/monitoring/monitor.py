@@ -37,6 +37,7 @@ from anomaly.vocabulary import band_hint
 from calibration.calibrate import calibration_rule, site_classifier, site_detector
 from calibration.errors import SiteError
 from calibration.monitoring.scorelog import DEFAULT_RETENTION_DAYS, ScoreLog
+from calibration.states import StateModel
 from calibration.store import Site
 
 
@@ -90,6 +91,9 @@ class MonitorState:
     alarm_faults: dict[str, int] = field(default_factory=dict)  # alarms per likely fault ("unknown": none fired)
     time_sources: dict[str, int] = field(default_factory=dict)  # files per way their time was found
     time_problems: list[str] = field(default_factory=list)  # overlapping, out-of-order or guessed file times
+    novel_states: int = 0  # novel-state notices (calibration.states): sounds the calibration never heard
+    in_novel_state: bool = False
+    last_novel: dict | None = None
 
 
 def _iso(t: float) -> str:
@@ -127,6 +131,9 @@ class Monitor:
                 k = self.clf.classes.index(c)
                 self.class_rules[c] = (k, hits_rule(self.alarm_rule).stream(self.class_thr[k], inclusive=True))
             self.window: deque[tuple[bool, np.ndarray]] = deque(maxlen=self.alarm_rule.n)
+        states = self.calibration.get("states")
+        # novel-state notices (a calibration made before #14 has no states: none are raised)
+        self.novelty = StateModel.from_dict(states).tracker() if isinstance(states, dict) else None
         self.log = ScoreLog(site.dir / "scores.sqlite")
         self.log.prune(cfg.retention_days)
         self.alarms_path = site.dir / "alarms.jsonl"
@@ -198,6 +205,8 @@ class Monitor:
                 "calibration": self.calibration["id"], "model_hash": self.model_hash, "file": file,
                 "offset_s": round(offset, 2), "time_source": time_source,
                 "top_bands": self._top_bands(bands) if bands is not None else []}
+        if self.novelty is not None:  # an alarm in a state the calibration never heard: said, never suppressed
+            info["in_novel_state"] = bool(self.novelty.active)
         stat = getattr(self.rule, "mean", None) if kind == "anomaly" else None
         if stat is not None:  # a windowed-mean rule: how far its window mean is (calibration sds)
             info["window_mean_sd"] = round(stat, 3)
@@ -207,14 +216,10 @@ class Monitor:
                 info["fault"].update(likely=fault_class, confident=True)
             f = info["fault"]["likely"] or "unknown"
             self.state.alarm_faults[f] = self.state.alarm_faults.get(f, 0) + 1
-        self.log.alarm(self.run, t, score, info)
+        self._log_event(t, score, info)
         if self.sink is not None and seq is not None:
             k = None if fault_class is None else self.clf.classes.index(fault_class)
             self.sink.alarm(seq, t, score, self.threshold if k is None else float(self.class_thr[k]), k, probs)
-        with open(self.alarms_path, "a") as fh:
-            fh.write(json.dumps(info) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
         self.state.alarms += 1
         self.state.last_alarm = info
         if self.cfg.on_alarm_line:
@@ -228,6 +233,29 @@ class Monitor:
                                                  f"{(r.stderr or '').strip()[:200]}"), stacklevel=2)
             except (OSError, subprocess.TimeoutExpired) as e:
                 warnings.warn(MonitorWarning(f"--on-alarm failed: {e}"), stacklevel=2)
+
+    def _log_event(self, t: float, score: float, info: dict) -> None:
+        self.log.alarm(self.run, t, score, info)
+        with open(self.alarms_path, "a") as fh:
+            fh.write(json.dumps(info) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def _raise_novel(self, t: float, score: float, file: str | None, offset: float) -> None:
+        """A novel-state notice: the site sounds unlike every state the calibration heard. Its own event kind in the
+        score log and alarms.jsonl (no --on-alarm command: it is a notice, and it never suppresses an alarm)."""
+        info = {"t_utc": _iso(t), "site": self.site.name, "kind": "novel_state", "score": round(score, 6),
+                "threshold": self.threshold, "calibration": self.calibration["id"], "model_hash": self.model_hash,
+                "file": file, "offset_s": round(offset, 2),
+                "time_source": self._time.source if self._time is not None else "clock",
+                "differs": self.novelty.model.differs(self.novelty.feats),
+                "advice": "the site sounds unlike anything the calibration heard: inspect it; if the machine is "
+                          "healthy, recalibrate with this state included (a fault can sound like a new state)"}
+        self._log_event(t, score, info)
+        self.state.novel_states += 1
+        self.state.last_novel = info
+        if self.cfg.on_alarm_line:
+            self.cfg.on_alarm_line(info)
 
     def process_blocks(self, blocks: Iterable[np.ndarray], t0: float, file: str | None) -> None:
         """Score a stream of 16 kHz blocks whose first sample is at ``t0`` (UTC seconds)."""
@@ -248,6 +276,7 @@ class Monitor:
                 self.log.append(self.run, ts, sc, bands, file, offs, probs)
                 exceeded = over(sc, self.threshold)
                 seqs = self.sink.patches(ts, sc, exceeded, probs) if self.sink is not None else [None] * len(sc)
+                levels = X.mean(axis=1) if self.novelty is not None else None  # band levels, for novel states
                 for i, s in enumerate(sc):
                     self.state.recent.append(float(s))
                     self.state.patches += 1
@@ -256,6 +285,10 @@ class Monitor:
                         self.window.append((bool(exceeded[i]), probs[i]))
                         self._note_top_class(probs[i])
                     p_i = None if probs is None else probs[i]
+                    if levels is not None:
+                        if self.novelty.update(levels[i]):
+                            self._raise_novel(float(ts[i]), float(s), file, float(offs[i]))
+                        self.state.in_novel_state = self.novelty.active
                     if self.rule.update(s):
                         self._raise_alarm(float(ts[i]), float(s), b, file, float(offs[i]), seq=seqs[i], probs=p_i)
                     if probs is not None:

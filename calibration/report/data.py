@@ -140,6 +140,18 @@ def devices(df, log_path: Path, since_utc: float | None = None, now: float | Non
     return table.sort_values(["silent_s", "device"], ascending=[False, True]), gaps
 
 
+NOVEL_STATE = "novel_state"  # the alarms table's event kind for novel-state notices (calibration.states)
+
+
+def split_novel(alarms):
+    """(anomaly and classifier alarms, novel-state notices) of the alarms table: a notice is its own kind of event,
+    counted and shown apart from alarms."""
+    if alarms is None or not len(alarms):
+        return alarms, alarms
+    novel = alarms["info"].map(lambda i: isinstance(i, dict) and i.get("kind") == NOVEL_STATE).to_numpy(bool)
+    return alarms[~novel].reset_index(drop=True), alarms[novel].reset_index(drop=True)
+
+
 def _logged_bands(path: Path, rows: list[tuple[float, float]]) -> list[np.ndarray | None]:
     """The per-band errors logged for the patches at (t_utc, score) (reading only those rows' blobs)."""
     con = connect(path, readonly=True)
@@ -676,7 +688,21 @@ def _time_reason(f: ReportFacts) -> Reason | None:
                   "Monitor with --start-time, or name files with their recording time, for exact times.")
 
 
-VERDICT_CHECKS = [_alarm_reason, _drift_reason, _certificate_reason, _time_reason]
+def _novel_state_reason(f: ReportFacts) -> Reason | None:
+    """Novel-state notices (issue #14): the site sounded unlike every state its calibration heard."""
+    novel = f.extra.get("novel_states")
+    if novel is None or not len(novel):
+        return None
+    last = novel.iloc[-1]
+    differs = (last["info"] or {}).get("differs", "")
+    return Reason("watch", f"{len(novel)} novel-state notice(s), the last at {iso(float(last['t_utc']))} UTC: the site "
+                           f"sounded unlike anything the calibration heard ({differs}); alarms are not suppressed "
+                           "there, and a fault can sound like a new state",
+                  "Inspect the machine and its surroundings; if it is healthy and the state is a normal one (a shift, "
+                  "a neighbouring machine, HVAC), recalibrate with it included.")
+
+
+VERDICT_CHECKS = [_alarm_reason, _drift_reason, _certificate_reason, _time_reason, _novel_state_reason]
 """Each check reads the facts and returns a Reason or None; the verdict is the most serious level among them.
 A new kind of evidence (e.g. novel operating states) is a check appended here."""
 

@@ -207,6 +207,21 @@ def _alarm_section(alarms, df) -> str:
         head, rows, id_="alarm-table", num={2 + k, 3 + k, 5 + k}))
 
 
+def _novel_section(novel) -> str:
+    """Novel-state notices: when the site sounded unlike every state the calibration heard, and how."""
+    expl = ("<p class='note'>A novel state is a notice, not an alarm: the sound left every operating state the "
+            "calibration heard (band levels, not the anomaly score). Alarms in it are raised as usual. A fault can "
+            "sound like a new state; a healthy new state (another shift, a neighbouring machine) is recalibrated "
+            "with.</p>")
+    if novel is None or not len(novel):
+        return _section("novel", "Novel states", '<p id="novel-table">No novel-state notices in this period.</p>')
+    rows = [[_e(data.iso(float(a["t_utc"]))), _e((a["info"] or {}).get("differs", "")),
+             _e(Path((a["info"] or {}).get("file") or "live").name)] for _, a in novel.iterrows()]
+    return _section("novel", f"Novel states ({len(novel)})", expl + _table(
+        ["time (UTC)", "how it differed from the nearest calibration state", "file"], rows[-MAX_ALARM_ROWS:],
+        id_="novel-table"))
+
+
 def _fault_section(site: Site, df, alarms) -> str:
     """Per-class probabilities over time, per-class hit rates and the alarms each class explains."""
     cols = [c for c in data.class_columns(df) if c != "p_normal"]
@@ -379,6 +394,7 @@ def build_report(site: Site, since_utc: float | None = None, top_n: int = 6, now
     cfg = site.config()
     current = site.calibration()  # SiteError when uncalibrated
     df, alarms = data.read_log(site, since_utc)
+    alarms, novel = data.split_novel(alarms)
     recs, bad = data.read_calibrations(site)
     recs.setdefault(current["id"], current)
     cids = df["calibration_id"].to_numpy()
@@ -391,7 +407,8 @@ def build_report(site: Site, since_utc: float | None = None, top_n: int = 6, now
                     "threshold, calibration changes and alarms", "timeline")
     drift_rows, _ = data.drift_table(df, recs, alarms)
     period_s = float(df["t_utc"].iloc[-1] - df["t_utc"].iloc[0]) + patch_s
-    v = data.verdict(data.ReportFacts(df, alarms, current, drift_rows, period_s, cfg.machine))
+    v = data.verdict(data.ReportFacts(df, alarms, current, drift_rows, period_s, cfg.machine,
+                                      extra={"novel_states": novel}))
     bin_s = (df["t_utc"].iloc[-1] - df["t_utc"].iloc[0]) / data.MAX_POINTS
     tl_note = (f"<p class='note'>{len(df):,} patches"
                + (f", drawn as the maximum (and median) per {data.dur(bin_s)} bin" if len(df) > data.MAX_POINTS else "")
@@ -417,6 +434,7 @@ def build_report(site: Site, since_utc: float | None = None, top_n: int = 6, now
         _section("summary", "At a glance", _summary(df, alarms, current)),
         _section("timeline", "Score timeline", timeline + tl_note),
         _alarm_section(alarms, df),
+        _novel_section(novel),
         _fault_section(site, df, alarms),
         _devices_section(site, df, since_utc, now),
         _section("histogram", "Score distribution", hist + hist_note),

@@ -1,0 +1,143 @@
+"""States the calibration heard (calibration.states), novel-state notices in monitoring, the windowed-mean rule in a
+monitor, and recalibration refusing a new state that comes with a score shift (issue #14)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from anomaly.audio import file_patches
+from anomaly.decision import DEFAULT_RULE
+from anomaly.detectors import fingerprint_files, fit_detector
+from anomaly.features import DEFAULT_PARAMS, log_mel
+from anomaly.modeldir import model_hash
+from anomaly.simulate import SimConfig, simulate, write_audio
+from anomaly.train import TrainConfig
+from calibration.calibrate import CalibrationRequest, calibrate, calibration_rule, recalibrate
+from calibration.errors import ShiftRefused
+from calibration.monitoring.monitor import Monitor, MonitorConfig
+from calibration.monitoring.scorelog import read_alarms
+from calibration.report.data import split_novel
+from calibration.states import DB, MIN_PATCHES, StateModel, fit_states, group_levels
+from calibration.store import SiteConfig, SiteStore
+
+PATCH_S = 0.96
+
+
+def _levels(n: int, offset_db: np.ndarray | float = 0.0, seed: int = 0) -> np.ndarray:
+    """[n, 64] band levels: a slowly wandering background plus patch noise, shifted by ``offset_db`` per group."""
+    rng = np.random.default_rng(seed)
+    walk = np.cumsum(rng.normal(0, 0.002, (n, 1)), axis=0)
+    base = np.linspace(-2.0, -6.0, 64)[None, :] + walk + rng.normal(0, 0.05, (n, 64))
+    return base + np.repeat(np.broadcast_to(np.asarray(offset_db, float) / DB, (8,)), 8)[None, :]
+
+
+LOUD_HIGH = np.array([0, 0, 0, 0, 4, 8, 12, 14], float)  # dB: a neighbouring machine's high-frequency noise
+
+
+def test_one_steady_state_is_found_and_warned_about():
+    m = fit_states(_levels(1800), PATCH_S)
+    assert m.k == 1 and m.shares.tolist() == [1.0]
+    assert m.describe() == [f"state A: 100% of the time ({1800 * PATCH_S / 60:.0f} min in 1 stretch)"]
+    assert any("one steady state" in w for _, w in m.findings())
+
+
+def test_two_states_are_described_with_their_shares_and_differences():
+    lv = np.r_[_levels(900, seed=1), _levels(900, LOUD_HIGH, seed=2), _levels(900, seed=3)]
+    m = fit_states(lv, PATCH_S)
+    assert m.k == 2 and sorted(np.round(m.shares, 1).tolist()) == [0.3, 0.7]
+    words = m.describe()
+    assert words[0].startswith("state A: 67% of the time") and "in 2 stretches" in words[0]
+    assert "state B: 33%" in words[1] and "+14 dB at 5-7.5 kHz, +12 dB at 3.4-5 kHz" in words[1]
+    assert not m.findings()
+    assert StateModel.from_dict(json.loads(json.dumps(m.to_dict()))).limit == pytest.approx(m.limit)
+
+
+def test_a_state_heard_too_briefly_asks_for_more():
+    lv = np.r_[_levels(1600, seed=4), _levels(200, LOUD_HIGH, seed=5)]
+    m = fit_states(lv, PATCH_S)
+    assert m.k == 2
+    assert any("heard for only 3.2 min" in w and "record another 15 min while it is on" in w for _, w in m.findings())
+
+
+def test_novelty_needs_a_sustained_new_sound_and_tracker_matches_batch():
+    m = fit_states(_levels(1800, seed=6), PATCH_S)
+    later = np.r_[_levels(300, seed=7), _levels(200, LOUD_HIGH, seed=8), _levels(300, seed=9)]
+    later[100:110] += 1.0  # a 10-patch bang is not a state
+    onsets, inside = m.novel(later)
+    assert onsets.size == 1 and 300 <= onsets[0] <= 300 + MIN_PATCHES + 12 and not inside[:300].any()
+    tr = m.tracker()
+    assert [i for i, row in enumerate(later) if tr.update(row)] == onsets.tolist()
+    assert "+14 dB at 5-7.5 kHz" in m.differs(group_levels(later[400:410]).mean(axis=0))
+
+
+# -- in a monitor, and in recalibration --------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    d = tmp_path_factory.mktemp("states")
+    recs = [log_mel(simulate(SimConfig("pump", "none", 0, "quiet", seed=300 + i), 60.0), DEFAULT_PARAMS)
+            for i in range(3)]
+    det = fit_detector("ae", recs, train_config=TrainConfig(threads=1, epochs=2, samples_per_epoch=512))
+    yield det.save(d / "model", extra={"training_data": fingerprint_files([])}), d
+    torch.set_num_threads(prev)
+
+
+def _site(model, d, name: str):
+    cfg = SiteConfig(name=name, model_path=str(model), model_hash=model_hash(model), machine="pump")
+    cfg.with_rule(DEFAULT_RULE)
+    site = SiteStore(d / "sites").create(cfg)
+    cal = write_audio(d / f"cal-{name}.flac", SimConfig("pump", "none", 0, "quiet", seed=310), 6.0)
+    return site, calibrate(site, CalibrationRequest(files=[cal], force=True))
+
+
+def test_monitor_raises_novel_state_notices_apart_from_alarms(model, tmp_path):
+    site, rec = _site(model[0], tmp_path, "pump-q")
+    assert calibration_rule(rec).kind == "window_mean" and rec["states"]["shares"] == [1.0]
+    files = [write_audio(tmp_path / "mon" / "a_quiet.flac", SimConfig("pump", "none", 0, "quiet", seed=311), 2.5),
+             write_audio(tmp_path / "mon" / "b_factory.flac", SimConfig("pump", "none", 0, "factory", seed=312), 2.0)]
+    lines = []
+    with Monitor(site, MonitorConfig(start_utc=1.7e9, on_alarm_line=lines.append)) as mon:
+        state = mon.process_files(files)
+    assert state.novel_states >= 1 and state.in_novel_state
+    events = [json.loads(x) for x in (site.dir / "alarms.jsonl").read_text().splitlines()]
+    novel = [e for e in events if e["kind"] == "novel_state"]
+    assert novel and all(e["file"].endswith("b_factory.flac") for e in novel)
+    assert "dB at" in novel[0]["differs"] and "recalibrate" in novel[0]["advice"]
+    alarms, logged_novel = split_novel(read_alarms(site.dir / "scores.sqlite"))
+    assert len(logged_novel) == len(novel) and len(alarms) == state.alarms == len(events) - len(novel)
+    assert any(x.get("kind") == "novel_state" for x in lines)
+
+
+def test_monitor_applies_the_calibrated_window_mean_rule(model, tmp_path):
+    site, rec = _site(model[0], tmp_path, "pump-w")
+    files = [write_audio(tmp_path / "w" / "a_normal.flac", SimConfig("pump", "none", 0, "quiet", seed=321), 2.5),
+             write_audio(tmp_path / "w" / "b_cav.flac", SimConfig("pump", "cavitation", 0.8, "quiet", seed=322), 2.5)]
+    with Monitor(site, MonitorConfig(start_utc=1.7e9)) as mon:
+        state = mon.process_files(files)
+    alarms = [json.loads(x) for x in (site.dir / "alarms.jsonl").read_text().splitlines()]
+    alarms = [a for a in alarms if a["kind"] == "anomaly"]
+    assert state.alarms == len(alarms) >= 1 and state.rule == "mean of 120"
+    assert alarms[0]["file"].endswith("b_cav.flac") and abs(alarms[0]["window_mean_sd"]) > rec["threshold"]["rule"][
+        "limit"]
+    assert "in_novel_state" in alarms[0]
+
+
+def test_recalibration_refuses_a_new_state_that_comes_with_a_score_shift(model, tmp_path):
+    """A recording that sounds like a new state *and* scores higher (a developing bearing fault heard over a new
+    background) is refused by the shift test: 'a new state' is how a fault would get into the threshold."""
+    site, rec = _site(model[0], tmp_path, "pump-r")
+    new = write_audio(tmp_path / "new.flac", SimConfig("pump", "bearing-outer", 0.8, "factory", seed=330), 6.0)
+    states = fit_states(_band_levels(new), PATCH_S)
+    assert StateModel.from_dict(rec["states"]).novel(_band_levels(new))[1].mean() > 0.5 and states.k >= 1
+    with pytest.raises(ShiftRefused, match="refused"):
+        recalibrate(site, CalibrationRequest(files=[new], force=True))
+    assert site.current_id() == rec["id"]
+
+
+def _band_levels(path) -> np.ndarray:
+    return np.asarray(file_patches(path, DEFAULT_PARAMS)[1]).mean(axis=1)
