@@ -51,6 +51,7 @@ def one_error_line(result) -> str:
 def site_root(tmp_path_factory) -> Path:
     """A trained tiny model, and site ``pump-t`` calibrated (forced) on 2.6 min of audio."""
     from anomaly.audio import file_log_mel
+    from anomaly.decision import DEFAULT_RULE
     from anomaly.detectors import fingerprint_files, fit_detector
     from anomaly.modeldir import model_hash
     from anomaly.simulate import SimConfig, write_audio
@@ -69,6 +70,11 @@ def site_root(tmp_path_factory) -> Path:
     store.create(SiteConfig(name="pump-t", model_path=str(root / "model"), model_hash=model_hash(root / "model"),
                             machine="pump"))
     calibrate(store.site("pump-t"), CalibrationRequest(files=[root / "calib" / "site.flac"], force=True))
+    wm = SiteConfig(name="pump-w", model_path=str(root / "model"), model_hash=model_hash(root / "model"),
+                    machine="pump")
+    wm.with_rule(DEFAULT_RULE)  # the windowed-mean rule, on the same (forced, short) calibration audio
+    store.create(wm)
+    calibrate(store.site("pump-w"), CalibrationRequest(files=[root / "calib" / "site.flac"], force=True))
     store.create(SiteConfig(name="bare", model_path=str(root / "model"), model_hash=model_hash(root / "model")))
     return root
 
@@ -503,6 +509,35 @@ def test_c_alarm_rule_is_m_of_n(exported, hwref):
     want = np.array([over[max(0, j - n + 1): j + 1].sum() >= mm for j in range(over.size)], int)
     assert np.array_equal(state, want)
     assert int(state[0] + np.sum(state[1:] & ~state[:-1] & 1)) == MOfN(mm, n).onsets(scores, t).size
+
+
+def test_export_of_a_window_mean_site_mirrors_its_rule_in_c(site_root, tmp_path):
+    """What calibrate produces with the default rule exports: the device rule keeps the site's limit, takes its
+    centre and scale from the int8 model's scores, and the C harness alarms where Python's rule does."""
+    from anomaly.decision import rule_from_dict
+    from calibration.calibrate import calibration_rule
+    from calibration.store import SiteStore
+
+    out = tmp_path / "fw"
+    r = invoke("export", "--site", "pump-w", "--sites-dir", site_root / "sites", "--out", out, "--json")
+    assert r.exit_code == 0, r.output[-3000:]
+    thr = json.loads((out / "manifest.json").read_text())["threshold"]
+    rule = rule_from_dict(thr["device_rule"])
+    site_rule = calibration_rule(SiteStore(site_root / "sites").site("pump-w").calibration())
+    assert rule.kind == site_rule.kind == "window_mean" and rule.limit == site_rule.limit
+    assert thr["alarm_m"] is None and "int8" in thr["device_rule_source"]
+    header = (out / "humwatch_frontend.h").read_text()
+    assert rule.c_defines("HW_ALARM") in header
+    if GCC is None:
+        pytest.skip("no gcc on this machine")
+    exe = _build_hwref(out, tmp_path / "hwref")
+    rng = np.random.default_rng(3)
+    z = np.r_[rng.normal(0, 1, 200), rng.normal(3, 1, 150), rng.normal(0, 1, 150)]
+    scores = np.exp(rule.centre + rule.scale * z).astype(np.float32).astype(np.float64)
+    res = subprocess.run([str(exe), "alarm", *[f"{s:.9g}" for s in scores]], capture_output=True, text=True)
+    state = np.array(res.stdout.split(), int)
+    onsets = np.flatnonzero(state & ~np.r_[0, state[:-1]]).tolist()
+    assert onsets == rule.onsets(scores).tolist() and onsets
 
 
 def test_c_pass_loop_of_a_plain_model_is_one_unmasked_pass(exported, hwref, tmp_path):
