@@ -532,7 +532,7 @@ def test_export_of_a_window_mean_site_mirrors_its_rule_in_c(site_root, tmp_path)
         pytest.skip("no gcc on this machine")
     exe = _build_hwref(out, tmp_path / "hwref")
     rng = np.random.default_rng(3)
-    z = np.r_[rng.normal(0, 1, 200), rng.normal(3, 1, 150), rng.normal(0, 1, 150)]
+    z = np.r_[rng.normal(0, 1, 200), rng.normal(rule.limit + 2, 1, 150), rng.normal(0, 1, 150)]
     scores = np.exp(rule.centre + rule.scale * z).astype(np.float32).astype(np.float64)
     res = subprocess.run([str(exe), "alarm", *[f"{s:.9g}" for s in scores]], capture_output=True, text=True)
     state = np.array(res.stdout.split(), int)
