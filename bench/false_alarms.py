@@ -99,12 +99,12 @@ def replay_site(args: tuple) -> dict:
     from calibration.threshold import calibrate_mean_rule, threshold_report
     from calibration.upcrossing import MeanTail, crossfit_z
 
-    path, cal_minutes = args
+    path, cal_minutes, floor, target = args
     s = load_site(path)
     cal = s.score[s.cal(cal_minutes)]
     mon = s.score[s.mon]
     days = mon.size * PATCH_S / 86400.0
-    rule, rep = calibrate_mean_rule(cal, DEFAULT_RULE, PATCH_S)
+    rule, rep = calibrate_mean_rule(cal, DEFAULT_RULE, PATCH_S, floor=floor, target=target)
     observed = int(rule.onsets(mon).size)
     lo, hi = rep["ci90"]
     inside = bool(stats.poisson.sf(observed - 1, hi * days) >= 0.05 and stats.poisson.cdf(observed, lo * days) >= 0.05)
@@ -241,6 +241,8 @@ def print_tables(rows: list[dict], tot: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     from sim_fleet import site_list
 
+    from anomaly.decision import MEAN_LIMIT_FLOOR, TARGET_PER_DAY
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sites", type=int, default=24)
     ap.add_argument("--hours", type=float, default=8.0)
@@ -249,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", type=Path, default=None, help="a detector directory, or one per machine type under it "
                     "(DIR/pump, DIR/compressor, DIR/fan); default: the mix autoencoders")
     ap.add_argument("--cache", type=Path, default=None, help="per-patch score cache of this model (filled if empty)")
+    ap.add_argument("--floor", type=float, default=MEAN_LIMIT_FLOOR, help="the limit's floor (calibration sds)")
+    ap.add_argument("--target", type=float, default=TARGET_PER_DAY, help="false alarms per day the limit is set for")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     if not 1 <= args.cal_minutes <= 60:
@@ -258,13 +262,16 @@ def main(argv: list[str] | None = None) -> int:
     cache = build(args, sites)
     paths = [cache / f"site_{s['name']}.npz" for s in sites]
     with ProcessPoolExecutor(max_workers=args.workers) as ex:
-        rows = list(ex.map(replay_site, [(p, args.cal_minutes) for p in paths]))
+        rows = list(ex.map(replay_site, [(p, args.cal_minutes, args.floor, args.target) for p in paths]))
     tot = summarise(rows)
     print(f"{len(rows)} sites x {rows[0]['hours']:g} h after a {args.cal_minutes:g}-min calibration; cache {cache}")
     print_tables(rows, tot)
-    out = args.out or RESULTS / f"false_alarms_fleet_cal{args.cal_minutes:g}.json"
+    default = (args.floor, args.target) == (MEAN_LIMIT_FLOOR, TARGET_PER_DAY)
+    tag = "" if default else f"_floor{args.floor:g}_t{args.target:g}"
+    out = args.out or RESULTS / f"false_alarms_fleet_cal{args.cal_minutes:g}{tag}.json"
     write_json(out, {"benchmark": "false_alarms_fleet", "cache": str(cache), "model": rows[0]["model"],
-                     "calibration_minutes": args.cal_minutes, "horizon_s": HORIZON_S, "sites": rows, "total": tot,
+                     "calibration_minutes": args.cal_minutes, "floor": args.floor, "target_per_day": args.target,
+                     "horizon_s": HORIZON_S, "sites": rows, "total": tot,
                      "seconds": round(time.time() - t0, 1), "cpu_count": os.cpu_count(),
                      "load_avg": os.getloadavg()})
     return 0
