@@ -228,7 +228,8 @@ def calibrate_mean_rule(scores, rule: WindowMean, patch_seconds: float, floor: f
         "n_eff": tail.n_eff, "values": tail.n_values, "block_patches": tail.block_patches,
         "sides_moments": [{"mu": sd.mu, "sd": sd.sd, "rho": sd.rho, "n_eff": sd.n_eff} for sd in tail.sides],
         "method": "Gaussian up-crossings of the window mean on cross-fitted calibration values (5 blocks), "
-                  "predictive Student-t over the effective number of independent values (3-min batch means)",
+                  "predictive Student-t over the effective number of independent values (batch means over 3-min "
+                  "blocks or a tenth of the recording)",
         "crossfit_alarms": replay, "crossfit_minutes": minutes,
         "delays_s": {f"{d:g}": delay_seconds(cal, d, patch_seconds) for d in DELAY_SHIFTS},
         "patch_seconds": patch_seconds,
