@@ -90,8 +90,8 @@ def _mofn_active(scores, rule, threshold):
 def replay_site(args: tuple) -> dict:
     """Calibrate one cached site with the product's code and replay its monitoring and faults."""
     import numpy as np
-    from sim_fleet import PATCH_S, load_site
     from scipy import stats
+    from sim_fleet import PATCH_S, load_site
 
     from anomaly.decision import DEFAULT_K, DEFAULT_RULE, MOFN_RULE
     from calibration.calibrate import split_masks
