@@ -289,7 +289,7 @@ class Ingest:
                                           cal["model"]["hash"] if cal else "", mono)
             for dev, (key, t) in st.log.last_seq().items():  # resume: what is logged already was fed to the rule
                 st.devices[dev] = _Device(last_key=key, last_t=t, heard=time.time(),
-                                          warm=st.log.recent_device_scores(dev, MAX_WINDOW))
+                                          warm=st.log.recent_device_scores(dev, max(MAX_WINDOW, rule.n)))
         else:
             st.rule, st.threshold, st.calibration_id, st.checked = rule, thr, cid, mono
             st.model_hash = cal["model"]["hash"] if cal else ""
