@@ -115,11 +115,11 @@ class ThresholdReport:
     exceedance_method: str
     false_alarms_per_day: float
     false_alarms_per_day_ci: tuple[float, float]
-    extremal_index: float  # clusters per exceedance at cluster_level (1 = no clustering)
-    alarm_cluster_share: float  # share of those clusters that raise an alarm on their own
-    cluster_level: float
-    alarm_m: int | None  # the m-of-n rule's m and n (None for another rule kind)
-    alarm_n: int | None
+    extremal_index: float | None  # clusters per exceedance at cluster_level (1 = no clustering; None: not m-of-n)
+    alarm_cluster_share: float | None  # share of those clusters that raise an alarm on their own
+    cluster_level: float | None
+    alarm_m: int  # the m-of-n rule's m and n (0 and the window for another kind of rule: see ``rule``)
+    alarm_n: int
     tail: dict | None
     rule: dict | None = None  # the alarm rule in force, with its calibration (anomaly.decision.rule_from_dict)
     alarm_rule: dict | None = None  # the windowed-mean rule's certificate (mean_rule_report), None for m-of-n
@@ -178,10 +178,11 @@ def threshold_report(scores: np.ndarray, k: float, rule, patch_seconds: float,
                   tail=asdict(tail) if tail else None)
     if isinstance(rule, WindowMean):
         cal, mr = calibrate_mean_rule(s if ordered is None else ordered, rule, patch_seconds, short_ok=short_ok)
+        # alarm_m = 0: not an m-of-n rule (the rule is ``rule``); no m-of-n clustering figures (JSON without NaN)
         return ThresholdReport(**common, false_alarms_per_day=mr["false_alarms_per_day"],
-                               false_alarms_per_day_ci=tuple(mr["ci90"]), extremal_index=float("nan"),
-                               alarm_cluster_share=float("nan"), cluster_level=float("nan"), alarm_m=None,
-                               alarm_n=None, rule=cal.to_dict(), alarm_rule=mr)
+                               false_alarms_per_day_ci=tuple(mr["ci90"]), extremal_index=None,
+                               alarm_cluster_share=None, cluster_level=None, alarm_m=0, alarm_n=rule.n,
+                               rule=cal.to_dict(), alarm_rule=mr)
     theta, q, level = cluster_stats(s, rule)
     c = theta * q
     fa = max(alarms_per_day(p, rule, patch_seconds), p * c * patches_per_day(patch_seconds))

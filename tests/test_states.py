@@ -98,6 +98,7 @@ def _site(model, d, name: str):
 def test_monitor_raises_novel_state_notices_apart_from_alarms(model, tmp_path):
     site, rec = _site(model[0], tmp_path, "pump-q")
     assert calibration_rule(rec).kind == "window_mean" and rec["states"]["shares"] == [1.0]
+    json.dumps(rec, allow_nan=False)  # a record is stored without NaN
     files = [write_audio(tmp_path / "mon" / "a_quiet.flac", SimConfig("pump", "none", 0, "quiet", seed=311), 2.5),
              write_audio(tmp_path / "mon" / "b_factory.flac", SimConfig("pump", "none", 0, "factory", seed=312), 2.0)]
     lines = []

@@ -3,6 +3,8 @@ plain words (calibration.certificate)."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -101,7 +103,8 @@ def test_threshold_report_carries_the_calibrated_rule():
     s = np.exp(np.random.default_rng(8).normal(size=1200))
     rep = threshold_report(s, 4.0, DEFAULT_RULE, PATCH_S, n_boot=5)
     assert rep.rule["kind"] == "window_mean" and rep.rule["limit"] == rep.alarm_rule["limit"]
-    assert rep.false_alarms_per_day == rep.alarm_rule["false_alarms_per_day"] and rep.alarm_m is None
+    assert rep.false_alarms_per_day == rep.alarm_rule["false_alarms_per_day"] and (rep.alarm_m, rep.alarm_n) == (0, 120)
+    json.dumps(rep.to_dict(), allow_nan=False)  # records are stored without NaN
 
 
 def test_delay_of_a_persistent_shift():
