@@ -344,3 +344,33 @@ def test_partitioned_ingests_split_the_sites(mq, tmp_path):
         time.sleep(0.5)
     assert ing.counts["logged"] == sum(1 for s in parts if parts[s] == k)
     assert _rows(store, "pump-3") is not None and len(_rows(store, "pump-3")) == 1
+
+
+def test_ingest_applies_a_windowed_mean_rule_and_resumes_it(mq, tmp_path):
+    """A site calibrated for the windowed-mean rule (issue #14): the ingest raises the alarm at the patch where
+    the rule object does, and after a restart it warms the rule with a whole window of logged scores (no second
+    onset for the same excursion)."""
+    import numpy as np
+
+    from anomaly.decision import WindowMean
+
+    b, _ = mq
+    rule = WindowMean(80, 2).with_calibration(0.0, 1.0, 1.5)  # longer than an m-of-n window can be (60)
+    store = SiteStore(tmp_path / "sites")
+    s = store.create(SiteConfig(name="pump-3", model_path="model", model_hash="m0"))
+    s.add_calibration({"kind": "calibration", "status": "adopted", "created_utc": "2026-01-01T00:00:00Z",
+                       "threshold": {"threshold": THRESHOLD, "alarm_m": 0, "alarm_n": 80, "rule": rule.to_dict()},
+                       "model": {"hash": "m0"}})
+    scores = np.exp(np.r_[np.zeros(90), np.full(110, 3.0)])  # the window mean passes 1.5 at patch 90 + 40
+    assert rule.onsets(scores).tolist() == [130]
+    t0 = time.time() - 300
+    for part in (range(0, 135), range(130, 200)):  # a restart while the alarm holds; 130..134 re-sent
+        with ingest_thread(b, store, client_id="ingest-mean") as ing:
+            dev = _publisher(b, "pump-3", "dev-m")
+            for i in part:
+                dev.publish(tm.topic("pump-3", "dev-m", tm.KIND_PATCH),
+                            tm.patch("pump-3", i, t0 + i, float(scores[i]), bool(scores[i] > THRESHOLD)))
+            assert dev.close(10) == 0
+            assert _wait(lambda ing=ing, part=part: ing.counts["logged"] + ing.counts["duplicates"] == len(part))
+    al = read_alarms(store.site("pump-3").dir / "scores.sqlite")
+    assert len(al) == 1 and al["t_utc"][0] == pytest.approx(t0 + 130, abs=1e-3)
