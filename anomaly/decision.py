@@ -9,15 +9,18 @@ everywhere.
 * **Threshold rule**: ``mean + k·σ`` of normal patch scores, σ the sample standard deviation (ddof = 1); k in
   ``K_RANGE`` (3…5), default ``DEFAULT_K``. A patch is *over* when its score is strictly greater than the threshold
   (:func:`over`).
-* **Alarm rule**: a small frozen value object. :class:`MOfN` raises an alarm when at least ``m`` of the last ``n``
-  patches are over the threshold; ``DEFAULT_RULE`` is 3 of 5. A rule works on *scores and a threshold* (not only on
-  boolean exceedances), so that rules which integrate the scores over a window can stand next to it: every rule has
-  ``kind``, ``onsets(scores, threshold)`` (where alarms start, for a whole sequence), ``stream(threshold)`` (a state
-  whose ``update(score)`` returns True at an onset), ``to_dict()``, ``describe()`` and ``c_defines(prefix)`` (the
-  constants of the generated C headers). :func:`rule_from_dict` reads any of them back by its ``kind``.
+* **Alarm rule**: a small frozen value object. ``DEFAULT_RULE`` is :class:`WindowMean` over 120 patches: alarm while
+  the mean of the last 120 standardised log scores is beyond a limit calibrated per site (its centre, scale and
+  limit live in the rule object, stored with the calibration record). :class:`MOfN` raises an alarm when at least
+  ``m`` of the last ``n`` patches are over the threshold (``MOFN_RULE``, 3 of 5: the rule of sites made before #14,
+  and the one class hits of a fault classifier are judged by, :func:`hits_rule`). Every rule has ``kind``,
+  ``onsets(scores, threshold)`` (where alarms start, for a whole sequence), ``stream(threshold)`` (a state whose
+  ``update(score)`` returns True at an onset), ``to_dict()``/``from_dict()``, ``parse()``/``spelling``,
+  ``describe()`` and ``c_defines(prefix)`` (the constants of the generated C headers). :func:`rule_from_dict` and
+  :func:`parse_rule` read any of them back.
 
-The analytic false-alarm figures of the m-of-n rule (its onset probability, clustering) are the certificate's, in
-:mod:`calibration.threshold`; it replays sequences through the rule object.
+The false-alarm figures are the certificate's, in :mod:`calibration.threshold` (the m-of-n rule's tail fit; the
+windowed mean's calibration over :mod:`calibration.upcrossing`); they replay sequences through the rule object.
 """
 
 from __future__ import annotations
