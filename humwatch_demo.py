@@ -25,13 +25,14 @@ from anomaly.atomic import atomic_path, write_json
 from anomaly.audio import file_log_mel
 from anomaly.classify import ClassifyConfig, FaultClassifier, evaluate_classifier
 from anomaly.dataset import SIM_CLASSES, load_dataset, write_sim_dataset
+from anomaly.decision import DEFAULT_RULE
 from anomaly.detectors import fingerprint_files, fit_detector, load_detector, score_file
 from anomaly.evaluate import auc_pauc, evaluate
 from anomaly.features import DEFAULT_PARAMS
 from anomaly.modeldir import classifier_hash, model_hash
 from anomaly.simulate import SAMPLE_RATE, SimConfig, fault_signal, simulate, write_audio
 from anomaly.train import TrainConfig
-from calibration.calibrate import CalibrationRequest, calibrate
+from calibration.calibrate import CalibrationRequest, calibrate, calibration_rule
 from calibration.monitoring.monitor import Monitor, MonitorConfig
 from calibration.report import write_report
 from calibration.store import SiteConfig, SiteStore
@@ -104,16 +105,17 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict:
     store = SiteStore(out / "sites")
     # The demo owns this site: a re-run starts it afresh, so its score log and report tell one story.
     shutil.rmtree(store.site("demo-pump").dir, ignore_errors=True)
-    site = store.create(SiteConfig(name="demo-pump", model_path=str(model_dir.resolve()),
-                                   model_hash=model_hash(model_dir), machine=cfg.machine,
-                                   microphone="simulated"), exist_ok=True)
+    sc = SiteConfig(name="demo-pump", model_path=str(model_dir.resolve()), model_hash=model_hash(model_dir),
+                    machine=cfg.machine, microphone="simulated")
+    sc.with_rule(DEFAULT_RULE)  # the alarm rule a site gets from `humwatch site create`
+    site = store.create(sc, exist_ok=True)
     # A shortened demo (tests) may calibrate on less than the 30 min a technician must record.
     rec = calibrate(site, CalibrationRequest(files=[cal_file], inject=True, seed=cfg.seed,
                                              force=cfg.calibration_minutes < 30))
     th = rec["threshold"]
     low = {f: v["lowest_severity_detected"] for f, v in rec["validation"]["injected"].items()}
-    say(f"      threshold {th['threshold']:.4g} (mean + {th['k']:g}σ), expected false alarms "
-        f"{th['false_alarms_per_day']:.2g}/day; lowest injected severity detected: "
+    say(f"      alarm rule: {calibration_rule(rec).describe()}; expected false alarms "
+        f"{th['false_alarms_per_day'] * 7:.2g}/week; lowest injected severity detected: "
         + ", ".join(f"{k} {v if v is not None else '-'}" for k, v in low.items()))
 
     say(f"[{next(step)}/{steps}] evaluating on held-out clips (clip score = mean patch score)")
