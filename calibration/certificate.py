@@ -76,14 +76,18 @@ def per_week_words(per_day: float, ci: tuple[float, float] | list[float]) -> str
 
 
 def delay_words(mr: dict) -> str:
-    """``a fault that moves the score by 3 calibration sds is alarmed after about 60 s ...``."""
+    """``A persistent fault is alarmed about 58 s after it moves the score by 3 calibration sds ...``."""
     d = mr["delays_s"]
-    parts = [f"by {k} sds after about {v:.0f} s" for k, v in d.items() if v is not None]
-    lim = f"a shift of {mr['limit']:.2g} sds or less is not alarmed"
+    parts = [f"{v:.0f} s after it moves the score by {k} sds" for k, v in d.items() if v is not None]
+    lim = f"a shift of {mr['limit']:.2g} sds or less is not alarmed (window {mr['n']} patches)"
     if not parts:
         return f"A persistent fault is alarmed once it moves the score by more than {mr['limit']:.2g} sds; {lim}."
-    return (f"A persistent fault that moves the score {', '.join(parts)} is alarmed (window {mr['n']} patches); "
-            f"{lim}.")
+    return f"A persistent fault is alarmed about {', or '.join(parts)}; {lim}."
+
+
+def _sentence(s: str) -> str:
+    s = s[0].upper() + s[1:]
+    return s if s.endswith(".") else s + "."
 
 
 def plain_words(rec: dict) -> list[str]:
@@ -95,7 +99,11 @@ def plain_words(rec: dict) -> list[str]:
     return [head,
             "Expected false alarms: " + per_week_words(th["false_alarms_per_day"], th["false_alarms_per_day_ci"]),
             delay_words(mr),
-            "Next: " + " ".join(s if s.endswith(".") else s + "." for s in steps)]
+            "Next: " + " ".join(_sentence(s) for s in steps)]
+
+
+def _low(x: float) -> str:
+    return "≈0" if x < 1e-3 else f"{x:.2g}"
 
 
 def _mean_rule_lines(rec: dict) -> list[str]:
@@ -109,7 +117,7 @@ def _mean_rule_lines(rec: dict) -> list[str]:
         f"  limit {mr['limit']:.3g} sds = max(floor {mr['limit_floor']:g}, {mr['target_limit']:.3g} where "
         f"{mr['target_per_day']:g}/day is stated): {src}",
         f"  standardised by the recording's log-score mean {th['rule']['centre']:.4g} and sd {th['rule']['scale']:.4g}",
-        f"expected false alarms: {mr['false_alarms_per_day']:.2g} per day (90 % CI {lo:.2g}-{hi:.2g}; never stated "
+        f"expected false alarms: {mr['false_alarms_per_day']:.2g} per day (90 % CI {_low(lo)}-{hi:.2g}; never stated "
         f"below {mr['floor_per_day']:g}); {mr['method']}",
         f"  {mr['values']} window means, {mr['n_eff']:.1f} effectively independent ({mr['block_patches']}-patch "
         f"blocks); cross-fitted replay: {mr['crossfit_alarms']} alarm(s) in {mr['crossfit_minutes']:.0f} min",

@@ -128,7 +128,8 @@ def test_plain_words_state_a_number_down_to_one_a_week_and_a_bound_below():
     words = plain_words(_record(0.05, findings=[{"level": "warning", "what": "the recording sounds like one steady "
                                                  "state: record them too"}]))
     assert words[0] == "READY"
-    assert "by 3 sds after about 58 s" in words[2] and "1.5 sds or less is not alarmed" in words[2]
+    assert "alarmed about 86 s after it moves the score by 2 sds, or 58 s after it moves the score by 3 sds" in words[2]
+    assert "1.5 sds or less is not alarmed" in words[2]
     assert "one steady state" in words[3] and "humwatch monitor --site p" in words[3]
 
 
