@@ -463,8 +463,8 @@ def firmware_stage(out_dir: Path, loaded: Loaded, conv: pipeline.Converted, patc
     from firmware_export.firmware.golden import DeviceSpec
 
     src, det = loaded.src, loaded.src.det
-    spec = DeviceSpec(det.params, det.mean_, det.std_, threshold["int8"], src.rule, det.train_config.mask_frames,
-                      det.scorer, src.offsets)
+    spec = DeviceSpec(det.params, det.mean_, det.std_, threshold["int8"], rule_from_dict(threshold["device_rule"]),
+                      det.train_config.mask_frames, det.scorer, src.offsets)  # the rule as the header states it
     audio = patches.files[0].path if patches.files else None
     return c_stage.firmware_stage(out_dir, conv.int8_bytes, spec, audio)
 

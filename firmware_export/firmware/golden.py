@@ -29,7 +29,7 @@ class DeviceSpec:
     mean: np.ndarray
     std: np.ndarray
     threshold: float
-    rule: object  # anomaly.decision alarm rule (MOfN)
+    rule: object  # anomaly.decision alarm rule (MOfN, or a calibrated WindowMean: the header's device rule)
     mask_frames: int = 0
     score: object = None  # anomaly.score.MSE when None
     mic_offsets: np.ndarray | None = None
