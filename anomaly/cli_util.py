@@ -1,23 +1,44 @@
-"""Helpers shared by the CLI layers of all packages: console, progress bars, error and warning reporting."""
+"""Helpers shared by the CLI layers of all packages: console, progress bars, error and warning reporting, and
+escaping of user-supplied text (file and site names, paths) for rich's markup."""
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import warnings
 from contextlib import contextmanager
 
+import click
+import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from anomaly.errors import HumwatchError, HumwatchWarning
+from anomaly.errors import (
+    EXIT_ERROR,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_IO,
+    IO_ERRNOS,
+    HumwatchError,
+    HumwatchWarning,
+    one_line,
+    shown,
+)
 
 # Not a terminal (pipes, CI logs): rich would wrap at 80 columns, splitting one-line errors and table cells.
 console = Console(highlight=False)
 if not console.is_terminal:
     console = Console(highlight=False, width=160)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def esc(x: object) -> str:
+    """User-supplied text (a path, a file or site name, a machine description) made safe to print with rich
+    markup on: ``[bold red]x.wav`` is shown as written, ``[/]`` cannot break the line, undecodable bytes are
+    escaped."""
+    return escape(shown(x))
 
 
 def progress(transient: bool = False) -> Progress:
@@ -31,7 +52,7 @@ def progress(transient: bool = False) -> Progress:
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
     if issubclass(category, HumwatchWarning):
-        err_console.print(f"[yellow]warning:[/] {escape(str(message))}", markup=True)
+        err_console.print(f"[yellow]warning:[/] {esc(message)}", markup=True)
     else:
         _default_showwarning(message, category, filename, lineno, file, line)
 
@@ -39,22 +60,43 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 _default_showwarning = warnings.showwarning
 
 
+def error_line(message: object) -> None:
+    """Print one ``error:`` line on stderr (the message escaped, on one line)."""
+    err_console.print(f"[red]error:[/] {esc(' '.join(str(message).split()))}", markup=True)
+
+
+def os_error_code(e: OSError) -> int:
+    """Exit code of an OSError: 74 (EX_IOERR) when the system refused (disk full, read-only, permission), else 1."""
+    return EXIT_IO if e.errno in IO_ERRNOS else EXIT_ERROR
+
+
 @contextmanager
 def user_errors():
-    """Turn library errors into one ``error:`` line and an exit code; never a traceback."""
+    """Turn library errors into one ``error:`` line and an exit code (``anomaly.errors.EXIT_*``); never a traceback.
+
+    Anything unexpected is a bug: one line naming it and exit 70; ``HUMWATCH_DEBUG=1`` shows the traceback instead.
+    """
     warnings.showwarning = _show_warning
     try:
         yield
+    except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.ClickException, click.exceptions.Abort):
+        raise  # typer's own exits and usage errors
     except HumwatchError as e:
-        err_console.print(f"[red]error:[/] {escape(str(e))}", markup=True)
+        error_line(e)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         err_console.print("[red]interrupted[/] (nothing half-written was left behind)", markup=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except OSError as e:
-        where = f": {e.filename}" if e.filename else ""
-        err_console.print(f"[red]error:[/] {escape(str(e.strerror or e) + where)}", markup=True)
-        sys.exit(1)
+        where = f": {shown(e.filename)}" if e.filename else ""
+        error_line(f"{e.strerror or one_line(e)}{where}")
+        sys.exit(os_error_code(e))
+    except Exception as e:  # a bug: still one line, never a traceback (unless asked for)
+        if os.environ.get("HUMWATCH_DEBUG"):
+            raise
+        error_line(f"unexpected {type(e).__name__}: {one_line(e)} (a humwatch bug: please report it with the "
+                   "output of the same command run with HUMWATCH_DEBUG=1)")
+        sys.exit(EXIT_INTERNAL)
 
 
 # -- help that reads at 80 columns -----------------------------------------------------------------------------------

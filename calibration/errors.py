@@ -1,16 +1,25 @@
-"""Exceptions of the calibration package (all are HumwatchError, so the CLI prints one line)."""
+"""Exceptions of the calibration package (all are HumwatchError, so the CLI prints one line; exit codes are
+:mod:`anomaly.errors`' ``EXIT_*``)."""
 
-from anomaly.errors import HumwatchError
+from anomaly.errors import EXIT_BUSY, EXIT_DAMAGED, EXIT_REFUSED, DamagedError, HumwatchError
 
 
 class SiteError(HumwatchError, ValueError):
     """A bad site name, a missing or malformed site, or a site not ready for the requested step."""
 
 
-class SiteLockedError(HumwatchError):
-    """Another calibration or recalibration of the same site is running."""
+class SiteDamagedError(SiteError, DamagedError):
+    """A stored file of a site (site.toml, a calibration record, ``current``, its switch log, the score log) is
+    damaged, foreign or of a newer humwatch. The message names the file and says what to do (usually
+    ``humwatch site repair NAME``)."""
 
-    exit_code = 75  # EX_TEMPFAIL: try again later
+    exit_code = EXIT_DAMAGED
+
+
+class SiteLockedError(HumwatchError):
+    """Another calibration, recalibration, repair or monitor holds the site (or its score log)."""
+
+    exit_code = EXIT_BUSY  # EX_TEMPFAIL: try again later
 
 
 class CalibrationError(HumwatchError, ValueError):
@@ -24,4 +33,4 @@ class ReportError(HumwatchError, ValueError):
 class ShiftRefused(HumwatchError):
     """A recalibration was refused because the new baseline looks like a developing fault."""
 
-    exit_code = 4
+    exit_code = EXIT_REFUSED

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from anomaly.errors import HumwatchError
+from anomaly.errors import EXIT_ERROR, EXIT_GATE, HumwatchError
 
 
 class ExportError(HumwatchError):
     """The export could not run: missing model, uncalibrated site, unusable audio, a tool that failed (exit 1)."""
 
-    exit_code = 1
+    exit_code = EXIT_ERROR
 
 
 class GateFailed(HumwatchError):
@@ -18,7 +18,7 @@ class GateFailed(HumwatchError):
     (nothing is written to ``--out`` when a gate fails).
     """
 
-    exit_code = 3
+    exit_code = EXIT_GATE
 
     def __init__(self, failures: list[dict], manifest: dict | None = None):
         self.failures = failures
