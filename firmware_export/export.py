@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from anomaly.atomic import atomic_dir
+from anomaly.atomic import atomic_dir, scratch_dir
 from anomaly.audio import find_audio
 from anomaly.decision import (
     DEFAULT_K,
@@ -630,8 +629,7 @@ def run_export(req: ExportRequest, on_progress: Callable[[str, float], None] | N
     clock.step("reading audio", 0.05)
     patches = audio_stage(req, loaded.src, loaded.classifier)
     clock.lap("audio")
-    with tempfile.TemporaryDirectory(prefix="humwatch-export-") as work_s, atomic_dir(req.out) as tmp:
-        work = Path(work_s)
+    with scratch_dir("humwatch-export-") as work, atomic_dir(req.out) as tmp:
         conv = convert_stage(loaded.src, patches, tmp, work, clock)
         clock.step("parity: PyTorch, ONNX Runtime, TFLite float and int8", 0.7)
         par = parity_stage(loaded.src, patches, conv)
