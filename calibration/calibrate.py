@@ -8,6 +8,7 @@ optimistically low).
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,12 +26,12 @@ from anomaly.features import FeatureParams, MicResponse, PatchStream, log_mel, p
 from anomaly.modeldir import classifier_hash, file_sha256, model_hash
 from anomaly.simulate import FAULTS, MACHINES, fault_signal
 from calibration.errors import CalibrationError, ShiftRefused, SiteError
+from calibration.records import RECORD_FORMAT
 from calibration.states import SMOOTH, StateModel, fit_states
 from calibration.store import Site, utc_now
 from calibration.threshold import threshold_report
 from calibration.upcrossing import delay_seconds
 
-CALIBRATION_FORMAT = 1
 CHUNK_PATCHES = 64  # ~1 min chunks for the threshold/check interleave
 INJECT_SEVERITIES = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 INJECT_SECONDS = 30.0
@@ -415,9 +416,9 @@ def build_record(site: Site, req: CalibrationRequest, kind: str = "calibration",
     check_days = check.size * det.params.patch_seconds / 86400.0
     onsets = int(rule.onsets(check, rep.threshold).size)
     record = {
-        "format_version": CALIBRATION_FORMAT,
+        "format_version": RECORD_FORMAT,
         "kind": kind,
-        "status": "adopted",
+        "status": "pending",  # adopted by the switch of `current` (calibration.store)
         "created_utc": utc_now().strftime("%Y-%m-%dT%H:%M:%SZ"),
         "site": site.name,
         "model": {"path": cfg.model_path, "hash": mh, "detector": det.kind,
@@ -472,24 +473,36 @@ def _sample(x: np.ndarray, k: int, seed: int) -> list[float]:
     return [round(float(v), 6) for v in x]
 
 
-def _retain_audio(site: Site, cid: str, files: Sequence[Path]) -> None:
-    dest = site.dir / "baseline" / cid
-    dest.mkdir(parents=True, exist_ok=True)
-    for i, f in enumerate(files):
-        shutil.copy2(f, dest / f"{i:03d}_{f.name}")
+def _keeper(files: Sequence[Path]) -> Callable[[str, Path], None]:
+    """What ``--keep-audio`` stores with a record: a copy of each calibration file, fsync'd."""
+    def keep(cid: str, dest: Path) -> None:
+        for i, f in enumerate(files):
+            target = dest / f"{i:03d}_{Path(f).name}"
+            with open(f, "rb") as src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+                dst.flush()
+                os.fsync(dst.fileno())
+            shutil.copystat(f, target)
+    return keep
+
+
+def _store(site: Site, record: dict, req: CalibrationRequest, make_current: bool = True) -> dict:
+    """Store the record (with its audio when ``req.keep_audio``) and adopt it: the store's durable order (audio,
+    record, ``current``, its log line); nothing of it remains when a step fails."""
+    keep = _keeper(req.files) if req.keep_audio else None
+    cid = site.add_calibration(record, make_current=make_current, keep=keep)
+    return site.calibration(cid)
 
 
 def calibrate(site: Site, req: CalibrationRequest, on_progress=None, say=None) -> dict:
     """Calibrate a site and make the new calibration current (under the site lock)."""
     site.config()  # a missing site fails here, before a lock file is created
     with site.lock("calibration"):
+        site.tidy()
+        previous = site.current_id()  # a damaged pointer fails here, before minutes of scoring
         record, _ = build_record(site, req, "calibration", on_progress, say)
-        record["previous"] = site.current_id()
-        cid = site.add_calibration(record)
-        if req.keep_audio:
-            _retain_audio(site, cid, req.files)
-        record["id"] = cid
-        return record
+        record["previous"] = previous
+        return _store(site, record, req)
 
 
 def shift_test(current: dict, new_scores: np.ndarray) -> dict:
@@ -534,6 +547,7 @@ def recalibrate(site: Site, req: CalibrationRequest, accept_shift: bool = False,
     """
     site.config()
     with site.lock("recalibration"):
+        site.tidy()
         current = site.calibration()
         record, b = build_record(site, req, "recalibration", on_progress, say)
         st = shift_test(current, b.scores)
@@ -547,13 +561,7 @@ def recalibrate(site: Site, req: CalibrationRequest, accept_shift: bool = False,
                 + "; ".join(st["reasons"]) + ". This is what a developing fault looks like: inspect the machine. "
                 f"If the change is known to be healthy (overhaul, new operating point), rerun with --accept-shift "
                 f"(candidate kept as {cid})")
-        if st["shifted"]:
-            record["status"] = "adopted-with-shift"
-        cid = site.add_calibration(record)
-        if req.keep_audio:
-            _retain_audio(site, cid, req.files)
-        record["id"] = cid
-        return record
+        return _store(site, record, req)
 
 
 def calibration_age_days(record: dict, now=None) -> float:
@@ -563,17 +571,23 @@ def calibration_age_days(record: dict, now=None) -> float:
     return (now - made).total_seconds() / 86400.0
 
 
-def due_sites(store, now=None) -> list[tuple[str, float | None]]:
-    """Sites whose current calibration is older than their interval, with its age in days (None: never)."""
+def due_sites(store, now=None, problems: list[tuple[str, str]] | None = None) -> list[tuple[str, float | None]]:
+    """Sites whose current calibration is older than their interval, with its age in days (None: never).
+
+    A damaged site is left out (one site's damage never stops the others); with ``problems``, each is appended
+    there as ``(name, message)``.
+    """
     out = []
     for name in store.names():
         site = store.site(name)
-        cfg = site.config()
-        cid = site.current_id()
-        if cid is None:
-            out.append((name, None))
+        try:
+            cfg = site.config()
+            cid = site.current_id()
+            age = None if cid is None else calibration_age_days(site.calibration(), now)
+        except SiteError as e:
+            if problems is not None:
+                problems.append((name, str(e)))
             continue
-        age = calibration_age_days(site.calibration(cid), now)
-        if age >= cfg.recalibration_days:
+        if age is None or age >= cfg.recalibration_days:
             out.append((name, age))
     return out

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from anomaly.atomic import write_text
 from anomaly.classify import FaultClassifier, load_classifier
 from anomaly.decision import DEFAULT_K, DEFAULT_RULE, check_k, parse_rule
 from anomaly.detectors import load_detector
@@ -59,7 +58,7 @@ def set_model(site: Site, model: Path) -> None:
         cfg.model_path, cfg.model_hash = str(Path(model).resolve()), model_hash(model)
         site.save_config(cfg)
         if site.current_id():
-            write_text(site.dir / "current", "")  # the old threshold belongs to the old model
+            site.adopt(None, "model changed")  # the old threshold belongs to the old model
 
 
 @dataclass

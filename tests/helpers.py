@@ -44,3 +44,31 @@ def build_c(include_dir: Path, sources, exe: Path) -> Path:
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     return exe
+
+
+def valid_record(threshold: float = 1.0, **changes) -> dict:
+    """A complete calibration record (as calibration.calibrate writes one, before the store adds id and format):
+    what the store's checked reader accepts."""
+    rec = {
+        "kind": "calibration", "status": "pending", "created_utc": "2026-01-01T00:00:00Z", "site": "pump-3",
+        "previous": None,
+        "model": {"path": "/models/ae", "hash": "0123456789abcdef", "detector": "ae",
+                  "feature_params_hash": "4cdef92d4437da2e", "feature_params": {}},
+        "audio": {"files": ["/audio/normal.flac"], "file_sha256": ["0" * 64], "minutes": 31.0, "patches": 1937,
+                  "threshold_patches": 1300, "check_patches": 637, "clipped_share": 0.0, "forced": False},
+        "threshold": {"k": 4.0, "threshold": threshold, "mean": threshold / 2, "std": threshold / 8,
+                      "n_patches": 1300, "robust_threshold": threshold, "quantile_999": threshold * 0.9,
+                      "max_score": threshold * 0.95, "exceedance": 1e-4, "exceedance_ci": [1e-5, 1e-3],
+                      "exceedance_method": "test", "false_alarms_per_day": 0.5, "false_alarms_per_day_ci": [0.1, 2.0],
+                      "extremal_index": 1.0, "alarm_cluster_share": 0.1, "cluster_level": 1.0, "alarm_m": 3,
+                      "alarm_n": 5, "tail": None},
+        "check": {"patches": 637, "observed_exceedance": 0.0, "predicted_exceedance": 1e-4, "observed_alarms": 0,
+                  "observed_alarms_per_day": 0.0},
+        "findings": [{"level": "ok", "what": "fine"}],
+        "baseline": {"score_sample": [threshold / 2, threshold / 3], "band_error_mean": None, "level_median": -3.0,
+                     "score_quantiles": {"0.5": threshold / 2}},
+        "validation": {},
+    }
+    for key, value in changes.items():
+        rec[key] = value
+    return rec

@@ -144,8 +144,13 @@ def test_stored_record_equals_returned(calibrated):
     site, rec, *_ = calibrated
     assert site.current_id() == rec["id"] and site.calibration_ids() == [rec["id"]]
     stored = json.loads((site.calibrations_dir / f"{rec['id']}.json").read_text())
-    assert stored == json.loads(json.dumps(rec))  # tuples become lists in JSON; nothing else differs
-    assert site.calibration() == stored
+    # the file says "pending": what adopted it is the switch of `current` (in current.log); the reader says so
+    assert stored["status"] == "pending" and rec["status"] == "adopted" and rec["stored_status"] == "pending"
+    returned = {k: v for k, v in json.loads(json.dumps(rec)).items() if k not in ("status", "stored_status")}
+    assert {k: v for k, v in stored.items() if k != "status"} == returned  # tuples become lists; nothing else differs
+    assert site.calibration() == rec
+    log = [json.loads(x) for x in site.switch_log_path.read_text().splitlines()]
+    assert log[-1]["current"] == rec["id"] and log[-1]["why"] == "calibration"
 
 
 def test_held_out_split(calibrated, cal_audio):

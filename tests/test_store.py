@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from helpers import valid_record
 
 from calibration.errors import SiteError, SiteLockedError
 from calibration.store import ENV_VAR, Site, SiteConfig, SiteStore, default_root, utc_id, validate_name
@@ -20,8 +21,7 @@ def cfg(name: str = "pump-3", **kw) -> SiteConfig:
 
 
 def record(threshold: float = 1.0) -> dict:
-    return {"kind": "calibration", "status": "adopted", "created_utc": "2026-01-01T00:00:00Z",
-            "threshold": {"threshold": threshold}}
+    return valid_record(threshold)
 
 
 @pytest.fixture
@@ -255,7 +255,7 @@ def test_empty_current_pointer_means_uncalibrated(site):
 
 def test_dangling_and_corrupt_records(site):
     (site.dir / "current").write_text("20990101T000000.000000Z\n")
-    with pytest.raises(SiteError, match="calibration 20990101T000000.000000Z is missing"):
+    with pytest.raises(SiteError, match="names calibration 20990101T000000.000000Z, which is missing"):
         site.calibration()
     cid = site.add_calibration(record())
     (site.calibrations_dir / f"{cid}.json").write_text("{not json")
@@ -277,8 +277,10 @@ def test_names_ignores_junk(store, tmp_path):
     (store.root / ".hidden" / "site.toml").write_text(cfg().to_toml())
     (store.root / "file-not-dir").write_text("x")
     (store.root / "dir-toml").mkdir()
-    (store.root / "dir-toml" / "site.toml").mkdir()  # a directory called site.toml
-    assert store.names() == ["a-site", "b-site"]
+    (store.root / "dir-toml" / "site.toml").mkdir()  # a directory called site.toml: a damaged site
+    assert store.names() == ["a-site", "b-site", "dir-toml"]
+    with pytest.raises(SiteError, match="site.toml: not a regular file"):
+        store.site("dir-toml").config()
 
 
 def test_names_of_missing_root(tmp_path):
