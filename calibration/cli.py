@@ -9,15 +9,16 @@ Library modules are imported inside the commands so that ``humwatch --help`` sta
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from anomaly.cli_util import console, err_console, progress, user_errors
+from anomaly.cli_util import console, error_line, esc, progress, user_errors
 from anomaly.decision import DEFAULT_K, DEFAULT_MIN_MINUTES, DEFAULT_RULE, K_RANGE, describe_threshold, parse_rule
+from anomaly.errors import EXIT_DAMAGED, EXIT_REFUSED
 
 app = typer.Typer(no_args_is_help=True)
 site_app = typer.Typer(no_args_is_help=True, help="Sites (one per installation): create, inspect, calibrate, "
@@ -91,33 +92,45 @@ def site_create(
         validate_name(name)
         site = create_site(_store(sites_dir), name, model, k=k, rule=parse_rule(alarm), machine=machine,
                            microphone=microphone, response=response, interval_days=interval_days, source=source)
-        console.print(f"created site {name} in {site.dir}  (threshold {describe_threshold(k)}; alarm: "
+        console.print(f"created site {name} in {esc(site.dir)}  (threshold {describe_threshold(k)}; alarm: "
                       f"{site.config().alarm_rule})")
         console.print(f"next: humwatch site calibrate {name} --from <30-60 min of normal audio>")
 
 
 @site_app.command("list")
 def site_list(sites_dir: SitesDir = None) -> None:
-    """All sites with their calibration state."""
+    """All sites with their calibration state (a damaged site is listed as damaged; the others as usual)."""
     with user_errors():
         from calibration.calibrate import calibration_age_days, due_sites
+        from calibration.errors import SiteError
 
         store = _store(sites_dir)
         names = store.names()
         if not names:
-            console.print(f"no sites in {store.root} (create one with `humwatch site create NAME --model DIR`)")
+            console.print(f"no sites in {esc(store.root)} (create one with `humwatch site create NAME --model DIR`)")
             return
         t = Table("site", "machine", "threshold", "calibrated (UTC)", "calibrations", "due in")
-        due = dict(due_sites(store))
+        problems: list[tuple[str, str]] = []
+        due = dict(due_sites(store, problems=problems))
+        damaged = dict(problems)
         for name in names:
             site = store.site(name)
-            cfg = site.config()
-            cur = site.calibration() if site.current_id() else None
+            try:
+                if name in damaged:
+                    raise SiteError(damaged[name])
+                cfg = site.config()
+                cur = site.calibration() if site.current_id() else None
+            except SiteError as e:
+                damaged[name] = str(e)
+                t.add_row(esc(name), "-", "[red]damaged[/]", "see below", str(len(site.calibration_ids())), "-")
+                continue
             due_in = ("now" if name in due or cur is None else
                       f"{cfg.recalibration_days - calibration_age_days(cur):.0f} d")
-            t.add_row(escape(name), escape(cfg.machine) or "-", f"{cur['threshold']['threshold']:.4g}" if cur else "-",
+            t.add_row(esc(name), esc(cfg.machine) or "-", f"{cur['threshold']['threshold']:.4g}" if cur else "-",
                       cur["created_utc"] if cur else "not calibrated", str(len(site.calibration_ids())), due_in)
         console.print(t)
+        for name, msg in damaged.items():
+            console.print(f"[red]damaged[/] {esc(name)}: {esc(' '.join(msg.split()))}")
 
 
 @site_app.command("show")
@@ -129,10 +142,10 @@ def site_show(name: Name, sites_dir: SitesDir = None) -> None:
 
         site = _store(sites_dir).site(name)
         site.config()
-        console.print(site.toml_path.read_text(), markup=False)
+        console.print(site.toml_path.read_text(encoding="utf-8"), markup=False)
         if site.classifier_dir() is not None:
             clf, h = site_classifier(site)
-            console.print(f"fault classifier {h}: " + ", ".join(f"{c} ≥ {t:.2f}" for c, t in
+            console.print(f"fault classifier {h}: " + ", ".join(f"{esc(c)} ≥ {t:.2f}" for c, t in
                                                                  zip(clf.classes, clf.threshold_array, strict=True)))
         if site.current_id():
             print_certificate(site.calibration(), console)
@@ -142,27 +155,40 @@ def site_show(name: Name, sites_dir: SitesDir = None) -> None:
 
 @site_app.command("history")
 def site_history(name: Name, sites_dir: SitesDir = None) -> None:
-    """Every calibration of a site (threshold over time, adopted or refused) and every settings change."""
+    """Every calibration of a site (threshold over time; adopted, refused or not adopted: a run stopped before the
+    switch; damaged records listed as damaged) and every settings change."""
     with user_errors():
         from calibration.calibrate import calibration_rule
+        from calibration.errors import SiteDamagedError
 
         site = _store(sites_dir).site(name)
         site.config()
-        cur = site.current_id()
+        damaged = []
+        try:
+            cur = site.current_id()
+        except SiteDamagedError as e:
+            cur = None
+            damaged.append(str(e))
         t = Table("id", "kind", "status", "minutes", "k", "rule", "threshold", "false alarms/day", "current")
-        for rec in site.history():
+        for cid, rec, err in site.records():
+            if rec is None:
+                damaged.append(err)
+                t.add_row(cid, "-", "[red]damaged[/]", "-", "-", "-", "-", "-", "*" if cid == cur else "")
+                continue
             th = rec["threshold"]
             t.add_row(rec["id"], rec["kind"], rec["status"], f"{rec['audio']['minutes']:.0f}", f"{th['k']:g}",
                       calibration_rule(rec).spelling, f"{th['threshold']:.4g}",
                       f"{th['false_alarms_per_day']:.2g}", "*" if rec["id"] == cur else "")
         console.print(t if t.row_count else f"site {name} has no calibrations yet")
+        for msg in damaged:
+            console.print(f"[red]damaged[/]: {esc(' '.join(msg.split()))}")
         changes = site.settings_history()
         if changes:
             s = Table("changed (UTC)", "setting", "from", "to")
             for e in changes:
                 for what, v in e["changes"].items():
-                    s.add_row(escape(str(e.get("t_utc"))), escape(what), escape(repr(v.get("old"))),
-                              escape(repr(v.get("new"))))
+                    s.add_row(esc(str(e.get("t_utc"))), esc(what), esc(repr(v.get("old"))),
+                              esc(repr(v.get("new"))))
             console.print(s)
 
 
@@ -197,14 +223,55 @@ def site_set(
         got = set_settings(site, k=k, alarm=alarm, machine=machine, source=source, interval_days=interval_days,
                            microphone=microphone)
         if not got.changes:
-            console.print(f"site {escape(name)}: nothing changed (the values given are the current ones)")
+            console.print(f"site {esc(name)}: nothing changed (the values given are the current ones)")
             return
         for what, (old, new) in got.changes.items():
-            console.print(f"{what}: {escape(repr(old))} → {escape(repr(new))}; takes effect "
-                          f"{escape(got.effects[what])}")
+            console.print(f"{what}: {esc(repr(old))} → {esc(repr(new))}; takes effect "
+                          f"{esc(got.effects[what])}")
         if {"k", "alarm"} & set(got.changes) and site.current_id():
-            console.print(f"next: humwatch site recalibrate {escape(name)} --from <recent normal audio>  (or "
+            console.print(f"next: humwatch site recalibrate {esc(name)} --from <recent normal audio>  (or "
                           "site calibrate)")
+
+
+@site_app.command("repair")
+def site_repair(
+    name: Name,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Apply the fixes without asking.")] = False,
+    sites_dir: SitesDir = None,
+) -> None:
+    """Check every file of a site; list what is damaged and the safe fix, and apply it (asking first).
+
+    Fixes: damaged calibration records are moved to calibrations/damaged/; `current` is re-pointed to the newest
+    intact calibration that was in force (or cleared: calibrate again); a damaged current.log is rewritten without
+    its damaged lines; a damaged score log is moved aside (a new one starts); leftovers of killed runs are removed.
+    Damaged settings (site.toml) or a changed model are named with what to do, not changed. Exit 0: nothing (left)
+    to repair; 5: damage remains (or was not repaired: no --yes and no terminal to ask).
+    """
+    with user_errors():
+        from calibration.repair import diagnose, repair
+
+        site = _store(sites_dir).site(name)
+        problems = diagnose(site)
+        if not problems:
+            console.print(f"site {name}: no damage found")
+            return
+        console.print(f"site {name}: {len(problems)} problem(s)")
+        for pr in problems:
+            console.print(f"- {esc(pr.what)}")
+            console.print(f"  fix: {esc(pr.fix)}" if pr.fixable else f"  [yellow]not repaired here[/]: {esc(pr.fix)}")
+        if not any(pr.fixable for pr in problems):
+            raise typer.Exit(EXIT_DAMAGED)
+        if not yes:
+            if not console.is_terminal or not typer.confirm("apply these fixes?", default=False):
+                console.print(f"nothing changed; to apply: humwatch site repair {name} --yes")
+                raise typer.Exit(EXIT_DAMAGED)
+        for line in repair(site):
+            console.print(f"done: {esc(line)}")
+        left = diagnose(site)
+        for pr in left:
+            console.print(f"[yellow]still[/]: {esc(pr.what)} ({esc(pr.fix)})")
+        if left:
+            raise typer.Exit(EXIT_DAMAGED)
 
 
 @site_app.command("set-model")
@@ -218,7 +285,7 @@ def site_set_model(
         from calibration.site_setup import set_model
 
         set_model(_store(sites_dir).site(name), model)
-        console.print(f"site {name} now uses {model}; calibrate it again before monitoring")
+        console.print(f"site {name} now uses {esc(model)}; calibrate it again before monitoring")
 
 
 @site_app.command("set-classifier")
@@ -252,13 +319,14 @@ def site_set_classifier(
             raise SiteError("give the classifier with --classifier DIR (or --remove to detach one)")
         got = set_classifier(site, classifier, alarm_on)
         clf = got.classifier
-        console.print(f"site {name} now uses the fault classifier {classifier} (classes: {', '.join(clf.classes)})")
+        console.print(f"site {name} now uses the fault classifier {esc(classifier)} (classes: "
+                      f"{esc(', '.join(clf.classes))})")
         alone = ", ".join(got.alarm_classes) if got.alarm_classes else "none (it names the fault of anomaly alarms)"
-        console.print(f"alarms on a classifier hit alone: {alone}")
+        console.print(f"alarms on a classifier hit alone: {esc(alone)}")
         fb = clf.fallbacks()
         if fb:
             console.print(f"[yellow]note[/]: the precision target was not reachable on validation for "
-                          f"{', '.join(fb)}; their thresholds are the best-F1 fallback")
+                          f"{esc(', '.join(fb))}; their thresholds are the best-F1 fallback")
 
 
 # -- calibrate, recalibrate, schedule ---------------------------------------------------------------------------------
@@ -278,8 +346,8 @@ def _sources(from_: list[Path] | None, mic: bool, device: str | None, minutes: f
         return find_audio(from_)
     dev = device_arg(device)
     path = site.new_recording_path()
-    say(f"recording {minutes:g} min from {'the default sound card' if dev is None else f'device {dev}'} "
-        f"into {path}")
+    say(f"recording {minutes:g} min from {'the default sound card' if dev is None else f'device {esc(dev)}'} "
+        f"into {esc(path)}")
     with progress() as bar:
         task = bar.add_task("recording", total=100, info="")
 
@@ -303,11 +371,11 @@ def _run(kind: str, site_name, from_, mic, device, minutes, min_minutes, force, 
                              validate_dir=validate_dir, keep_audio=keep_audio)
     with progress() as bar:
         task = bar.add_task("scoring", total=100, info="")
-        cb = dict(on_progress=lambda f, name: bar.update(task, completed=round(100 * f), info=name),
-                  say=lambda msg: bar.console.print(msg))
+        cb = dict(on_progress=lambda f, name: bar.update(task, completed=round(100 * f), info=esc(name)),
+                  say=lambda msg: bar.console.print(msg, markup=False))
         rec = calibrate(site, req, **cb) if kind == "calibrate" else recalibrate(site, req, accept_shift, **cb)
     print_certificate(rec, console)
-    console.print(f"stored as {site.calibrations_dir / (rec['id'] + '.json')} (current)")
+    console.print(f"stored as {esc(site.calibrations_dir / (rec['id'] + '.json'))} (current)")
 
 
 def _recalibrate_due(sites_dir, minutes, min_minutes, force, accept_shift) -> None:
@@ -316,8 +384,12 @@ def _recalibrate_due(sites_dir, minutes, min_minutes, force, accept_shift) -> No
     from calibration.calibrate import due_sites
 
     store = _store(sites_dir)
-    failures = 0
-    for name, age in due_sites(store):
+    problems: list[tuple[str, str]] = []
+    due = due_sites(store, problems=problems)
+    failures = len(problems)
+    for name, msg in problems:
+        error_line(f"{name}: {msg}")
+    for name, age in due:
         source = store.site(name).config().audio_source
         console.print(f"[bold]{name}[/]: " + ("never calibrated" if age is None else f"{age:.0f} days old"))
         if age is None or source is None:
@@ -330,9 +402,9 @@ def _recalibrate_due(sites_dir, minutes, min_minutes, force, accept_shift) -> No
                  minutes, min_minutes, force, sites_dir, accept_shift=accept_shift)
         except HumwatchError as e:
             failures += 1
-            err_console.print(f"[red]error:[/] {escape(name)}: {escape(str(e))}", markup=True)
+            error_line(f"{name}: {e}")
     if failures:
-        raise typer.Exit(4)
+        raise typer.Exit(EXIT_REFUSED)
 
 
 def _recalibrate(site, due, from_, mic, device, minutes, min_minutes, force, accept_shift, sites_dir) -> None:
@@ -353,12 +425,12 @@ def _schedule(site: str, emit: str, out: Path, sites_dir) -> None:
     store = _store(sites_dir)
     paths = sched.emit(store.site(site), store.root, emit, out)
     for p in paths:
-        console.print(f"wrote {p}")
+        console.print(f"wrote {esc(p)}")
     if emit == "cron":
-        console.print(f"install (after reading it): crontab -l | cat - {paths[0]} | crontab -")
+        console.print(f"install (after reading it): crontab -l | cat - {esc(shlex.quote(str(paths[0])))} | crontab -")
     else:
-        console.print(f"install (after reading them): cp {' '.join(map(str, paths))} /etc/systemd/system/ && "
-                      f"systemctl enable --now {paths[1].name}")
+        console.print(f"install (after reading them): cp {esc(shlex.join(map(str, paths)))} /etc/systemd/system/ && "
+                      f"systemctl enable --now {esc(paths[1].name)}")
 
 
 @site_app.command("calibrate", help=CALIBRATE_HELP)

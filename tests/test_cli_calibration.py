@@ -406,7 +406,7 @@ def test_schedule_systemd(sites_copy, tmp_path):
     ok(invoke("schedule", "--site", "pump-3", "--emit", "systemd", "--out", tmp_path, "--sites-dir", sites_copy))
     service = (tmp_path / "humwatch-recalibrate-pump-3.service").read_text()
     timer = (tmp_path / "humwatch-recalibrate-pump-3.timer").read_text()
-    assert "Type=oneshot" in service and "site recalibrate pump-3" in service
+    assert "Type=oneshot" in service and '"site" "recalibrate" "pump-3"' in service
     assert "OnCalendar=monthly" in timer and "Persistent=true" in timer and "WantedBy=timers.target" in timer
 
 
