@@ -48,7 +48,7 @@ from anomaly.audio import file_log_mel
 from anomaly.errors import DataError, ModelError, one_line
 from anomaly.features import DEFAULT_PARAMS, FeatureParams
 from anomaly.model import ArchConfig, ConvAutoencoder
-from anomaly.modeldir import CLASSIFIER_FORMAT, CLASSIFIER_KIND, file_sha256, read_checked
+from anomaly.modeldir import CLASSIFIER_FORMAT, CLASSIFIER_KIND, check_values, file_sha256, read_checked
 from anomaly.train import spec_masks_
 from anomaly.yamnet import open_recorded
 
@@ -729,9 +729,16 @@ def load_classifier(directory: str | Path, params: FeatureParams | None = DEFAUL
     except (KeyError, TypeError, ValueError) as e:
         raise ModelError(f"{d / 'model.json'}: incomplete classifier description ({one_line(e)})") from None
     try:
-        clf.net_.load_state_dict(torch.load(d / "weights.pt", weights_only=True, map_location="cpu"))
+        state = torch.load(d / "weights.pt", weights_only=True, map_location="cpu")
+        clf.net_.load_state_dict(state)
     except Exception as e:
         raise ModelError(f"{d / 'weights.pt'}: corrupt or incompatible weights ({one_line(e)})") from None
+    check_values(d, "normalisation mean", clf.mean_)
+    check_values(d, "normalisation std", clf.std_, positive=True)
+    check_values(d, "temperature", [clf.temperature_], positive=True)
+    for k, v in state.items():
+        if v.is_floating_point():
+            check_values(d, f"weight {k}", v.numpy(), where="weights.pt")
     clf.net_.eval()
     if clf.arch_.get("backbone") == "yamnet":
         clf.yamnet = open_recorded(clf.arch_.get("yamnet"), f"classifier {d}")

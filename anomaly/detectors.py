@@ -32,7 +32,7 @@ from anomaly.decision import DEFAULT_K, fit_threshold
 from anomaly.errors import DataError, ModelError, NotFittedError, one_line
 from anomaly.features import DEFAULT_PARAMS, FeatureParams
 from anomaly.model import ArchConfig, ConvAutoencoder, count_macs, count_params
-from anomaly.modeldir import DETECTOR_FORMAT, DETECTOR_KINDS, file_sha256, read_checked
+from anomaly.modeldir import DETECTOR_FORMAT, DETECTOR_KINDS, check_values, file_sha256, read_checked
 from anomaly.score import MSE, GaussianScore, MSEScore
 from anomaly.train import (
     Split,
@@ -313,7 +313,20 @@ class AutoencoderDetector(Detector):
         det.mean_ = np.asarray(meta["normalisation"]["mean"], np.float32)
         det.std_ = np.asarray(meta["normalisation"]["std"], np.float32)
         det.history_ = meta.get("training", {})
+        _check_learned(d, [("normalisation mean", det.mean_, False, "model.json"),
+                           ("normalisation std", det.std_, True, "model.json")]
+                       + [(f"weight {k}", v.numpy(), False, "weights.pt") for k, v in state.items()
+                          if v.is_floating_point()]
+                       + ([("Gaussian mean", det.gauss_mean_, False, "scoring.npz"),
+                           ("Gaussian precision", det.gauss_prec_, False, "scoring.npz")]
+                          if det.gauss_prec_ is not None else []))
         return det
+
+
+def _check_learned(d: Path, arrays) -> None:
+    """Every learned array finite (and positive where it divides): a damaged model is refused at load."""
+    for name, values, positive, where in arrays:
+        check_values(d, name, values, positive, where)
 
 
 def summary_stats(X: np.ndarray) -> np.ndarray:
@@ -441,6 +454,8 @@ class EmbeddingDetector(Detector):
         except Exception as e:
             raise ModelError(f"{d / 'state.npz'}: corrupt detector state ({one_line(e)})") from None
         det.emb_mean_, det.emb_std_ = a["emb_mean"], a["emb_std"]
+        _check_learned(d, [("embedding std", det.emb_std_, True, "state.npz")]
+                       + [(k, v, False, "state.npz") for k, v in a.items() if np.issubdtype(v.dtype, np.number)])
         if det.kind == "ocsvm":
             det.sv_, det.dual_coef_ = a["sv"], a["dual_coef"]
             det.intercept_, det.gamma_ = float(a["intercept"][0]), float(a["gamma"][0])

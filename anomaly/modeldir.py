@@ -10,6 +10,8 @@ look at a classifier's ``model.json`` (its backbone, its front end) and refuse i
 * :func:`model_params`: its FeatureParams, checked against the front end in use, if given
   (:class:`~anomaly.errors.ParamsMismatchError` naming the fields), and against the stored ``feature_params_hash``;
 * :func:`check_files`: every listed file present with its sha256; :func:`read_checked`: all of these, for a loader;
+* :func:`check_values`: learned numbers (weights, normalisation, thresholds) finite and, where they must be, positive
+  -- for the loaders, which call it on what they load, so a damaged model is refused instead of scoring nothing;
 * :func:`file_sha256`, :func:`directory_hash`, :func:`model_hash`, :func:`classifier_hash`: identities.
 
 Errors are :class:`ModelDirError` (a :class:`~anomaly.errors.ModelError`) with a ``problem`` tag, so that a caller
@@ -20,9 +22,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 
-from anomaly.errors import ModelError, one_line
+import numpy as np
+
+from anomaly.errors import EXIT_DAMAGED, EXIT_ERROR, ModelError, one_line
 from anomaly.features import FeatureParams
 
 DETECTOR_FORMAT = 1
@@ -33,11 +38,30 @@ DETECTOR_KINDS = ("ae", "ocsvm", "iforest")
 
 class ModelDirError(ModelError):
     """A model folder that cannot be used; ``problem`` says why: ``missing``, ``no_model_json``, ``corrupt_json``,
-    ``wrong_kind``, ``format``, ``params``, ``files``."""
+    ``wrong_kind``, ``format``, ``params``, ``files``, ``values``. Exit code 1 when the path is not a model folder
+    of that kind (a wrong argument), 5 when it is one but damaged."""
+
+    WRONG_PATH = ("missing", "no_model_json", "wrong_kind")
 
     def __init__(self, message: str, problem: str, detail: str = "", meta: dict | None = None):
         super().__init__(message)
         self.problem, self.detail, self.meta = problem, detail, meta
+        self.exit_code = EXIT_ERROR if problem in self.WRONG_PATH else EXIT_DAMAGED
+
+
+def check_values(directory: str | Path, name: str, values, positive: bool = False, where: str = "model.json") -> None:
+    """ModelDirError (``values``) unless every number in ``values`` (array-like) is finite (and > 0 with
+    ``positive``): NaN weights or a zero standard deviation would make every score NaN or infinite."""
+    try:
+        a = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ModelDirError(f"{Path(directory) / where}: {name} is not numeric ({one_line(e)})", "values") from None
+    bad = ~np.isfinite(a) if not positive else ~(np.isfinite(a) & (a > 0))
+    if a.size == 0 or bad.any():
+        kinds = "NaN, infinite or not positive" if positive else "NaN or infinite"
+        what = "is empty" if a.size == 0 else f"holds {int(bad.sum())} value(s) that are {kinds}"
+        raise ModelDirError(f"{Path(directory) / where}: {name} {what}: the model is damaged; train it again",
+                            "values")
 
 
 # -- identities --------------------------------------------------------------------------------------------------------
@@ -82,9 +106,11 @@ def _load_json(d: Path, noun: str, trainer: str) -> object:
     if not (d / "model.json").is_file():
         raise ModelDirError(f"{d} is not a humwatch {noun} directory (no model.json; train one with `{trainer}`)",
                             "no_model_json")
+    if (d / "model.json").stat().st_size > 256 << 20:
+        raise ModelDirError(f"{d / 'model.json'}: too large to be a model description", "corrupt_json")
     try:
-        return json.loads((d / "model.json").read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return json.loads((d / "model.json").read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise ModelDirError(f"{d / 'model.json'}: corrupt JSON ({one_line(e)})", "corrupt_json", one_line(e)) from None
 
 
@@ -111,8 +137,12 @@ def read_detector_meta(directory: str | Path) -> dict:
                             meta=meta if isinstance(meta, dict) else None)
     fv = _format_version(meta, d)
     _files(meta, d)
-    if not isinstance(meta.get("threshold"), (int, float)):
+    thr = meta.get("threshold")
+    if isinstance(thr, bool) or not isinstance(thr, (int, float)):
         raise ModelDirError(f"{d / 'model.json'}: missing or non-numeric 'threshold'", "format", meta=meta)
+    if not math.isfinite(thr):
+        raise ModelDirError(f"{d / 'model.json'}: threshold is {thr!r}, not a finite number: the model is damaged; "
+                            "train it again", "values", meta=meta)
     if fv > DETECTOR_FORMAT:
         raise ModelDirError(f"{d}: model format {fv} is newer than this humwatch understands ({DETECTOR_FORMAT}); "
                             "upgrade humwatch", "format", meta=meta)
@@ -158,7 +188,10 @@ def model_params(meta: dict, directory: str | Path, params: FeatureParams | None
     if params is not None:
         params.require_same(theirs, what=f"{what} {d}")
     stored = meta.get("feature_params_hash")
-    if stored is not None and stored != theirs.hash():
+    if stored is None:
+        raise ModelDirError(f"{d / 'model.json'}: no feature_params_hash (every humwatch model records one): the file "
+                            "was edited or damaged", "params", meta=meta)
+    if stored != theirs.hash():
         raise ModelDirError(f"{d / 'model.json'}: feature_params_hash {stored!r} does not match its feature_params "
                             f"({theirs.hash()}): the file was edited or damaged", "params", meta=meta)
     return theirs
