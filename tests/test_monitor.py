@@ -97,16 +97,19 @@ def test_uncalibrated_site_is_refused(site):
         Monitor(other, MonitorConfig())
 
 
-def test_retention_prunes_old_rows(tmp_path):
+def test_retention_counts_from_when_rows_were_logged(tmp_path):
+    """Replayed recordings months old are not pruned at the next start: retention is by log (wall-clock) time."""
     log = ScoreLog(tmp_path / "s.sqlite")
     run = log.start_run("c", "m", 1.0, 3, 5, "x")
     now = time.time()
     log.append(run, np.array([now - 90 * 86400, now - 10]), np.array([0.5, 2.0]), np.zeros((2, 64)), "f",
                np.array([0.0, 0.96]))
-    assert log.prune(56, now=now) == 1
+    log.flush()
+    assert log.prune(56, now=now) == 0  # both were logged just now
+    assert log.prune(56, now=now + 55 * 86400) == 0
+    assert log.prune(56, now=now + 57 * 86400) == 2  # 57 days after they were logged
     log.close()
-    df = read_scores(tmp_path / "s.sqlite")
-    assert len(df) == 1 and df["over"].iloc[0] == 1
+    assert len(read_scores(tmp_path / "s.sqlite")) == 0
 
 
 def test_bytes_per_row_supports_the_documented_size(tmp_path):
@@ -130,9 +133,9 @@ def test_sigkill_loses_at_most_the_last_second(site, tmp_path):
     audio = write_audio(tmp_path / "long.flac", SimConfig("pump", seed=300), 0.5)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     cmd = [str(HUMWATCH), "monitor", "--site", "pump-1", "--sites-dir", str(s.dir.parent), "--from", str(audio),
-           "--realtime", "--start-time", "2030-01-01T00:00:00Z"]
+           "--realtime", "--start-time", "2025-06-01T00:00:00Z"]
     p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    t0 = 1893456000.0  # 2030-01-01T00:00:00Z
+    t0 = 1748736000.0  # 2025-06-01T00:00:00Z
     deadline = time.time() + 60
     n_before = 0
     while time.time() < deadline:  # wait until some rows are committed, then note how many and kill
@@ -150,8 +153,8 @@ def test_sigkill_loses_at_most_the_last_second(site, tmp_path):
     after = read_scores(s.dir / "scores.sqlite", since_utc=t0)
     # everything committed before the kill is still there, and the log is readable
     assert len(after) >= killed_at >= n_before >= 5
-    # a restart works on the same log
-    r = subprocess.run(cmd[:-3] + ["--start-time", "2031-01-01T00:00:00Z"], env=env, capture_output=True, text=True,
+    # a restart works on the same log (another start time: another recording, scored in full)
+    r = subprocess.run(cmd[:-3] + ["--start-time", "2026-01-01T00:00:00Z"], env=env, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0, r.stderr
     assert len(read_scores(s.dir / "scores.sqlite", since_utc=t0)) >= len(after) + 31

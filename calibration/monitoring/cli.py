@@ -7,7 +7,8 @@ This module parses and prints; the monitor is :mod:`calibration.monitoring.monit
 
 from __future__ import annotations
 
-from datetime import datetime
+import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -16,7 +17,8 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from anomaly.cli_util import console, err_console, user_errors
+from anomaly.cli_util import console, err_console, esc, user_errors
+from anomaly.errors import EXIT_PARTIAL
 from calibration.cli import SitesDir, device_arg
 
 app = typer.Typer(no_args_is_help=True)
@@ -29,7 +31,7 @@ def _view(state):
     top = max([state.threshold * 1.5] + vals)
     spark = "".join(_SPARK[min(8, int(8 * v / top))] for v in vals) if vals else ""
     t = Table.grid(padding=(0, 2))
-    t.add_row("source", state.source)
+    t.add_row("source", esc(state.source))
     t.add_row("patches", f"{state.patches} ({state.audio_seconds / 60:.1f} min of audio)")
     t.add_row("recent scores", spark)
     t.add_row("threshold", f"{state.threshold:.4g}   rule {state.rule}")
@@ -74,7 +76,7 @@ def alarm_line(info: dict) -> str:
 
 
 def _print_alarm(info: dict) -> None:
-    console.print(escape(alarm_line(info)), soft_wrap=True)
+    console.print(esc(alarm_line(info)), soft_wrap=True)
 
 
 @app.command(rich_help_panel="Site")
@@ -87,12 +89,13 @@ def monitor(
     minutes: Annotated[float | None, typer.Option(help="Stop --mic after this long.")] = None,
     realtime: Annotated[bool, typer.Option("--realtime", help="Replay files at real-time speed (default: as fast "
                                            "as possible).")] = False,
-    on_alarm: Annotated[str | None, typer.Option(help="Command to run on each alarm; gets the alarm JSON on stdin.")]
-    = None,
-    retention_days: Annotated[float, typer.Option(min=1, help="Keep raw scores this long.")] = 56,
+    on_alarm: Annotated[str | None, typer.Option(help="Command to run on each alarm; gets the alarm JSON on stdin "
+                                                 "(split like a shell would, no shell; checked at start).")] = None,
+    retention_days: Annotated[float, typer.Option(min=1, max=36500, help="Keep raw scores this long after they "
+                                                  "were logged.")] = 56,
     start_time: Annotated[str | None, typer.Option("--start-time", "-t", help="Time (ISO 8601, UTC unless it "
-                                                   "says otherwise) of the first file without a time of its own; "
-                                                   "later such files follow on.")] = None,
+                                                   "says otherwise; 2000-01-01 to a day from now) of the first file "
+                                                   "without a time of its own; later such files follow on.")] = None,
     name_time: Annotated[list[str] | None, typer.Option("--name-time", "-n", help="strftime-like format of a time in "
                                                         "the file names, e.g. %Y%m%d_%H%M%S (repeatable; replaces "
                                                         "the built-in formats).")] = None,
@@ -112,34 +115,36 @@ def monitor(
     Scores go to sites/NAME/scores.sqlite (read them with `humwatch report`), alarms to sites/NAME/alarms.jsonl;
     when the output is not a terminal (a log), one line per alarm. A file's time comes from its metadata (WAV bext
     or LIST/ICRD, FLAC tags), else from its name, else from --start-time, else from its modification time (with a
-    warning: copying changes it).
-    With --publish they also go to the fleet's broker at QoS 1 (buffered while it is away; `humwatch ingest` logs
-    them centrally).
+    warning: copying changes it). A file the log already holds (same path and start time) is resumed where the log
+    stops. With --publish they also go to the fleet's broker at QoS 1 (buffered while it is away; `humwatch ingest`
+    logs them centrally). Exit 0: all scored; 6: some files skipped (each named in a warning); 1: nothing could be
+    scored.
     """
     with user_errors():
+        import warnings
+
         from anomaly.audio import find_audio
+        from anomaly.errors import StorageError
         from anomaly.recording_time import NAME_FORMATS, TimePolicy, parse_tz
         from calibration.errors import CalibrationError
         from calibration.monitoring.mic import mic_blocks
-        from calibration.monitoring.monitor import Monitor, MonitorConfig
+        from calibration.monitoring.monitor import Monitor, MonitorConfig, MonitorWarning
         from calibration.store import SiteStore, utc_now
 
         if bool(from_) == bool(mic):
             raise CalibrationError("give the audio with --from FILES/DIRS or listen with --mic (one of the two)")
-        start = None
-        if start_time:
-            try:
-                start = datetime.fromisoformat(start_time.replace("Z", "+00:00")).timestamp()
-            except ValueError:
-                raise CalibrationError(f"--start-time must be ISO 8601 like 2026-11-25T08:00:00Z, got "
-                                       f"{start_time!r}") from None
+        start = _parse_start(start_time)
         policy = TimePolicy(name_formats=tuple(name_time) if name_time else NAME_FORMATS, tz=parse_tz(time_zone),
                             start_utc=start)
         live = Live(console=err_console, refresh_per_second=4, transient=False) if err_console.is_terminal else None
         cfg = MonitorConfig(realtime=realtime, on_alarm=on_alarm, retention_days=retention_days, start_utc=start,
                             time_policy=policy, on_alarm_line=None if live else _print_alarm)
+        cfg.check()  # before any site file or audio is read
         s = SiteStore(sites_dir).site(site)
-        files = find_audio(from_) if from_ else None
+        unreadable: list[str] = []
+        files = find_audio(from_, unreadable) if from_ else None
+        for msg in unreadable:
+            warnings.warn(MonitorWarning(msg), stacklevel=1)
         s.config()
         pub = _publisher(publish, device_id, credentials, ca, s.name) if publish else None
         sink = None
@@ -148,36 +153,72 @@ def monitor(
 
             sink = TelemetrySink(pub, s.name)
         update = (lambda st: live.update(_view(st))) if live else None
-        with Monitor(s, cfg, on_update=update, sink=sink) as mon:
-            try:
-                if live:
-                    live.start()
-                if files is not None:
-                    state = mon.process_files(files)
-                else:
-                    dev = device_arg(device)
-                    mon.state.source = f"microphone {dev if dev is not None else '(default)'}"
-                    mon.process_blocks(mic_blocks(dev, minutes), utc_now().timestamp(), None)
-                    state = mon.state
-            finally:
-                if live:
-                    live.stop()
-                if pub is not None:
-                    left = pub.close(wait=30)
-                    console.print(f"published {pub.sent} message(s) to {pub.broker}: {pub.acked} acknowledged"
-                                  + (f", {left} not acknowledged (the broker is away)" if left else "")
-                                  + (f", {pub.dropped} dropped (buffer full)" if pub.dropped else ""))
-        console.print(f"{state.patches} patches ({state.audio_seconds / 60:.1f} min) scored, {state.alarms} alarm(s)"
-                      + (f", {len(state.skipped)} file(s) skipped" if state.skipped else "")
-                      + f"; scores in {s.dir / 'scores.sqlite'}, alarms in {s.dir / 'alarms.jsonl'}")
-        if state.time_sources:
-            console.print("recording times from " + ", ".join(f"{_SOURCE_WORDS.get(k, k)} ({n} file(s))" for k, n in
-                                                              state.time_sources.items())
-                          + (f"; {len(state.time_problems)} problem(s) warned about above" if state.time_problems
-                             else ""))
-        if state.alarm_faults:
-            console.print("alarms by likely fault: " + ", ".join(
-                f"{escape(f)} {n}" for f, n in sorted(state.alarm_faults.items(), key=lambda kv: -kv[1])))
+        mon = None
+        try:
+            with Monitor(s, cfg, on_update=update, sink=sink) as mon:
+                mon.state.skipped.extend(unreadable)
+                try:
+                    if live:
+                        live.start()
+                    if files is not None:
+                        mon.process_files(files)
+                    else:
+                        dev = device_arg(device)
+                        mon.state.source = f"microphone {dev if dev is not None else '(default)'}"
+                        mon.process_blocks(mic_blocks(dev, minutes), utc_now().timestamp(), None)
+                finally:
+                    if live:
+                        live.stop()
+        except StorageError:
+            for a in mon.unwritten_alarms if mon is not None else []:
+                console.print(f"unlogged alarm: {json.dumps(a)}", markup=False)
+            raise
+        finally:
+            if pub is not None:  # also when the monitor could not start
+                left = pub.close(wait=30 if mon is not None else 0)
+                console.print(f"published {pub.sent} message(s) to {esc(pub.broker)}: {pub.acked} acknowledged"
+                              + (f", {left} not acknowledged (the broker is away)" if left else "")
+                              + (f", {pub.dropped} dropped (buffer full)" if pub.dropped else ""))
+        _summary(s, mon.state)
+
+
+def _parse_start(text: str | None) -> float | None:
+    """--start-time as UTC epoch seconds (a time without a zone is UTC); the range is checked by MonitorConfig."""
+    from calibration.errors import CalibrationError
+
+    if not text:
+        return None
+    try:
+        t = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        if t.tzinfo is None:
+            t = t.replace(tzinfo=UTC)
+        return t.timestamp()
+    except (ValueError, OverflowError, OSError):
+        raise CalibrationError(f"--start-time must be ISO 8601 like 2026-11-25T08:00:00Z, got {text!r}") from None
+
+
+def _summary(s, state) -> None:
+    """The run's last lines, and its exit code: 0 all scored, 6 some inputs skipped, 1 nothing scored."""
+    from calibration.errors import CalibrationError
+
+    resumed = f", {state.resumed} already in the log (not scored again)" if state.resumed else ""
+    console.print(f"{state.patches} patches ({state.audio_seconds / 60:.1f} min) scored{resumed}, {state.alarms} "
+                  "alarm(s)" + (f", {len(state.skipped)} input(s) skipped" if state.skipped else "")
+                  + f"; scores in {esc(s.dir / 'scores.sqlite')}, alarms in {esc(s.dir / 'alarms.jsonl')}")
+    if state.time_sources:
+        console.print("recording times from " + ", ".join(f"{_SOURCE_WORDS.get(k, k)} ({n} file(s))" for k, n in
+                                                          state.time_sources.items())
+                      + (f"; {len(state.time_problems)} problem(s) warned about above" if state.time_problems
+                         else ""))
+    if state.alarm_faults:
+        console.print("alarms by likely fault: " + ", ".join(
+            f"{escape(f)} {n}" for f, n in sorted(state.alarm_faults.items(), key=lambda kv: -kv[1])))
+    if state.patches == 0 and state.resumed == 0:
+        raise CalibrationError("nothing was scored" + (f": all {len(state.skipped)} input(s) were skipped (see the "
+                                                       "warnings above)" if state.skipped else
+                                                       " (no audio long enough for one patch)"))
+    if state.skipped:
+        raise typer.Exit(EXIT_PARTIAL)
 
 
 def _publisher(url: str, device_id: str | None, credentials: Path | None, ca: Path | None, site: str):
@@ -228,7 +269,7 @@ def report(
         kind = format_for(out, fmt)
         if kind == "html":
             path = write_report(s, out, since_utc, top)
-            console.print(f"wrote {escape(str(path))} ({path.stat().st_size / 1e6:.1f} MB): open it in a web browser")
+            console.print(f"wrote {esc(path)} ({path.stat().st_size / 1e6:.1f} MB): open it in a web browser")
         else:
             path, rows = export_log(s, out, kind, since_utc)
-            console.print(f"wrote {rows} scores to {escape(str(path))}")
+            console.print(f"wrote {rows} scores to {esc(path)}")

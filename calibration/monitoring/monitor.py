@@ -9,13 +9,22 @@ classifier's calibrated per-class probabilities (logged with the score), each an
 section naming the likely fault, and the classes listed in ``classifier_alarm`` raise alarms of their own (kind
 ``"classifier"``) under the same m-of-n rule, a patch counting when its probability reaches the class threshold:
 the remedy for a fault whose sound the autoencoder reconstructs well.
+
+Start-up checks everything before any audio is read (:meth:`MonitorConfig.check`: the start time in a sane range,
+the --on-alarm command parsed and found, the retention). A file that cannot be scored -- unreadable, not audio,
+samples far outside full scale, a time that cannot be right -- is skipped with a warning naming it; the others are
+scored. A file (same path and start time) the log already holds, in part or whole, is resumed where the log stops,
+the alarm rule brought to the state it had there. When the log or alarms.jsonl cannot be written (disk full),
+scoring goes on and both are held in memory (:mod:`calibration.monitoring.scorelog`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shlex
+import shutil
 import subprocess
 import time
 import warnings
@@ -30,19 +39,61 @@ import numpy as np
 
 from anomaly.audio import audio_info, iter_blocks
 from anomaly.decision import hits_rule, over
-from anomaly.errors import AudioError, HumwatchWarning
+from anomaly.errors import AudioError, DataError, HumwatchWarning, shown
 from anomaly.features import PatchStream, mel_centers
 from anomaly.recording_time import FileTime, TimePolicy, assign_times, check_readable
 from anomaly.vocabulary import band_hint
 from calibration.calibrate import calibration_rule, site_classifier, site_detector
-from calibration.errors import SiteError
-from calibration.monitoring.scorelog import DEFAULT_RETENTION_DAYS, ScoreLog
+from calibration.errors import CalibrationError, SiteError
+from calibration.monitoring.scorelog import DEFAULT_RETENTION_DAYS, Resume, ScoreLog
 from calibration.states import StateModel
 from calibration.store import Site
+
+EARLIEST_START = datetime(2000, 1, 1, tzinfo=UTC).timestamp()  # recordings before this are a typo
+LATEST_AHEAD_S = 86400.0  # a recording may start at most a day after the clock (time zones, clock drift)
+ON_ALARM_TIMEOUT_S = 30.0
 
 
 class MonitorWarning(HumwatchWarning):
     """A skipped file or a failed --on-alarm command; monitoring goes on."""
+
+
+def start_range(now: float | None = None) -> tuple[float, float]:
+    """The recording start times monitoring accepts: 2000-01-01 to a day from now (UTC epoch seconds)."""
+    return EARLIEST_START, (time.time() if now is None else now) + LATEST_AHEAD_S
+
+
+def check_start(t: float, what: str = "--start-time") -> float:
+    """``t`` if it is a plausible recording start (:func:`start_range`), else CalibrationError saying the range."""
+    lo, hi = start_range()
+    if not (isinstance(t, (int, float)) and math.isfinite(t) and lo <= t <= hi):
+        raise CalibrationError(f"{what} {_when(t)} is outside the accepted range {_when(lo)} to {_when(hi)} (UTC; "
+                               "a day ahead of this computer's clock at most)")
+    return float(t)
+
+
+def _when(t: float) -> str:
+    try:
+        return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):
+        return repr(t)
+
+
+def parse_on_alarm(command: str) -> list[str]:
+    """The --on-alarm command as an argument list (shell-like quoting, no shell): CalibrationError when it does not
+    parse or its program is not found."""
+    try:
+        argv = shlex.split(command)
+    except ValueError as e:
+        raise CalibrationError(f"--on-alarm {shown(command)!r} does not parse: {e} (quote it as a shell would)") \
+            from None
+    if not argv:
+        raise CalibrationError("--on-alarm is empty: give the command to run on each alarm")
+    if "\x00" in command:
+        raise CalibrationError("--on-alarm must not contain a NUL character")
+    if shutil.which(argv[0]) is None:
+        raise CalibrationError(f"--on-alarm: program {shown(argv[0])!r} not found (or not executable)")
+    return argv
 
 
 @dataclass
@@ -57,6 +108,15 @@ class MonitorConfig:
     @property
     def policy(self) -> TimePolicy:
         return self.time_policy or TimePolicy(start_utc=self.start_utc)
+
+    def check(self) -> list[str] | None:
+        """Check every setting (before anything is read); returns the parsed --on-alarm command (or None)."""
+        if self.start_utc is not None:
+            check_start(self.start_utc)
+        r = self.retention_days
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r) or not 1 <= r <= 36500:
+            raise CalibrationError(f"--retention-days must be between 1 and 36500, got {r!r}")
+        return None if self.on_alarm is None else parse_on_alarm(self.on_alarm)
 
 
 class Sink(Protocol):
@@ -86,6 +146,7 @@ class MonitorState:
     last_alarm: dict | None = None
     source: str = ""
     skipped: list[str] = field(default_factory=list)
+    resumed: int = 0  # patches already in the log (a restarted run), not scored again
     audio_seconds: float = 0.0
     top_class: tuple[str, float] | None = None  # the most likely non-normal class of the last patch
     alarm_faults: dict[str, int] = field(default_factory=dict)  # alarms per likely fault ("unknown": none fired)
@@ -106,6 +167,7 @@ class Monitor:
     def __init__(self, site: Site, cfg: MonitorConfig, on_update: Callable[[MonitorState], None] | None = None,
                  sink: Sink | None = None):
         self.site, self.cfg, self.on_update, self.sink = site, cfg, on_update, sink
+        self.on_alarm_argv = cfg.check()
         sc = site.config()
         self.machine = sc.machine  # the words of alarms' bands follow its type (anomaly.vocabulary)
         self.calibration = site.calibration()  # raises SiteError when uncalibrated
@@ -134,17 +196,31 @@ class Monitor:
         states = self.calibration.get("states")
         # novel-state notices (a calibration made before #14 has no states: none are raised)
         self.novelty = StateModel.from_dict(states).tracker() if isinstance(states, dict) else None
-        self.log = ScoreLog(site.dir / "scores.sqlite")
-        self.log.prune(cfg.retention_days)
+        self.log = ScoreLog(site.dir / "scores.sqlite", on_notice=self._notice)
+        try:
+            self.log.prune(cfg.retention_days)
+        except BaseException:
+            self.log.abandon()
+            raise
         self.alarms_path = site.dir / "alarms.jsonl"
+        self._alarm_lines: list[str] = []  # alarms.jsonl lines not written yet (disk full)
+        self._alarm_file_blocked: str | None = None
         self.run = None
         self._time: FileTime | None = None  # the time of the file being scored (None: live input, the clock)
 
     def __enter__(self) -> Monitor:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
+        self._flush_alarm_lines()
+        if exc_type is not None:
+            self.log.abandon()  # the error in flight is what the user must see
+            return
         self.log.close()
+
+    @staticmethod
+    def _notice(msg: str) -> None:
+        warnings.warn(MonitorWarning(msg), stacklevel=3)
 
     def _start(self, source: str) -> None:
         if self.run is None:
@@ -224,22 +300,14 @@ class Monitor:
         self.state.last_alarm = info
         if self.cfg.on_alarm_line:
             self.cfg.on_alarm_line(info)
-        if self.cfg.on_alarm:
-            try:
-                r = subprocess.run(shlex.split(self.cfg.on_alarm), input=json.dumps(info), text=True, timeout=30,
-                                   capture_output=True)
-                if r.returncode:
-                    warnings.warn(MonitorWarning(f"--on-alarm exited with {r.returncode}: "
-                                                 f"{(r.stderr or '').strip()[:200]}"), stacklevel=2)
-            except (OSError, subprocess.TimeoutExpired) as e:
-                warnings.warn(MonitorWarning(f"--on-alarm failed: {e}"), stacklevel=2)
+        if self.on_alarm_argv:
+            self._run_hook(info)
 
     def _log_event(self, t: float, score: float, info: dict) -> None:
+        """An alarm or notice into the score log and alarms.jsonl (each held in memory while it cannot be written)."""
         self.log.alarm(self.run, t, score, info)
-        with open(self.alarms_path, "a") as fh:
-            fh.write(json.dumps(info) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        self._alarm_lines.append(json.dumps(info) + "\n")
+        self._flush_alarm_lines()
 
     def _raise_novel(self, t: float, score: float, file: str | None, offset: float) -> None:
         """A novel-state notice: the site sounds unlike every state the calibration heard. Its own event kind in the
@@ -257,21 +325,88 @@ class Monitor:
         if self.cfg.on_alarm_line:
             self.cfg.on_alarm_line(info)
 
-    def process_blocks(self, blocks: Iterable[np.ndarray], t0: float, file: str | None) -> None:
-        """Score a stream of 16 kHz blocks whose first sample is at ``t0`` (UTC seconds)."""
+    def _run_hook(self, info: dict) -> None:
+        try:
+            r = subprocess.run(self.on_alarm_argv, input=json.dumps(info), text=True, timeout=ON_ALARM_TIMEOUT_S,
+                               capture_output=True, errors="replace")
+            if r.returncode:
+                warnings.warn(MonitorWarning(f"--on-alarm exited with {r.returncode}: "
+                                             f"{' '.join((r.stderr or '').split())[:200]}"), stacklevel=3)
+        except (OSError, ValueError, subprocess.SubprocessError) as e:
+            warnings.warn(MonitorWarning(f"--on-alarm failed: {e}"), stacklevel=3)
+
+    def _flush_alarm_lines(self) -> None:
+        """Append the held alarm lines to alarms.jsonl, fsync'd; on failure (disk full) cut the file back to whole
+        lines, keep them in memory and say so once."""
+        if not self._alarm_lines:
+            return
+        data = "".join(self._alarm_lines).encode()
+        try:
+            fd = os.open(self.alarms_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as e:
+            return self._alarm_file_failed(e)
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            except OSError as e:
+                try:
+                    os.ftruncate(fd, size)  # never a torn line
+                except OSError:
+                    pass
+                return self._alarm_file_failed(e)
+        finally:
+            os.close(fd)
+        self._alarm_lines.clear()
+        if self._alarm_file_blocked:
+            self._alarm_file_blocked = None
+            self._notice(f"{self.alarms_path}: can be written again; the alarms held meanwhile are in it")
+
+    def _alarm_file_failed(self, e: OSError) -> None:
+        if self._alarm_file_blocked is None:
+            self._alarm_file_blocked = e.strerror or str(e)
+            self._notice(f"{self.alarms_path}: cannot be written ({self._alarm_file_blocked}); alarms are held in "
+                         "memory (and in the score log) and written when it can be")
+
+    @property
+    def unwritten_alarms(self) -> list[dict]:
+        """Alarms neither the score log nor alarms.jsonl could take (print them: they exist nowhere else)."""
+        logged = {json.dumps(a) for a in self.log.unwritten_alarms}
+        return [json.loads(x) for x in self._alarm_lines if x.strip() in logged]
+
+    def process_blocks(self, blocks: Iterable[np.ndarray], t0: float, file: str | None,
+                       resume: Resume | None = None) -> None:
+        """Score a stream of 16 kHz blocks whose first sample is at ``t0`` (UTC seconds); with ``resume``, the
+        patches up to its last logged offset are in the log already: the rule is brought to their state and they are
+        not scored again."""
         p = self.det.params
         stream = PatchStream(p, self.offsets)
         self._start(file or "microphone")
+        skip_upto = None
+        if resume is not None:
+            self._prime(resume)
+            skip_upto = resume.last_offset_s + 1e-6
         wall0 = time.monotonic()
         n_samples = 0
         for block in blocks:
             n_samples += block.size
             before = stream.patches_emitted
             X = stream.push(block)
+            offs = np.arange(before, stream.patches_emitted) * p.patch_hop_samples / p.sample_rate
+            if len(X) and skip_upto is not None:
+                new = offs > skip_upto
+                self.state.resumed += int((~new).sum())
+                X, offs = X[new], offs[new]
             if len(X):
                 sc, bands = self.det.score_with_bands(X)
+                if not np.isfinite(sc).all():
+                    at = float(offs[int(np.argmax(~np.isfinite(sc)))])
+                    raise AudioError(f"{shown(file or 'input')}: the model gives a NaN or infinite score at {at:.1f} s "
+                                     "(audio far outside what it was trained on)")
                 probs = None if self.clf is None else self.clf.probabilities_of_logits(self.clf.logits_of_patches(X))
-                offs = np.arange(before, stream.patches_emitted) * p.patch_hop_samples / p.sample_rate
                 ts = t0 + offs
                 self.log.append(self.run, ts, sc, bands, file, offs, probs)
                 exceeded = over(sc, self.threshold)
@@ -306,6 +441,24 @@ class Monitor:
                 if ahead > 0:
                     time.sleep(ahead)
         self.log.maybe_commit(force=True)
+        self._flush_alarm_lines()
+
+    def _prime(self, resume: Resume) -> None:
+        """Bring the alarm rules to their state at the end of what the log holds (the last scores of the file and,
+        with a classifier of the same classes, its probabilities), without raising alarms again."""
+        n_classes = None if self.clf is None else len(self.clf.classes)
+        for s, blob in zip(resume.recent_scores, resume.recent_classes, strict=True):
+            self.rule.update(s)
+            probs = None
+            if n_classes and blob is not None and len(blob) == 2 * n_classes:
+                probs = np.frombuffer(blob, "<f2").astype(np.float64)
+            if n_classes:
+                self.window.append((bool(s > self.threshold), probs if probs is not None else
+                                    np.zeros(n_classes)))
+                if probs is not None:
+                    for k, rule in self.class_rules.values():
+                        rule.update(probs[k])
+        self.state.in_alarm = self.rule.active
 
     def _note_top_class(self, p: np.ndarray) -> None:
         faults = [(float(p[j]), c) for j, c in enumerate(self.clf.classes) if c != "normal"]
@@ -314,9 +467,9 @@ class Monitor:
             self.state.top_class = (c, pr)
 
     def process_files(self, files: list[Path]) -> MonitorState:
-        """Score files in order, each placed in time by :mod:`anomaly.recording_time`; an unreadable file is skipped
-        with a warning, and overlapping, out-of-order or guessed times are warned about (and kept in the state)."""
-        p = self.det.params
+        """Score files in order, each placed in time by :mod:`anomaly.recording_time`; a file that cannot be scored
+        is skipped with a warning naming it, and overlapping, out-of-order or guessed times are warned about (and
+        kept in the state)."""
         ok, durations, bad = check_readable(files, audio_info)
         for f, why in bad:
             self.state.skipped.append(str(f))
@@ -328,18 +481,39 @@ class Monitor:
             warnings.warn(MonitorWarning(f"recording times: {problem}"), stacklevel=2)
         for ft in timing.files:
             f = ft.path
-            self.state.source = str(f)
-            path = str(Path(f).resolve())  # absolute: the report re-reads top patches
+            self.state.source = shown(f)
             try:
                 self._time = ft
-                self._start(path)
-                self.log.file_time(self.run, path, ft.t0_utc, ft.duration_s, ft.source, ft.detail)
-                block_s = 1.0 if self.cfg.realtime else 30.0
-                self.process_blocks(iter_blocks(f, p.sample_rate, block_seconds=block_s, min_samples=p.min_samples),
-                                    ft.t0_utc, path)
-            except AudioError as e:
+                self._process_file(f, ft)
+            except (AudioError, DataError) as e:
                 self.state.skipped.append(str(f))
                 warnings.warn(MonitorWarning(f"skipped: {e}"), stacklevel=2)
             finally:
                 self._time = None
         return self.state
+
+    def _process_file(self, f: Path, ft: FileTime) -> None:
+        p = self.det.params
+        try:
+            t0 = check_start(ft.t0_utc, "its start time")
+        except CalibrationError as e:
+            raise AudioError(f"{shown(f)}: {e}, found from {ft.source} ({shown(ft.detail)}); correct the file's time, "
+                             "or give the start with --start-time") from None
+        path = str(Path(f).resolve())  # absolute: the report re-reads top patches
+        self._start(path)
+        self.log.file_time(self.run, path, t0, ft.duration_s, ft.source, ft.detail)
+        resume = self.log.resume_point(path, t0)
+        if resume is not None and self._complete(resume, audio_info(f)):
+            self._prime(resume)
+            self.state.resumed += resume.patches
+            return
+        block_s = 1.0 if self.cfg.realtime else 30.0
+        self.process_blocks(iter_blocks(f, p.sample_rate, block_seconds=block_s, min_samples=p.min_samples), t0, path,
+                            resume)
+
+    def _complete(self, resume: Resume, info) -> bool:
+        """Whether the log holds a file's last patch (no patch starts after ``resume.last_offset_s``)."""
+        p = self.det.params
+        n_out = -(-info.frames * p.sample_rate // info.sample_rate)
+        last = int(round(resume.last_offset_s * p.sample_rate))
+        return last + p.patch_hop_samples + p.min_samples > n_out
