@@ -8,6 +8,8 @@ unusable raise :class:`~anomaly.errors.AudioError` with a one-line message; prob
 from __future__ import annotations
 
 import math
+import os
+import stat
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,12 +19,13 @@ import numpy as np
 import soundfile as sf
 from scipy import signal
 
-from anomaly.errors import AudioError, HumwatchWarning, one_line
+from anomaly.errors import AudioError, HumwatchWarning, one_line, shown
 from anomaly.features import FeatureParams, FrameStream, PatchStream, patch_starts
 
 AUDIO_SUFFIXES = (".wav", ".flac")
 CLIP_LEVEL = 0.999  # |sample| at or above this share of full scale counts as clipped
 CLIP_WARN_SHARE = 1e-4  # warn when at least 0.01 % of samples are clipped
+MAX_ABS_SAMPLE = 1000.0  # float files may exceed full scale a little; a sample beyond this is not audio
 
 
 class AudioWarning(HumwatchWarning):
@@ -45,17 +48,35 @@ class AudioInfo:
         return self.frames / self.sample_rate if self.sample_rate else 0.0
 
 
+def _sf_name(path: Path) -> str | bytes:
+    """The name soundfile opens: the path's bytes when it is not valid UTF-8 (libsndfile cannot take it as text)."""
+    s = str(path)
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        return os.fsencode(s)
+
+
 def audio_info(path: str | Path) -> AudioInfo:
     """Read the header of an audio file. Raises AudioError when it is missing or not audio."""
     path = Path(path)
-    if not path.exists():
-        raise AudioError(f"audio file not found: {path}")
-    if path.is_dir():
-        raise AudioError(f"expected an audio file, got a directory: {path}")
     try:
-        i = sf.info(str(path))
+        st = path.stat()
+    except FileNotFoundError:
+        raise AudioError(f"audio file not found: {shown(path)}") from None
+    except OSError as e:
+        raise AudioError(f"{shown(path)}: cannot read it ({e.strerror})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise AudioError(f"expected an audio file, got a directory: {shown(path)}")
+    if not stat.S_ISREG(st.st_mode):
+        raise AudioError(f"{shown(path)}: not a regular file (a device or pipe?)")
+    try:
+        i = sf.info(_sf_name(path))
     except Exception as e:  # soundfile raises LibsndfileError/RuntimeError/TypeError depending on the damage
-        raise AudioError(f"{path}: not a readable WAV/FLAC file ({one_line(e)})") from None
+        raise AudioError(f"{shown(path)}: not a readable WAV/FLAC file ({one_line(e)})") from None
+    if not 0 < i.samplerate <= 10_000_000 or not 0 < i.channels <= 1024:
+        raise AudioError(f"{shown(path)}: implausible header ({i.samplerate} Hz, {i.channels} channels)")
     return AudioInfo(path, int(i.samplerate), int(i.channels), int(i.frames), i.format, i.subtype)
 
 
@@ -151,14 +172,15 @@ def iter_blocks(
         AudioError: missing file, not audio, empty, too short, bad channel, NaN/Inf samples, a read error.
     """
     info = audio_info(path)
+    name = shown(info.path)
     if info.frames <= 0 or info.sample_rate <= 0:
-        raise AudioError(f"{info.path}: empty audio file (0 samples)")
+        raise AudioError(f"{name}: empty audio file (0 samples)")
     if channel != "mean" and not (isinstance(channel, int) and 0 <= channel < info.channels):
-        raise AudioError(f"{info.path}: channel {channel!r} does not exist (file has {info.channels} channels)")
+        raise AudioError(f"{name}: channel {channel!r} does not exist (file has {info.channels} channels)")
     n_out = -(-info.frames * sample_rate // info.sample_rate)
     if n_out < min_samples:
         raise AudioError(
-            f"{info.path}: {info.duration_s:.3f} s of audio is shorter than one patch "
+            f"{name}: {info.duration_s:.3f} s of audio is shorter than one patch "
             f"({min_samples / sample_rate:.3f} s needed)"
         )
     stats = stats if stats is not None else ReadStats()
@@ -166,18 +188,23 @@ def iter_blocks(
     block = max(1, int(block_seconds * info.sample_rate))
     pos = 0
     try:
-        with sf.SoundFile(str(info.path)) as f:
+        with sf.SoundFile(_sf_name(info.path)) as f:
             while True:
                 try:
                     x = f.read(block, dtype="float32", always_2d=True)
                 except Exception as e:
                     at = pos / info.sample_rate
-                    raise AudioError(f"{info.path}: read error at {at:.1f} s ({one_line(e)})") from None
+                    raise AudioError(f"{name}: read error at {at:.1f} s ({one_line(e)})") from None
                 if x.shape[0] == 0:
                     break
                 if not np.isfinite(x).all():
                     bad = pos + int(np.argmax(~np.isfinite(x).all(axis=1)))
-                    raise AudioError(f"{info.path}: NaN or Inf sample at {bad / info.sample_rate:.3f} s")
+                    raise AudioError(f"{name}: NaN or Inf sample at {bad / info.sample_rate:.3f} s")
+                peak = float(np.abs(x).max())
+                if peak > MAX_ABS_SAMPLE:
+                    bad = pos + int(np.argmax((np.abs(x) > MAX_ABS_SAMPLE).any(axis=1)))
+                    raise AudioError(f"{name}: sample value {peak:.3g} at {bad / info.sample_rate:.3f} s is not audio "
+                                     f"(float samples must stay within ±{MAX_ABS_SAMPLE:g} of full scale)")
                 stats.clipped += int((np.abs(x) >= CLIP_LEVEL).sum())
                 stats.samples += x.size
                 stats.nonzero = stats.nonzero or bool(np.any(x))
@@ -186,18 +213,18 @@ def iter_blocks(
                 y = rs.push(mono)
                 if y.size:
                     yield y
-    except sf.LibsndfileError as e:
-        raise AudioError(f"{info.path}: not a readable WAV/FLAC file ({one_line(e)})") from None
+    except (sf.LibsndfileError, RuntimeError, OSError) as e:
+        raise AudioError(f"{name}: not a readable WAV/FLAC file ({one_line(e)})") from None
     y = rs.flush()
     if y.size:
         yield y
     if pos == 0:
-        raise AudioError(f"{info.path}: empty audio file (0 samples)")
+        raise AudioError(f"{name}: empty audio file (0 samples)")
     if not stats.nonzero:
-        warnings.warn(AudioWarning(f"{info.path}: all samples are zero (microphone muted or unplugged?)"), stacklevel=2)
+        warnings.warn(AudioWarning(f"{name}: all samples are zero (microphone muted or unplugged?)"), stacklevel=2)
     elif stats.clipped_share >= CLIP_WARN_SHARE:
         warnings.warn(
-            AudioWarning(f"{info.path}: {stats.clipped_share:.2%} of samples are clipped (reduce the input gain)"),
+            AudioWarning(f"{name}: {stats.clipped_share:.2%} of samples are clipped (reduce the input gain)"),
             stacklevel=2,
         )
 
@@ -246,20 +273,37 @@ def file_log_mel(path: str | Path, params: FeatureParams, offsets: np.ndarray | 
     return np.concatenate(parts)
 
 
-def find_audio(paths: list[str | Path] | tuple[str | Path, ...]) -> list[Path]:
-    """Expand files and directories (recursively) into a sorted list of WAV/FLAC files.
+def find_audio(paths: list[str | Path] | tuple[str | Path, ...], unreadable: list[str] | None = None) -> list[Path]:
+    """Expand files and directories (recursively, not following symlinked directories) into a sorted list of
+    WAV/FLAC files.
 
-    Raises AudioError for a path that does not exist or a directory without audio.
+    A subdirectory that cannot be read is reported, never silently skipped: appended to ``unreadable`` when given
+    (the caller counts and names it), else an :class:`AudioWarning`.
+
+    Raises AudioError for a path that does not exist, a directory that cannot be read, or one without audio.
     """
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(q for q in p.rglob("*") if q.suffix.lower() in AUDIO_SUFFIXES and q.is_file())
+            errors: list[OSError] = []
+            found = []
+            for d, _, files in os.walk(p, onerror=errors.append):
+                found += [Path(d) / f for f in files if Path(f).suffix.lower() in AUDIO_SUFFIXES]
+            found = sorted(q for q in found if q.is_file())
+            top = [e for e in errors if Path(e.filename or "") == p]
+            if top:
+                raise AudioError(f"cannot read the directory {shown(p)} ({top[0].strerror})")
+            for e in errors:
+                msg = f"cannot read the directory {shown(e.filename)} ({e.strerror}): its files are not included"
+                if unreadable is not None:
+                    unreadable.append(msg)
+                else:
+                    warnings.warn(AudioWarning(msg), stacklevel=2)
             if not found:
-                raise AudioError(f"no .wav or .flac files under {p}")
+                raise AudioError(f"no .wav or .flac files under {shown(p)}" + (" that could be read" if errors else ""))
             out.extend(found)
         elif p.exists():
             out.append(p)
         else:
-            raise AudioError(f"audio file or directory not found: {p}")
+            raise AudioError(f"audio file or directory not found: {shown(p)}")
     return out

@@ -13,8 +13,9 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from anomaly.cli_util import console, progress, user_errors
+from anomaly.cli_util import console, esc, progress, user_errors
 from anomaly.decision import DEFAULT_K, describe_threshold
+from anomaly.errors import shown
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -56,8 +57,8 @@ def simulate(
                 task = bar.add_task("simulating", total=per_class * len(SIM_CLASSES), info=str(dataset))
                 write_sim_dataset(dataset, per_class, seed, severity_range,
                                   progress=lambda i, n: bar.update(task, completed=i))
-            console.print(f"wrote {per_class * len(SIM_CLASSES)} clips of 10 s to {dataset} ({per_class} per class: "
-                          f"{', '.join(SIM_CLASSES)}; severity {severity_range[0]:g}-{severity_range[1]:g}, "
+            console.print(f"wrote {per_class * len(SIM_CLASSES)} clips of 10 s to {esc(dataset)} ({per_class} per "
+                          f"class: {', '.join(SIM_CLASSES)}; severity {severity_range[0]:g}-{severity_range[1]:g}, "
                           f"seed={seed}; details in simulation.csv)")
             return
         if out is None:
@@ -71,8 +72,8 @@ def simulate(
         with progress() as bar:
             task = bar.add_task("simulating", total=100, info=str(out))
             write_audio(out, cfg, minutes, progress=lambda f: bar.update(task, completed=round(100 * f)))
-        console.print(f"wrote {out} ({minutes:g} min, {machine}, fault={fault}, severity={cfg.severity:g}, "
-                      f"background={background}, seed={seed})")
+        console.print(f"wrote {esc(out)} ({minutes:g} min, {esc(machine)}, fault={esc(fault)}, "
+                      f"severity={cfg.severity:g}, background={esc(background)}, seed={seed})")
 
 
 @app.command(rich_help_panel="Data")
@@ -95,7 +96,7 @@ def info(files: Annotated[list[Path], typer.Argument(help="WAV/FLAC files or dir
                     energy = energy + np.exp(p).sum(axis=(0, 1))
             rms = np.sqrt(sumsq / max(1, count))
             band = f"{mel_centers(DEFAULT_PARAMS)[int(np.argmax(energy))]:.0f} Hz" if n else "-"
-            t.add_row(str(f), str(i.sample_rate), str(i.channels), f"{i.duration_s:.1f}", str(n),
+            t.add_row(esc(f), str(i.sample_rate), str(i.channels), f"{i.duration_s:.1f}", str(n),
                       f"{20 * np.log10(rms + 1e-12):.1f}", f"{stats.clipped_share:.2%}", band)
         console.print(t)
 
@@ -227,10 +228,10 @@ def _print_model_summary(det, out) -> None:
     from anomaly.model import count_macs, count_params
     from anomaly.train import stopping_advice
 
-    console.print(f"saved {det.kind} model to {out}")
+    console.print(f"saved {det.kind} model to {esc(out)}")
     if getattr(det, "yamnet", None) is not None:
-        console.print(f"  on YAMNet embeddings of {det.yamnet.path} (sha256 {det.yamnet.sha256[:12]}; it must stay "
-                      "there, unchanged, for the model to load)")
+        console.print(f"  on YAMNet embeddings of {esc(det.yamnet.path)} (sha256 {det.yamnet.sha256[:12]}; it must "
+                      "stay there, unchanged, for the model to load)")
     if isinstance(det, AutoencoderDetector):
         h = det.history_
         passes = det.forward_passes()
@@ -293,14 +294,14 @@ def score(
         with progress(transient=True) as bar:
             task = bar.add_task("scoring", total=len(paths), info="")
             for p in paths:
-                bar.update(task, info=p.name)
+                bar.update(task, info=esc(p.name))
                 starts, sc, bands = score_file(det, p, bands=want_bands)
-                df = pd.DataFrame({"file": str(p), "start_s": np.round(starts, 3), "score": sc})
+                df = pd.DataFrame({"file": shown(p), "start_s": np.round(starts, 3), "score": sc})
                 if bands is not None:
                     df = pd.concat([df, pd.DataFrame(bands, columns=[f"band_{i:02d}" for i in range(bands.shape[1])])],
                                    axis=1)
                 frames.append(df)
-                table.add_row(str(p), str(len(sc)), f"{_clip(sc, reduce):.4g}", f"{sc.max():.4g}",
+                table.add_row(esc(p), str(len(sc)), f"{_clip(sc, reduce):.4g}", f"{sc.max():.4g}",
                               f"{int((sc > det.threshold_).sum())}")
                 bar.advance(task)
         console.print(table)
@@ -312,7 +313,7 @@ def score(
                     allrows.to_csv(tmp, index=False)
                 else:
                     allrows.to_parquet(tmp, index=False)
-            console.print(f"wrote {len(allrows)} patch scores to {out}")
+            console.print(f"wrote {len(allrows)} patch scores to {esc(out)}")
 
 
 @app.command(rich_help_panel="Model")
@@ -343,7 +344,7 @@ def evaluate(
         t = Table("machine", "normal", "anomaly", f"AUC (chance {ch['auc']:g})",
                   f"pAUC p={m['max_fpr']:g} (chance {ch['pauc']:g})")
         for name, r in m["machines"].items():
-            t.add_row(name, str(r["n_normal"]), str(r["n_anomaly"]), _fmt(r["auc"]), _fmt(r["pauc"]))
+            t.add_row(esc(name), str(r["n_normal"]), str(r["n_anomaly"]), _fmt(r["auc"]), _fmt(r["pauc"]))
         t.add_row("[bold]all", str(sum(r["n_normal"] for r in m["machines"].values())),
                   str(sum(r["n_anomaly"] for r in m["machines"].values())), f"[bold]{m['auc']:.3f}",
                   f"[bold]{m['pauc']:.3f}")
@@ -354,7 +355,7 @@ def evaluate(
             m["model"] = str(model)
             m["reduce"] = reduce
             atomic.write_text(json_out, json.dumps(m, indent=2) + "\n")
-            console.print(f"wrote {json_out}")
+            console.print(f"wrote {esc(json_out)}")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -432,8 +433,8 @@ def classify_train(
         ds = load_dataset(data)
         stratified_split(ds.Y, ClassifyConfig().val_fraction, seed, ds.classes)  # too few clips: fail before reading
         recs = _read_recordings(ds.files, DEFAULT_PARAMS, "reading")
-        console.print(f"{len(ds.files)} clips, {len(ds.classes)} classes ({ds.layout}): "
-                      + ", ".join(f"{c} {n}" for c, n in ds.counts().items()))
+        console.print(f"{len(ds.files)} clips, {len(ds.classes)} classes ({esc(ds.layout)}): "
+                      + ", ".join(f"{esc(c)} {n}" for c, n in ds.counts().items()))
         cfg = ClassifyConfig(epochs=epochs, seed=seed, exclusive=exclusive, finetune_layers=finetune_layers,
                              finetune_lr=finetune_lr, threads=threads)
         clf = FaultClassifier(ds.classes, DEFAULT_PARAMS, cfg, base=det, base_hash=bhash, yamnet=embedder)
@@ -447,11 +448,11 @@ def classify_train(
                                                if k != "file_sha256"}})
         h = clf.history_
         enc = "frozen" if not finetune_layers else f"last {finetune_layers} blocks fine-tuned at {finetune_lr:g}"
-        backbone = f"autoencoder {base} (encoder {enc})" if base is not None else "small CNN from scratch"
+        backbone = f"autoencoder {esc(base)} (encoder {enc})" if base is not None else "small CNN from scratch"
         if embedder is not None:
-            backbone = (f"head on YAMNet embeddings of {embedder.path} (sha256 {embedder.sha256[:12]}; it must stay "
-                        "there, unchanged, for the classifier to load)")
-        console.print(f"saved classifier to {out}: {backbone}; best epoch {h['best_epoch']} of {h['epochs_run']}, "
+            backbone = (f"head on YAMNet embeddings of {esc(embedder.path)} (sha256 {embedder.sha256[:12]}; it must "
+                        "stay there, unchanged, for the classifier to load)")
+        console.print(f"saved classifier to {esc(out)}: {backbone}; best epoch {h['best_epoch']} of {h['epochs_run']}, "
                       f"{h['train_seconds']:.0f} s; split {clf.split_['train']} train / {clf.split_['val']} "
                       "validation clips")
         advice = stopping_advice(h, cfg.epochs, cfg.patience)
@@ -463,12 +464,12 @@ def classify_train(
         for c in clf.classes:
             r = clf.thresholds_[c]
             note = f"[yellow]precision {precision:g} not reachable: best-F1 threshold" if r["fallback"] else ""
-            t.add_row(c, f"{r['threshold']:.3f}", _fmt(r["val_precision"]), _fmt(r["val_recall"]), note)
+            t.add_row(esc(c), f"{r['threshold']:.3f}", _fmt(r["val_precision"]), _fmt(r["val_recall"]), note)
         console.print(t)
         fb = clf.fallbacks()
         if fb:
             console.print(f"[yellow]warning:[/] precision target {precision:g} not met on validation for: "
-                          f"{', '.join(fb)} (their thresholds maximise F1 instead)")
+                          f"{esc(', '.join(fb))} (their thresholds maximise F1 instead)")
 
 
 @classify_app.command("evaluate")
@@ -498,22 +499,22 @@ def classify_evaluate(
             worst = max(conf, key=conf.get) if conf else None
             ok = {True: "yes", False: "[red]NO", None: "-"}[r["meets_precision_target"]]
             ap = _fmt(r["ap"]) + (f" ({r['ap_chance']:.2f})" if r["ap"] is not None else "")
-            t.add_row(c, str(r["n_positive"]), ap, f"{r['threshold']:.3f}", _fmt(r["precision"]),
-                      _fmt(r["recall"]), ok, f"{worst} ({conf[worst]:.0%})" if worst and conf[worst] > 0 else "-")
+            t.add_row(esc(c), str(r["n_positive"]), ap, f"{r['threshold']:.3f}", _fmt(r["precision"]),
+                      _fmt(r["recall"]), ok, f"{esc(worst)} ({conf[worst]:.0%})" if worst and conf[worst] > 0 else "-")
         console.print(t)
         chance = f" (chance {m['map_chance']:.2f}: the share of positives)" if m["map_chance"] is not None else ""
         console.print(f"[bold]mAP {_fmt(m['map'])}[/]{chance} over {m['n_clips']} clips; ECE {m['ece']:.4f} "
                       f"(uncalibrated {m['ece_uncalibrated']:.4f}, temperature {m['temperature']:.3f})")
         if m["below_precision_target"]:
             console.print(f"[yellow]warning:[/] precision target {target:g} not met on these clips for: "
-                          f"{', '.join(m['below_precision_target'])}")
+                          f"{esc(', '.join(m['below_precision_target']))}")
         if m["never_fired"]:
-            console.print(f"[yellow]warning:[/] never fired on its own clips: {', '.join(m['never_fired'])}")
+            console.print(f"[yellow]warning:[/] never fired on its own clips: {esc(', '.join(m['never_fired']))}")
         if json_out is not None:
             m["model"] = str(model)
             m["data"] = str(data)
             atomic.write_text(json_out, json.dumps(m, indent=2) + "\n")
-            console.print(f"wrote {json_out}")
+            console.print(f"wrote {esc(json_out)}")
 
 
 app.add_typer(classify_app, name="classify", rich_help_panel="Model")

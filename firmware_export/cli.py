@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from anomaly.cli_util import console, progress, user_errors
+from anomaly.cli_util import console, esc, progress, user_errors
 from calibration.fleet.cli import RayAddress, Restart, Sites, Workers, fleet_app
 from firmware_export.targets import DEFAULT_MAX_MODEL_BYTES, DEFAULT_TARGET, TARGETS
 
@@ -66,7 +66,7 @@ def export(
             with progress(transient=True) as bar:
                 task = bar.add_task("export", total=100, info="")
                 manifest = run_export(req, on_progress=lambda what, f: bar.update(task, completed=round(100 * f),
-                                                                                   info=what))
+                                                                                   info=esc(what)))
         except GateFailed as e:
             if json_out and e.manifest is not None:
                 typer.echo(json.dumps(e.manifest, indent=2))
@@ -117,7 +117,7 @@ def _summary(m: dict, out: Path, written: bool) -> None:
                       f"(recommend {tflm['arena_bytes_recommended']:,} B); int8 outputs vs LiteRT max "
                       f"{tflm['max_lsb_diff_vs_litert']} LSB")
     else:
-        console.print(f"TFLM: {tflm.get('reason', 'not run')}")
+        console.print(f"TFLM: {esc(tflm.get('reason', 'not run'))}")
     t = Table("runtime", "Pearson (normal)", "Pearson (all)", "max rel err", "AUC", "AUC drop")
     par = m["parity"]["runtimes"]
     base = par["pytorch"]["auc"]
@@ -139,19 +139,20 @@ def _summary(m: dict, out: Path, written: bool) -> None:
     _classifier_summary(m.get("classifier") or {}, m["target"])
     for g in m["gates"]["checks"]:
         mark = "[green]pass[/]" if g["passed"] else "[red]FAIL[/]"
-        console.print(f"  {mark} {g['gate']}: {g['detail']}", markup=True)
+        console.print(f"  {mark} {esc(g['gate'])}: {esc(g['detail'])}", markup=True)
     if written:
-        console.print(f"wrote {out}/ in {m['timing_seconds'].get('total', 0):.0f} s (manifest.json lists every file)")
+        console.print(f"wrote {esc(out)}/ in {m['timing_seconds'].get('total', 0):.0f} s (manifest.json lists every "
+                      "file)")
 
 
 def _classifier_summary(c: dict, target: str) -> None:
     """The classifier's lines of the summary: size, TFLM, parity of logits and decisions, thresholds."""
     if not c.get("included"):
-        console.print(f"classifier: not exported ({c.get('reason', 'none')})")
+        console.print(f"classifier: not exported ({esc(c.get('reason', 'none'))})")
         return
     src, mod, tflm, par = c["source"], c["model"], c["tflm"], c["parity"]
     s = mod["sizes"]
-    console.print(f"classifier {src['hash']} ({src['backbone']}, {len(src['classes'])} classes, {src['output']}, "
+    console.print(f"classifier {src['hash']} ({esc(src['backbone'])}, {len(src['classes'])} classes, {src['output']}, "
                   f"temperature {src['temperature']:.3g} folded): int8 {s['tflite_int8']:,} B, float "
                   f"{s['tflite_float']:,} B; {mod['params']:,} params, {mod['macs_per_patch'] / 1e6:.2f} M MACs/patch; "
                   "ops " + ", ".join(mod["tflite_ops"]))
@@ -162,7 +163,7 @@ def _classifier_summary(c: dict, target: str) -> None:
                                                                   "in two arenas" if both else "")
                       + f"); int8 outputs vs LiteRT max {tflm['max_lsb_diff_vs_litert']} LSB")
     else:
-        console.print(f"classifier TFLM: {tflm.get('reason', 'not run')}")
+        console.print(f"classifier TFLM: {esc(tflm.get('reason', 'not run'))}")
     rts = par["runtimes"]
     console.print(f"classifier parity on {par['patches']['normal_held_out']} normal + {par['patches']['fault']} fault "
                   "patches: max |logit - PyTorch| ONNX Runtime "
