@@ -175,7 +175,7 @@ def test_file_times_from_names_and_mtimes_are_logged_and_warned(site, tmp_path):
     """Copied recordings share one mtime: they are placed on top of each other, and the monitor says so; a time in
     the name places its file exactly; the score log keeps how each time was found."""
     s, d = site
-    t_copy = 1.8e9
+    t_copy = 1.78e9  # 2026-05: a past time (a recording time over a day ahead of the clock is refused)
     named = tmp_path / "pump_20261120T080000.flac"
     write_audio(named, SimConfig("pump", "none", 0, "factory", seed=213), 0.25)
     copies = []
