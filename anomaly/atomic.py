@@ -20,6 +20,7 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Iterator
@@ -28,8 +29,16 @@ from pathlib import Path
 from typing import Any
 
 STALE_SECONDS = 60.0  # an unlocked temp sibling older than this is a leftover of a killed run
+FAILPOINT_ENV = "HUMWATCH_FAILPOINT"
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
+
+
+def failpoint(name: str) -> None:
+    """For the crash tests (tests/test_hostile.py): SIGKILL this process at the point ``name`` when the environment
+    variable HUMWATCH_FAILPOINT names it. A no-op otherwise."""
+    if os.environ.get(FAILPOINT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _umask() -> int:
@@ -183,6 +192,7 @@ def atomic_dir(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())
         fsync_tree(tmp)
+        failpoint("atomic-dir:built")
         if os.path.lexists(path):
             if not _exchange(tmp, path):
                 old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
@@ -190,6 +200,7 @@ def atomic_dir(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
                 old_fd = _lock_dir(path)  # held while it is away, so no cleaner puts it back meanwhile
                 try:
                     os.replace(path, old)
+                    failpoint("atomic-dir:between-renames")
                     os.replace(tmp, path)
                 finally:
                     os.close(old_fd)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from anomaly.atomic import failpoint
 from anomaly.audio import ReadStats, audio_info, find_audio, iter_blocks
 from anomaly.classify import load_classifier
 from anomaly.decision import DEFAULT_MIN_MINUTES, K_RANGE, MOfN, WindowMean, over, rule_from_dict
@@ -25,7 +26,7 @@ from anomaly.detectors import AutoencoderDetector, Detector, load_detector, scor
 from anomaly.features import FeatureParams, MicResponse, PatchStream, log_mel, patch_starts, patches
 from anomaly.modeldir import classifier_hash, file_sha256, model_hash
 from anomaly.simulate import FAULTS, MACHINES, fault_signal
-from calibration.errors import CalibrationError, ShiftRefused, SiteError
+from calibration.errors import CalibrationError, ShiftRefused, SiteDamagedError, SiteError
 from calibration.records import RECORD_FORMAT
 from calibration.states import SMOOTH, StateModel, fit_states
 from calibration.store import Site, utc_now
@@ -479,6 +480,8 @@ def _keeper(files: Sequence[Path]) -> Callable[[str, Path], None]:
         for i, f in enumerate(files):
             target = dest / f"{i:03d}_{Path(f).name}"
             with open(f, "rb") as src, open(target, "wb") as dst:
+                dst.write(src.read(1 << 16))
+                failpoint("calibration:audio-copying")  # the crash tests kill here: a partial copy exists
                 shutil.copyfileobj(src, dst, 1 << 20)
                 dst.flush()
                 os.fsync(dst.fileno())
@@ -499,7 +502,10 @@ def calibrate(site: Site, req: CalibrationRequest, on_progress=None, say=None) -
     site.config()  # a missing site fails here, before a lock file is created
     with site.lock("calibration"):
         site.tidy()
-        previous = site.current_id()  # a damaged pointer fails here, before minutes of scoring
+        try:
+            previous = site.current_id()
+        except SiteDamagedError:  # a new calibration is what replaces a damaged pointer
+            previous = None
         record, _ = build_record(site, req, "calibration", on_progress, say)
         record["previous"] = previous
         return _store(site, record, req)

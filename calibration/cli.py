@@ -130,7 +130,7 @@ def site_list(sites_dir: SitesDir = None) -> None:
                       cur["created_utc"] if cur else "not calibrated", str(len(site.calibration_ids())), due_in)
         console.print(t)
         for name, msg in damaged.items():
-            console.print(f"[red]damaged[/] {esc(name)}: {esc(' '.join(msg.split()))}")
+            console.print(f"[red]damaged[/] {esc(name)}: {esc(' '.join(msg.split()))}", soft_wrap=True)
 
 
 @site_app.command("show")
@@ -181,7 +181,7 @@ def site_history(name: Name, sites_dir: SitesDir = None) -> None:
                       f"{th['false_alarms_per_day']:.2g}", "*" if rec["id"] == cur else "")
         console.print(t if t.row_count else f"site {name} has no calibrations yet")
         for msg in damaged:
-            console.print(f"[red]damaged[/]: {esc(' '.join(msg.split()))}")
+            console.print(f"[red]damaged[/]: {esc(' '.join(msg.split()))}", soft_wrap=True)
         changes = site.settings_history()
         if changes:
             s = Table("changed (UTC)", "setting", "from", "to")
@@ -257,8 +257,9 @@ def site_repair(
             return
         console.print(f"site {name}: {len(problems)} problem(s)")
         for pr in problems:
-            console.print(f"- {esc(pr.what)}")
-            console.print(f"  fix: {esc(pr.fix)}" if pr.fixable else f"  [yellow]not repaired here[/]: {esc(pr.fix)}")
+            console.print(f"- {esc(pr.what)}", soft_wrap=True)
+            console.print(f"  fix: {esc(pr.fix)}" if pr.fixable else f"  [yellow]not repaired here[/]: {esc(pr.fix)}",
+                          soft_wrap=True)
         if not any(pr.fixable for pr in problems):
             raise typer.Exit(EXIT_DAMAGED)
         if not yes:
@@ -266,10 +267,10 @@ def site_repair(
                 console.print(f"nothing changed; to apply: humwatch site repair {name} --yes")
                 raise typer.Exit(EXIT_DAMAGED)
         for line in repair(site):
-            console.print(f"done: {esc(line)}")
+            console.print(f"done: {esc(line)}", soft_wrap=True)
         left = diagnose(site)
         for pr in left:
-            console.print(f"[yellow]still[/]: {esc(pr.what)} ({esc(pr.fix)})")
+            console.print(f"[yellow]still[/]: {esc(pr.what)} ({esc(pr.fix)})", soft_wrap=True)
         if left:
             raise typer.Exit(EXIT_DAMAGED)
 

@@ -185,8 +185,8 @@ def parse_record(data: bytes, path: Path, site_name: str) -> dict:
                                f"{e.start}); {fix}") from None
     try:
         obj = json.loads(text, parse_constant=_no_constant)
-    except (json.JSONDecodeError, ValueError) as e:
-        raise SiteDamagedError(f"{path}: corrupt calibration record ({e}); {fix}") from None
+    except (ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError; RecursionError: [[[[... nesting
+        raise SiteDamagedError(f"{path}: corrupt calibration record ({str(e)[:120]}); {fix}") from None
     return check_record(obj, path, site_name)
 
 

@@ -63,7 +63,7 @@ def diagnose(site: Site) -> list[Problem]:
     if leftovers:
         out.append(Problem(f"{len(leftovers)} leftover(s) of interrupted runs ({', '.join(leftovers[:3])}"
                            f"{' …' if len(leftovers) > 3 else ''})", "remove them", "tidy"))
-    for cid, _, err in site.records():
+    for cid, _, err in site.records(statuses=False):
         if err is not None:
             out.append(Problem(err, f"move it to {site.calibrations_dir / DAMAGED_DIR / (cid + '.json')}", "record",
                                target=cid))
@@ -97,12 +97,18 @@ def _leftovers(site: Site) -> list[str]:
 
 
 def _current_problem(site: Site) -> str | None:
+    """What is wrong with ``current`` itself (its text, the record it names), or None."""
     try:
         cid = site.current_id()
-        if cid is not None:
-            site.calibration()
-    except SiteError as e:
+        if cid is None:
+            return None
+        rec = site._record(cid)
+    except SiteDamagedError as e:
         return str(e)
+    except SiteError:
+        return f"{site.current_path}: names calibration {cid}, which is missing from {site.calibrations_dir}"
+    if rec["status"] == "refused":
+        return f"{site.current_path}: names calibration {cid}, a refused recalibration"
     return None
 
 
@@ -119,10 +125,10 @@ def _newest_intact(site: Site, cfg, skip_damaged: bool) -> str | None:
         if cid is None:
             return None
         try:
-            rec = site.calibration(cid)
+            rec = site._record(cid)
         except SiteError:
             continue
-        if rec["stored_status"] == "refused" or (model_hash and rec["model"]["hash"] != model_hash):
+        if rec["status"] == "refused" or (model_hash and rec["model"]["hash"] != model_hash):
             continue
         return cid
     return None
@@ -138,7 +144,7 @@ def _good_switches(site: Site) -> list[dict]:
     for raw in data.split(b"\n")[:-1]:
         try:
             e = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+        except (ValueError, RecursionError):
             continue
         if isinstance(e, dict) and (e.get("current") is None or isinstance(e.get("current"), str)):
             out.append(e)

@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from anomaly.atomic import STALE_SECONDS, fsync_dir, write_text
+from anomaly.atomic import STALE_SECONDS, failpoint, fsync_dir, write_text
 from anomaly.decision import DEFAULT_K, MOFN_RULE, MOfN, check_k, parse_rule
 from anomaly.errors import IO_ERRNOS, DecisionError, StorageError, shown
 from calibration.errors import SiteDamagedError, SiteError, SiteLockedError
@@ -428,15 +428,16 @@ class Site:
             return "adopted-with-shift" if shifted else "adopted"
         return "not adopted"
 
-    def records(self) -> list[tuple[str, dict | None, str | None]]:
-        """Every record: ``(id, checked record with its effective status, None)`` or ``(id, None, what is wrong)``."""
+    def records(self, statuses: bool = True) -> list[tuple[str, dict | None, str | None]]:
+        """Every record: ``(id, checked record with its effective status, None)`` or ``(id, None, what is wrong)``
+        (``statuses=False``: as stored, without reading current.log)."""
         out: list[tuple[str, dict | None, str | None]] = []
-        adopted = self.adopted_ids()
+        adopted = self.adopted_ids() if statuses else set()
         for cid in self.calibration_ids():
             try:
                 rec = self._record(cid)
-                out.append((cid, {**rec, "stored_status": rec["status"], "status": self.status_of(rec, adopted)},
-                            None))
+                status = self.status_of(rec, adopted) if statuses else rec["status"]
+                out.append((cid, {**rec, "stored_status": rec["status"], "status": status}, None))
             except SiteError as e:
                 out.append((cid, None, str(e)))
         return out
@@ -468,7 +469,7 @@ class Site:
                 e = json.loads(raw.decode("utf-8"))
                 ok = (isinstance(e, dict) and (e.get("current") is None or (isinstance(e["current"], str) and
                                                                              ID_RE.fullmatch(e["current"]))))
-            except (UnicodeDecodeError, json.JSONDecodeError):
+            except (ValueError, RecursionError):  # not UTF-8, not JSON, absurdly nested
                 ok = False
             if not ok:
                 raise self._damaged(f"{p}: line {i} is damaged")
@@ -514,11 +515,15 @@ class Site:
         log = self.switches()
         if not os.path.lexists(self.switch_log_path):  # a site from before the log: write down what it derives
             write_text(self.switch_log_path, "".join(json.dumps(e) + "\n" for e in log))
-        cur = self.current_id()
+        try:
+            cur = self.current_id()
+        except SiteDamagedError:  # replaced now (a calibration, or repair)
+            cur = None
         if cur and cur not in {e.get("current") for e in log}:
             # a run killed between the switch and its log line: record the switch it made
             self._append_switch({"t_utc": None, "current": cur, "previous": None, "why": "switch not logged"})
         write_text(self.current_path, (cid or "") + "\n")
+        failpoint("calibration:current-switched")
         self._append_switch({"t_utc": utc_now().strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "current": cid,
                              "previous": cur, "why": why})
 
@@ -545,6 +550,7 @@ class Site:
             if keep is not None:
                 kept = self._keep(cid, keep)
             self._write_record(cid, stored)
+            failpoint("calibration:record-written")
         except BaseException:
             if kept is not None:
                 shutil.rmtree(kept, ignore_errors=True)
@@ -564,6 +570,7 @@ class Site:
         try:
             keep(cid, work)
             fsync_dir(work)
+            failpoint("calibration:audio-kept")
             self.baseline_dir.mkdir(parents=True, exist_ok=True)
             dest = self.baseline_dir / cid
             os.rename(work, dest)
@@ -631,8 +638,11 @@ class Site:
             except BlockingIOError:
                 holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
                 raise SiteLockedError(f"site {self.name!r} is busy: {holder}; try again when it has finished") from None
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{what} by pid {os.getpid()} since {utc_now():%Y-%m-%d %H:%M:%SZ}".encode(), 0)
+            try:  # who holds it, for the next one's message (a full disk may refuse it: the lock holds anyway)
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{what} by pid {os.getpid()} since {utc_now():%Y-%m-%d %H:%M:%SZ}".encode(), 0)
+            except OSError:
+                pass
             yield
         finally:
             os.close(fd)

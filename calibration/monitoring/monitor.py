@@ -213,6 +213,9 @@ class Monitor:
 
     def __exit__(self, exc_type, *exc) -> None:
         self._flush_alarm_lines()
+        if self._alarm_lines:
+            self._notice(f"{self.alarms_path}: {len(self._alarm_lines)} alarm(s) could not be written to it "
+                         f"({self._alarm_file_blocked}); they are in the score log")
         if exc_type is not None:
             self.log.abandon()  # the error in flight is what the user must see
             return

@@ -388,8 +388,13 @@ def writer_lock(path: Path) -> int:
     holder when another process has it."""
     lock = path.with_name(path.name + ".lock")
     try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except PermissionError:  # a read-only lock file still locks (flock needs no write access)
+            fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError as e:
+        if not path.parent.is_dir():
+            raise SiteError(f"{path.parent}: no such site folder") from None
         raise StorageError(f"{lock}: cannot open the score log's lock ({e.strerror})") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -398,8 +403,11 @@ def writer_lock(path: Path) -> int:
         os.close(fd)
         raise SiteLockedError(f"{path}: the score log is being written by {holder}; one monitor per site at a time "
                               "(stop the other one, or wait until it has finished)") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"pid {os.getpid()} since {datetime.now(UTC):%Y-%m-%d %H:%M:%SZ}".encode(), 0)
+    try:  # who holds it, for the next one's message (a full disk may refuse it: the lock holds anyway)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} since {datetime.now(UTC):%Y-%m-%d %H:%M:%SZ}".encode(), 0)
+    except OSError:
+        pass
     return fd
 
 
@@ -956,7 +964,7 @@ def _json_or_note(text):
     try:
         v = json.loads(text)
         return v if isinstance(v, dict) else {"value": v}
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         return {"unreadable": str(text)[:200]}
 
 

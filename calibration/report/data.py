@@ -7,6 +7,7 @@ Nothing here draws or writes HTML (:mod:`calibration.report.charts`, :mod:`calib
 from __future__ import annotations
 
 import math
+import os
 import re
 import sqlite3
 import time
@@ -87,7 +88,7 @@ def score_log_path(site: Site) -> Path:
 
 def _log_or_raise(site: Site) -> Path:
     path = score_log_path(site)
-    if not path.is_file():
+    if not os.path.lexists(path):  # anything else there is checked (and refused) by the log's reader
         raise SiteError(f"site {site.name!r} has no scores logged yet: run `humwatch monitor --site {site.name} "
                         "--from AUDIO` (or --mic) first")
     return path
