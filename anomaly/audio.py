@@ -289,7 +289,7 @@ def find_audio(paths: list[str | Path] | tuple[str | Path, ...], unreadable: lis
             found = []
             for d, _, files in os.walk(p, onerror=errors.append):
                 found += [Path(d) / f for f in files if Path(f).suffix.lower() in AUDIO_SUFFIXES]
-            found = sorted(q for q in found if q.is_file())
+            found.sort()  # pipes, devices, dangling links with an audio name stay: reading them says why they fail
             top = [e for e in errors if Path(e.filename or "") == p]
             if top:
                 raise AudioError(f"cannot read the directory {shown(p)} ({top[0].strerror})")

@@ -13,30 +13,41 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
+import torch
 from helpers import WIDE
 from typer.testing import CliRunner
 
-from anomaly.detectors import fingerprint_files, fit_detector
+from anomaly.atomic import atomic_dir, clean_leftovers
+from anomaly.audio import file_patches
+from anomaly.detectors import fingerprint_files, fit_detector, load_detector
 from anomaly.errors import (
     EXIT_BUSY,
     EXIT_DAMAGED,
     EXIT_ERROR,
     EXIT_IO,
     EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_USAGE,
 )
 from anomaly.features import DEFAULT_PARAMS, log_mel
-from anomaly.modeldir import model_hash
+from anomaly.modeldir import file_sha256, model_hash
 from anomaly.simulate import SimConfig, simulate, write_audio
 from anomaly.train import TrainConfig
 from calibration.calibrate import CalibrationRequest, calibrate
+from calibration.monitoring.monitor import Monitor, MonitorConfig
 from calibration.monitoring.scorelog import ScoreLog, read_alarms, read_events, read_scores
 from calibration.store import SiteConfig, SiteStore
 from humwatch_cli import app
@@ -65,7 +76,8 @@ def world(tmp_path_factory):
     audio = d / "audio"
     write_audio(audio / "a_normal.flac", SimConfig("pump", "none", 0, "factory", seed=611), 1.0)
     write_audio(audio / "b_cavitation.flac", SimConfig("pump", "cavitation", 0.8, "factory", seed=612), 0.5)
-    return {"dir": d, "model": model, "cal": cal, "audio": audio}
+    kill_cal = write_audio(d / "kill_cal" / "short.flac", SimConfig("pump", "none", 0, "factory", seed=613), 2.6)
+    return {"dir": d, "model": model, "cal": cal, "audio": audio, "kill_cal": kill_cal}
 
 
 @pytest.fixture
@@ -477,3 +489,465 @@ def test_close_with_a_log_that_stays_unwritable_says_what_was_lost(tmp_path, mon
     with pytest.raises(Exception, match=r"disk full .* 5 score\(s\) from 2025-06-15 .* could not be logged") as e:
         log.close()
     assert e.value.exit_code == EXIT_IO
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Kills (SIGKILL, at named failpoints) during a calibration, a directory swap and monitoring
+
+def _adopted(sites: Path) -> list[str]:
+    return sorted(r["id"] for r in SiteStore(sites).site("pump-3").history() if r["status"].startswith("adopted"))
+
+
+def _complete_copies(site_d: Path, source: Path) -> bool:
+    """Every retained audio file is a whole copy of ``source`` (no truncated copy anywhere under baseline/)."""
+    files = [p for p in (site_d / "baseline").rglob("*") if p.is_file()] if (site_d / "baseline").exists() else []
+    return all(p.stat().st_size == source.stat().st_size for p in files)
+
+
+@pytest.mark.parametrize("point", ["calibration:audio-copying", "calibration:audio-kept",
+                                   "calibration:record-written"])
+def test_calibration_killed_before_the_switch_leaves_the_site_as_it_was(world, sites, point):
+    s = SiteStore(sites).site("pump-3")
+    current, adopted = s.current_id(), _adopted(sites)
+    shown = assert_ok(run("site", "show", "pump-3", "--sites-dir", sites))
+    r = hw("site", "calibrate", "pump-3", "--from", world["kill_cal"], "--force", "--keep-audio", "--sites-dir", sites,
+           env={"HUMWATCH_FAILPOINT": point})
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    assert s.current_id() == current and _adopted(sites) == adopted  # no "adopted" record that never was
+    assert assert_ok(run("site", "show", "pump-3", "--sites-dir", sites)) == shown
+    assert _complete_copies(site_dir(sites), world["kill_cal"])  # a partial copy never shows under baseline/
+    if point == "calibration:record-written":  # the record is there, honestly not adopted
+        out = assert_ok(run("site", "history", "pump-3", "--sites-dir", sites))
+        assert "not adopted" in out
+    # the next calibration works, and removes what the killed one left
+    assert_ok(run("site", "calibrate", "pump-3", "--from", world["kill_cal"], "--force", "--keep-audio",
+                  "--sites-dir", sites))
+    assert not any(s.tmp_dir.iterdir()) and s.current_id() in [p.name for p in s.baseline_dir.iterdir()]
+    assert _complete_copies(site_dir(sites), world["kill_cal"])
+
+
+def test_calibration_killed_after_the_switch_is_in_force(world, sites):
+    s = SiteStore(sites).site("pump-3")
+    old = s.current_id()
+    r = hw("site", "calibrate", "pump-3", "--from", world["kill_cal"], "--force", "--sites-dir", sites,
+           env={"HUMWATCH_FAILPOINT": "calibration:current-switched"})
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    new = s.current_id()
+    assert new != old and s.calibration()["status"] == "adopted" and new in _adopted(sites)
+    assert_ok(run("site", "calibrate", "pump-3", "--from", world["kill_cal"], "--force", "--sites-dir", sites))
+    log = [json.loads(x) for x in s.switch_log_path.read_text().splitlines()]
+    assert [e["current"] for e in log[-2:]] == [new, s.current_id()]  # the unlogged switch was written down
+    assert new in _adopted(sites) and old in _adopted(sites)
+
+
+def test_train_killed_before_the_swap_keeps_the_old_model_and_cleans_up_next_time(world, tmp_path):
+    out = tmp_path / "model"
+    shutil.copytree(world["model"], out)
+    before = model_hash(out)
+    args = ["train", "--normal", world["audio"] / "a_normal.flac", "--out", out, "--epochs", "1",
+            "--samples-per-epoch", "64", "--threads", "1"]
+    r = hw(*args, env={"HUMWATCH_FAILPOINT": "atomic-dir:built"})
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    assert model_hash(out) == before and load_detector(out) is not None  # the old model, whole
+    left = list(tmp_path.glob(".model.tmp-*"))
+    assert len(left) == 1
+    os.utime(left[0], (time.time() - 3600,) * 2)  # a leftover of a run killed an hour ago
+    r = hw(*args)
+    assert r.returncode == 0, r.stderr
+    assert model_hash(out) != before and not list(tmp_path.glob(".model.*"))
+
+
+def test_directory_swap_killed_between_the_fallbacks_two_renames_is_rolled_back(tmp_path):
+    """Where RENAME_EXCHANGE is missing the swap takes two renames; killed between them, the old directory is put
+    back by the next run."""
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "v").write_text("old")
+    script = ("import anomaly.atomic as a\na._exchange = lambda x, y: False\n"
+              f"with a.atomic_dir({str(target)!r}) as d:\n    (d / 'v').write_text('new')\n")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PYTHONPATH": str(ROOT), "HUMWATCH_FAILPOINT": "atomic-dir:between-renames"})
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    assert not target.exists()
+    for p in tmp_path.glob(".out.*"):
+        os.utime(p, (time.time() - 3600,) * 2)
+    clean_leftovers(target)
+    assert (target / "v").read_text() == "old" and not list(tmp_path.glob(".out.*"))
+
+
+def test_atomic_dir_swaps_whole_directories_and_keeps_a_live_runs_work(tmp_path):
+    target = tmp_path / "out"
+    with atomic_dir(target) as d:
+        (d / "v").write_text("1")
+    with atomic_dir(target) as d:
+        (d / "v").write_text("2")
+        busy = tmp_path / ".out.tmp-other"  # another run's work in progress (it holds its lock)
+        busy.mkdir()
+        os.utime(busy, (time.time() - 3600,) * 2)
+        import fcntl
+        fd = os.open(busy, os.O_RDONLY)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        clean_leftovers(target)
+        assert busy.exists()
+        os.close(fd)
+    assert (target / "v").read_text() == "2" and sorted(p.name for p in tmp_path.iterdir()) == [".out.tmp-other",
+                                                                                                 "out"]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileExistsError, match="not a directory"):
+        with atomic_dir(tmp_path / "file"):
+            pass
+    with pytest.raises(RuntimeError), atomic_dir(target) as d:  # an error: the old directory stays, no leftover
+        (d / "v").write_text("3")
+        raise RuntimeError
+    assert (target / "v").read_text() == "2" and not list(tmp_path.glob(".out.tmp-*[!r]"))
+
+
+def test_monitor_killed_and_restarted_resumes_without_duplicates(world, sites, tmp_path):
+    audio = write_audio(tmp_path / "long.flac", SimConfig("pump", "none", 0, "factory", seed=620), 0.75)
+    n = len(file_patches(audio, DEFAULT_PARAMS)[0])
+    args = ["monitor", "--site", "pump-3", "--from", audio, "--start-time", "2025-06-15T00:00:00Z",
+            "--sites-dir", sites]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    p = subprocess.Popen([sys.executable, "-m", "humwatch_cli", *map(str, args), "--realtime"], env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = site_dir(sites) / "scores.sqlite"
+    deadline = time.time() + 90
+    logged = 0
+    while time.time() < deadline and logged < 8:
+        time.sleep(0.3)
+        try:
+            logged = len(read_scores(log))
+        except Exception:
+            logged = 0
+    p.send_signal(signal.SIGKILL)
+    p.wait(timeout=30)
+    assert 8 <= logged < n
+    r = hw(*args)
+    assert r.returncode == 0, r.stderr
+    assert "already in the log" in r.stdout
+    df = read_scores(log, dedupe=False)
+    assert len(df) == n and not df.duplicated(["file", "offset_s"]).any()
+    r = hw(*args)  # once more: nothing new, nothing doubled
+    assert r.returncode == 0 and len(read_scores(log, dedupe=False)) == n
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Full disks: a small tmpfs where we may mount one (root), RLIMIT_FSIZE (any user) otherwise
+
+@pytest.fixture
+def tiny_fs(tmp_path):
+    if not IS_ROOT:
+        pytest.skip("mounting a small tmpfs needs root (test_file_size_limit_during_monitoring covers a full disk "
+                    "for other users)")
+    mnt = tmp_path / "fs"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def fill(directory: Path, leave: int = 0) -> Path:
+    """Fill the file system of ``directory`` (then free ``leave`` bytes); returns the filler file."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o644)
+    chunk = b"\0" * 65536
+    try:
+        while True:
+            os.write(fd, chunk)
+    except OSError:
+        pass
+    try:
+        while True:
+            os.write(fd, b"\0")
+    except OSError:
+        pass
+    if leave:
+        os.ftruncate(fd, max(0, os.fstat(fd).st_size - leave))
+    os.close(fd)
+    return filler
+
+
+def test_disk_full_during_monitoring_loses_nothing(world, tiny_fs, tmp_path):
+    shutil.copytree(world["dir"] / "sites", tiny_fs / "sites")
+    s = SiteStore(tiny_fs / "sites").site("pump-3")
+    a, b = world["audio"] / "a_normal.flac", world["audio"] / "b_cavitation.flac"
+    c = shutil.copy(b, tmp_path / "c_cavitation.flac")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with Monitor(s, MonitorConfig(start_utc=T0)) as mon:
+            mon.process_files([a])
+            filler = fill(tiny_fs)
+            mon.process_files([b])  # the disk is full: scoring goes on, the log waits in memory
+            held = mon.log.pending
+            filler.unlink()
+            mon.process_files([Path(c)])  # space is back
+    msgs = [str(w.message) for w in caught]
+    assert held > 0, msgs
+    assert sum("disk full" in m and "held in memory" in m for m in msgs) == 1, msgs
+    assert sum("the score log can be written again;" in m for m in msgs) == 1, msgs
+    df = read_scores(s.dir / "scores.sqlite")
+    assert len(df) == mon.state.patches == 62 + 31 + 31
+    assert len(read_alarms(s.dir / "scores.sqlite")) == mon.state.alarms >= 1
+    assert len((s.dir / "alarms.jsonl").read_text().splitlines()) == mon.state.alarms  # whole lines only
+
+
+def test_disk_full_until_the_end_of_monitoring(world, tiny_fs):
+    shutil.copytree(world["dir"] / "sites", tiny_fs / "sites")
+    sites = tiny_fs / "sites"
+    assert_ok(run("monitor", "--site", "pump-3", "--from", world["audio"] / "a_normal.flac", "--start-time",
+                  "2025-06-15T00:00:00Z", "--sites-dir", sites))
+    log = sites / "pump-3" / "scores.sqlite"
+    reader = sqlite3.connect(log)  # a reader keeps the log's -wal/-shm files, so a monitor can still open it
+    reader.execute("SELECT count(*) FROM scores").fetchone()
+    filler = fill(tiny_fs)
+    r = run("monitor", "--site", "pump-3", "--from", world["audio"] / "b_cavitation.flac", "--start-time",
+            "2025-06-16T00:00:00Z", "--sites-dir", sites)
+    line = assert_error(r, EXIT_IO, "disk full", "31 score(s)", "could not be logged")
+    assert "2025-06-16" in line and r.output.count("scores are held in memory") == 1
+    assert "unlogged alarm:" in r.output  # the alarms it could not write anywhere are printed
+    reader.close()
+    # with the disk still full, a new monitor cannot even open the log: it says so before scoring anything
+    assert_error(run("monitor", "--site", "pump-3", "--from", world["audio"], "--sites-dir", sites), EXIT_IO,
+                 "disk full", "scores.sqlite")
+    filler.unlink()
+    assert len(read_scores(log)) == 62  # what was acknowledged is intact
+
+
+def test_keep_audio_on_a_full_disk_adopts_nothing(world, tiny_fs):
+    shutil.copytree(world["dir"] / "sites", tiny_fs / "sites")
+    sites = tiny_fs / "sites"
+    s = SiteStore(sites).site("pump-3")
+    before, ids = s.current_id(), s.calibration_ids()
+    fill(tiny_fs, leave=256 * 1024)  # room for a record, not for the audio
+    r = run("site", "calibrate", "pump-3", "--from", world["cal"], "--force", "--keep-audio", "--sites-dir", sites)
+    assert_error(r, EXIT_IO, "No space left", "not adopted", "unchanged")
+    assert s.current_id() == before and s.calibration_ids() == ids
+    assert not (s.dir / "baseline").exists() or not any((s.dir / "baseline").iterdir())
+    assert not s.tmp_dir.exists() or not any(s.tmp_dir.iterdir())
+
+
+def test_file_size_limit_during_monitoring(world, sites):
+    """A full disk for any user: the file-size limit (RLIMIT_FSIZE) stops the log growing mid-run."""
+    log = _logged(world, sites)
+    limit = log.stat().st_size + 8192
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    r = subprocess.run([sys.executable, "-m", "humwatch_cli", "monitor", "--site", "pump-3", "--from",
+                        str(world["audio"]), "--start-time", "2025-06-16T00:00:00Z", "--sites-dir", str(sites)],
+                       env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}, capture_output=True, text=True,
+                       timeout=300, preexec_fn=limited)
+    assert r.returncode == EXIT_IO, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "could not be logged" in errors[0], r.stderr
+    assert r.stderr.count("scores are held in memory") == 1
+    assert len(read_scores(log)) >= 93  # what the first run logged is intact (and readable)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Typos and odd inputs, checked at start-up
+
+@pytest.mark.parametrize("when", ["2626-01-01T00:00:00Z", "9999-12-31", "1970-01-01", "1999-12-31T23:59:59Z", "nan",
+                                  "2025-13-01", "99999-01-01", "yesterday"])
+def test_start_time_out_of_range_or_malformed_is_refused_before_any_audio(sites, tmp_path, when):
+    r = run("monitor", "--site", "pump-3", "--from", tmp_path / "does-not-exist.flac", "--start-time", when,
+            "--sites-dir", sites)
+    assert_error(r, EXIT_ERROR, "--start-time")  # about the time, not about the missing audio
+    assert not (site_dir(sites) / "scores.sqlite").exists()
+
+
+@pytest.mark.parametrize("command, needle", [('echo "unclosed', "does not parse"), ("", "is empty"),
+                                             ("   ", "is empty"), ("no-such-program-h16 --x", "not found")])
+def test_on_alarm_is_parsed_before_any_audio(sites, tmp_path, command, needle):
+    r = run("monitor", "--site", "pump-3", "--from", tmp_path / "does-not-exist.flac", "--on-alarm", command,
+            "--sites-dir", sites)
+    assert_error(r, EXIT_ERROR, "--on-alarm", needle)
+
+
+def test_on_alarm_command_failing_at_run_time_is_a_warning(world, sites):
+    hook = f"{sys.executable} -c \"import sys; sys.stderr.buffer.write(bytes([255, 10])); sys.exit(3)\""
+    r = run("monitor", "--site", "pump-3", "--from", world["audio"] / "b_cavitation.flac", "--on-alarm", hook,
+            "--start-time", "2025-06-15T00:00:00Z", "--sites-dir", sites)
+    out = assert_ok(r)
+    assert "--on-alarm exited with 3" in out and "1 alarm" in out or "alarm(s)" in out
+
+
+def test_huge_and_absurd_values(world, sites):
+    for args, code in ((["--k", "1e308"], EXIT_ERROR), (["--k", "nan"], EXIT_ERROR),
+                       (["--alarm", "999999/1000000"], EXIT_ERROR), (["--alarm", "3/x"], EXIT_ERROR)):
+        r = run("site", "create", "x1", "--model", world["model"], *args, "--sites-dir", sites)
+        assert_error(r, code)
+    assert_ok(run("site", "create", "x2", "--model", world["model"], "--interval-days", str(10 ** 30),
+                  "--sites-dir", sites))
+    assert "x2" in assert_ok(run("site", "list", "--sites-dir", sites))
+    r = run("monitor", "--site", "pump-3", "--from", world["audio"], "--retention-days", "1e300", "--sites-dir", sites)
+    assert r.exit_code == EXIT_USAGE and "Traceback" not in r.output
+
+
+def test_settings_cannot_add_cron_or_systemd_lines(world, sites, tmp_path):
+    r = run("site", "create", "evil", "--model", world["model"], "--source", "/rec/a\n* * * * * touch hacked\n#",
+            "--sites-dir", sites)
+    assert_error(r, EXIT_ERROR, "source", "control characters")
+    source = "/rec/50% load $HOME 'quoted' \"double\" \\back"
+    assert_ok(run("site", "create", "odd", "--model", world["model"], "--source", source, "--sites-dir", sites))
+    assert_ok(run("site", "schedule", "odd", "--out", tmp_path / "cron", "--sites-dir", sites))
+    lines = [ln for ln in (tmp_path / "cron" / "humwatch-odd.cron").read_text().splitlines()
+             if ln.strip() and not ln.startswith("#")]
+    assert len(lines) == 1 and "50\\%" in lines[0] and "% " not in lines[0].replace("\\%", "")
+    import shlex
+    argv = shlex.split(lines[0].split(" >> ")[0].replace("\\%", "%"))  # what cron hands to sh
+    assert argv[argv.index("--from") + 1] == source
+    assert_ok(run("site", "schedule", "odd", "--emit", "systemd", "--out", tmp_path / "sd", "--sites-dir", sites))
+    service = (tmp_path / "sd" / "humwatch-recalibrate-odd.service").read_text()
+    exec_lines = [ln for ln in service.splitlines() if ln.startswith("ExecStart=")]
+    assert len(exec_lines) == 1 and "50%%" in exec_lines[0] and "$$HOME" in exec_lines[0]
+    assert len(service.splitlines()) == 8
+    # a hand-edited site.toml with a line break in a setting is refused, not scheduled
+    toml = sites / "odd" / "site.toml"
+    toml.write_text(toml.read_text().replace('source = "', 'source = "/x\\n0 * * * * evil\\n'))
+    assert_error(run("site", "schedule", "odd", "--out", tmp_path / "cron2", "--sites-dir", sites), EXIT_DAMAGED,
+                 "site.toml", "control characters")
+    assert not (tmp_path / "cron2").exists()
+    # a store path with a line break cannot reach a schedule either
+    weird = tmp_path / "store\nExecStartPre=evil"
+    shutil.copytree(sites / "pump-3", weird / "pump-3")
+    assert_error(run("site", "schedule", "pump-3", "--emit", "systemd", "--out", tmp_path / "sd2", "--sites-dir",
+                     weird), EXIT_ERROR, "control character")
+
+
+def test_markup_in_names_and_paths_is_shown_as_written(world, sites, tmp_path, monkeypatch):
+    d = tmp_path / "in[/]dir"
+    d.mkdir(parents=True)
+    f = d / "[bold red]x.flac"
+    shutil.copy(world["audio"] / "a_normal.flac", f)
+    monkeypatch.chdir(tmp_path)  # short names, so table cells are not wrapped
+    out = assert_ok(run("info", "in[/]dir/[bold red]x.flac"))
+    assert "in[/]dir/[bold red]x.flac" in out
+    out = assert_ok(run("score", "in[/]dir/[bold red]x.flac", "--model", world["model"]))
+    assert "in[/]dir/[bold red]x.flac" in out
+    out = assert_ok(run("monitor", "--site", "pump-3", "--from", d, "--start-time", "2025-06-15T00:00:00Z",
+                        "--sites-dir", sites))
+    assert "62 patches" in out
+    assert_ok(run("site", "create", "mk", "--model", world["model"], "--machine", "[red]pump[/] [link=x]y",
+                  "--sites-dir", sites))
+    assert "[red]pump[/] [link=x]y" in assert_ok(run("site", "list", "--sites-dir", sites))
+
+
+def test_file_names_that_are_not_utf8(world, sites, tmp_path, monkeypatch):
+    d = tmp_path / "raw"
+    d.mkdir()
+    name = os.fsdecode(os.fsencode(str(d)) + b"/rec\xff\xfe.flac")
+    shutil.copy(world["audio"] / "a_normal.flac", name)
+    monkeypatch.chdir(d)  # a short name, so the table cell is not wrapped
+    assert "rec\\xff\\xfe.flac" in assert_ok(run("info", os.fsdecode(b"rec\xff\xfe.flac")))
+    assert_ok(run("score", name, "--model", world["model"], "--out", tmp_path / "s.csv"))
+    out = assert_ok(run("monitor", "--site", "pump-3", "--from", d, "--start-time", "2025-06-15T00:00:00Z",
+                        "--sites-dir", sites))
+    assert "62 patches" in out
+    df = read_scores(site_dir(sites) / "scores.sqlite")
+    assert df["file"].iloc[0] == str(Path(name).resolve())  # the exact name comes back (the report re-reads it)
+    assert_ok(run("report", "--site", "pump-3", "--out", tmp_path / "r.html", "--sites-dir", sites))
+    assert "rec\\xff\\xfe.flac" in (tmp_path / "r.html").read_text()
+    for out in ("s.csv", "s.parquet"):
+        assert_ok(run("report", "--site", "pump-3", "--out", tmp_path / out, "--sites-dir", sites))
+    assert "already in the log" in assert_ok(run("monitor", "--site", "pump-3", "--from", d, "--start-time",
+                                                 "2025-06-15T00:00:00Z", "--sites-dir", sites))
+
+
+def test_bad_files_in_a_directory_are_skipped_and_named(world, sites, tmp_path):
+    d = tmp_path / "mixed"
+    d.mkdir()
+    x = np.zeros(16000 * 3, np.float32)
+    x[100] = 1e30
+    sf.write(d / "a_huge.wav", x, 16000, subtype="FLOAT")
+    (d / "b_empty.wav").write_bytes(b"")
+    (d / "c_text.wav").write_text("not audio")
+    os.mkfifo(d / "d_pipe.wav")  # must not hang
+    (d / "e_loop.wav").symlink_to(d / "e_loop.wav")
+    shutil.copy(world["audio"] / "a_normal.flac", d / "f_good.flac")
+    r = run("monitor", "--site", "pump-3", "--from", d, "--start-time", "2025-06-15T00:00:00Z", "--sites-dir", sites)
+    out = assert_ok(r, EXIT_PARTIAL)
+    for name in ("a_huge.wav", "b_empty.wav", "c_text.wav", "d_pipe.wav", "e_loop.wav"):
+        assert any(name in ln for ln in out.splitlines() if ln.startswith("warning:")), (name, out)
+    assert "62 patches" in out and "5 input(s) skipped" in out
+    assert len(read_scores(site_dir(sites) / "scores.sqlite")) == 62
+
+
+def test_nothing_scored_exits_non_zero(sites, tmp_path):
+    d = tmp_path / "junk"
+    d.mkdir()
+    (d / "a.wav").write_text("x")
+    assert_error(run("monitor", "--site", "pump-3", "--from", d, "--sites-dir", sites), EXIT_ERROR,
+                 "nothing was scored", "1 input(s) were skipped")
+
+
+@needs_permissions
+def test_unreadable_subdirectory_is_reported_and_counted(world, sites, tmp_path):
+    d = tmp_path / "tree"
+    (d / "locked").mkdir(parents=True)
+    shutil.copy(world["audio"] / "a_normal.flac", d / "a.flac")
+    shutil.copy(world["audio"] / "a_normal.flac", d / "locked" / "b.flac")
+    (d / "locked").chmod(0)
+    try:
+        r = subprocess.run(without_dac_override([sys.executable, "-m", "humwatch_cli", "monitor", "--site", "pump-3",
+                                                 "--from", str(d), "--start-time", "2025-06-15T00:00:00Z",
+                                                 "--sites-dir", str(sites)]),
+                           env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}, capture_output=True,
+                           text=True, timeout=300)
+    finally:
+        (d / "locked").chmod(0o755)
+    assert r.returncode == EXIT_PARTIAL, r.stdout + r.stderr
+    assert "cannot read the directory" in r.stderr and "locked" in r.stderr
+    assert "1 input(s) skipped" in r.stdout and "62 patches" in r.stdout
+
+
+def _damaged_model(world, tmp_path, how: str) -> Path:
+    m = tmp_path / "model"
+    shutil.copytree(world["model"], m)
+    meta = json.loads((m / "model.json").read_text())
+    if how == "nan weights":
+        sd = torch.load(m / "weights.pt", weights_only=True)
+        k = next(iter(sd))
+        sd[k] = sd[k] * float("nan")
+        torch.save(sd, m / "weights.pt")
+        meta["files"]["weights.pt"] = file_sha256(m / "weights.pt")
+    elif how == "zero std":
+        meta["normalisation"]["std"] = [0.0] * len(meta["normalisation"]["std"])
+    elif how == "nan threshold":
+        meta["threshold"] = float("nan")
+    elif how == "params hash":
+        meta["feature_params_hash"] = "0000000000000000"
+    elif how == "no params hash":
+        del meta["feature_params_hash"]
+    (m / "model.json").write_text(json.dumps(meta))
+    return m
+
+
+@pytest.mark.parametrize("how, needle", [("nan weights", "NaN"), ("zero std", "normalisation std"),
+                                         ("nan threshold", "threshold"), ("params hash", "does not match"),
+                                         ("no params hash", "no feature_params_hash")])
+def test_damaged_models_are_refused_in_one_line(world, sites, tmp_path, how, needle):
+    m = _damaged_model(world, tmp_path, how)
+    assert_error(run("score", world["audio"], "--model", m), EXIT_DAMAGED, needle)
+    assert_error(run("site", "create", "bad", "--model", m, "--sites-dir", sites), EXIT_DAMAGED, needle)
+
+
+def test_directories_where_files_are_expected(world, sites, tmp_path):
+    (tmp_path / "out.html").mkdir()
+    _logged(world, sites)
+    r = run("report", "--site", "pump-3", "--out", tmp_path / "out.html", "--sites-dir", sites)
+    assert_error(r, EXIT_ERROR, "out.html")
+    (tmp_path / "model-file").write_text("x")
+    r = run("train", "--normal", world["audio"], "--out", tmp_path / "model-file", "--epochs", "1")
+    assert_error(r, EXIT_ERROR, "not a directory")
+    assert_error(run("score", world["audio"], "--model", tmp_path / "model-file"), EXIT_ERROR, "model-file")
+    (site_dir(sites) / "alarms.jsonl").unlink()
+    (site_dir(sites) / "alarms.jsonl").mkdir()  # alarms still reach the score log; a warning says so
+    r = run("monitor", "--site", "pump-3", "--from", world["audio"] / "b_cavitation.flac", "--start-time",
+            "2025-06-20T00:00:00Z", "--sites-dir", sites)
+    out = assert_ok(r)
+    assert "alarms.jsonl" in out and "they are in the score log" in out

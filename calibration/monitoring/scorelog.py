@@ -185,7 +185,7 @@ def db_error(e: sqlite3.Error, path: Path, doing: str = "using") -> Exception:
     (busy), else SiteDamagedError (not a database, malformed)."""
     name = getattr(e, "sqlite_errorname", "") or ""
     text = str(e)
-    if name.startswith("SQLITE_FULL") or "disk is full" in text:
+    if name.startswith("SQLITE_FULL") or "disk is full" in text or _no_space(path):
         return StorageError(f"{path}: disk full {doing} the score log")
     if name.startswith("SQLITE_READONLY") or "readonly" in text:
         return StorageError(f"{path}: the score log is read-only (check its and its folder's permissions, or a "
@@ -196,6 +196,16 @@ def db_error(e: sqlite3.Error, path: Path, doing: str = "using") -> Exception:
     if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in text:
         return SiteLockedError(f"{path}: the score log is busy ({text}); try again")
     return SiteDamagedError(f"{path}: not a readable humwatch score log ({text}); {_hint(path)}")
+
+
+def _no_space(path: Path) -> bool:
+    """Whether the file system holding ``path`` is (all but) full: SQLite reports a full disk while it opens a log
+    (its -shm and -wal files) as an I/O error."""
+    try:
+        st = os.statvfs(path.parent)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 64 * 1024
 
 
 def _inspect_file(path: Path) -> bool:
@@ -858,7 +868,7 @@ def read_file_times(path: str | Path):
         raise SiteDamagedError(f"{path}: cannot read the score log ({e}); {_hint(Path(path))}") from None
     finally:
         con.close()
-    df["file"] = df["file"].map(_path_text)
+    df["file"] = pd.Series([_path_text(v) for v in df["file"]], index=df.index, dtype=object)
     return df
 
 
@@ -992,7 +1002,7 @@ def _read(path: str | Path, select: str, alias: str, since_utc: float | None):
         raise SiteDamagedError(f"{path}: cannot read the score log ({why}); {_hint(path)}") from None
     finally:
         con.close()
-    if "file" in df:
-        df["file"] = df["file"].map(_path_text)
+    if "file" in df:  # object dtype: an undecodable name stays the exact str Python opens (not arrow text)
+        df["file"] = pd.Series([_path_text(v) for v in df["file"]], index=df.index, dtype=object)
     df.insert(1, "time", pd.to_datetime(df["t_utc"], unit="s", utc=True))
     return df

@@ -22,7 +22,7 @@ from scipy import signal
 
 from anomaly.atomic import atomic_path
 from anomaly.detectors import AutoencoderDetector
-from anomaly.errors import AudioError, HumwatchError
+from anomaly.errors import AudioError, HumwatchError, shown
 from anomaly.features import DEFAULT_PARAMS, FeatureParams, log_mel
 from anomaly.features.functional import mel_band_edges
 from anomaly.recording_time import UNCERTAIN
@@ -178,6 +178,7 @@ def export_log(site: Site, out: str | Path, fmt: str | None = None, since_utc: f
     site.config()
     want = (fmt == "parquet") if bands is None else bands
     df, _ = read_log(site, since_utc, bands=want)
+    df["file"] = df["file"].map(lambda f: shown(f) if isinstance(f, str) else f)  # CSV/Parquet text is UTF-8
     with atomic_path(out, suffix=out.suffix or f".{fmt}") as tmp:
         if fmt == "csv":
             df.to_csv(tmp, index=False)

@@ -15,6 +15,7 @@ import numpy as np
 
 from anomaly import __version__
 from anomaly.atomic import write_text
+from anomaly.errors import shown
 from anomaly.vocabulary import signature_text
 from calibration.certificate import certificate_lines, record_patch_seconds
 from calibration.report import charts, data
@@ -62,7 +63,8 @@ _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
 
 def _e(x) -> str:
-    return escape("" if x is None else str(x), quote=True)
+    """HTML-escaped text of any value; undecodable bytes of a file name shown as ``\\xff`` escapes."""
+    return escape("" if x is None else shown(x), quote=True)
 
 
 def _img(uri: str, alt: str, id_: str | None = None, cls: str = "plot") -> str:
