@@ -86,13 +86,13 @@ def validate_name(name: str) -> str:
     return name
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_ANY = re.compile(r"[\x00-\x1f\x7f]")  # new settings from the command line: tab too
 MAX_TEXT = 200
 
 
 def validate_text(what: str, value: str) -> str:
     """A free-text setting (machine, microphone): one line of at most ``MAX_TEXT`` characters."""
-    if not isinstance(value, str) or _CONTROL.search(value) or len(value) > MAX_TEXT:
+    if not isinstance(value, str) or _CONTROL_ANY.search(value) or len(value) > MAX_TEXT:
         raise SiteError(f"{what} must be one line of at most {MAX_TEXT} characters without control characters, got "
                         f"{value!r:.80}")
     return value.strip()

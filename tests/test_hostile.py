@@ -792,8 +792,13 @@ def test_settings_cannot_add_cron_or_systemd_lines(world, sites, tmp_path):
     r = run("site", "create", "evil", "--model", world["model"], "--source", "/rec/a\n* * * * * touch hacked\n#",
             "--sites-dir", sites)
     assert_error(r, EXIT_ERROR, "source", "control characters")
+    assert_error(run("site", "create", "pct", "--model", world["model"], "--source", "/rec/%d", "--sites-dir", sites),
+                 EXIT_ERROR, "'%'")  # refused on input; a '%' already stored (older site, hand edit) is escaped
     source = "/rec/50% load $HOME 'quoted' \"double\" \\back"
-    assert_ok(run("site", "create", "odd", "--model", world["model"], "--source", source, "--sites-dir", sites))
+    assert_ok(run("site", "create", "odd", "--model", world["model"], "--source", "/rec/placeholder", "--sites-dir",
+                  sites))
+    toml = sites / "odd" / "site.toml"
+    toml.write_text(toml.read_text().replace('"/rec/placeholder"', json.dumps(source)))
     assert_ok(run("site", "schedule", "odd", "--out", tmp_path / "cron", "--sites-dir", sites))
     lines = [ln for ln in (tmp_path / "cron" / "humwatch-odd.cron").read_text().splitlines()
              if ln.strip() and not ln.startswith("#")]
@@ -807,7 +812,6 @@ def test_settings_cannot_add_cron_or_systemd_lines(world, sites, tmp_path):
     assert len(exec_lines) == 1 and "50%%" in exec_lines[0] and "$$HOME" in exec_lines[0]
     assert len(service.splitlines()) == 8
     # a hand-edited site.toml with a line break in a setting is refused, not scheduled
-    toml = sites / "odd" / "site.toml"
     toml.write_text(toml.read_text().replace('source = "', 'source = "/x\\n0 * * * * evil\\n'))
     assert_error(run("site", "schedule", "odd", "--out", tmp_path / "cron2", "--sites-dir", sites), EXIT_DAMAGED,
                  "site.toml", "control characters")

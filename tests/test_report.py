@@ -273,7 +273,8 @@ def test_damaged_score_log(demo, tmp_path):
     (dst / "scores.sqlite").write_bytes(b"not a database" * 100)
     for out in ("r.html", "r.csv"):
         r = invoke("report", "--site", "broken-1", "--out", tmp_path / out, "--sites-dir", sites)
-        assert_one_error_line(r, "cannot read the score log", "file is not a database")
+        assert_one_error_line(r, "scores.sqlite: not a humwatch score log", "humwatch site repair broken-1",
+                              exit_code=5)
 
 
 def test_missing_site(demo, tmp_path):
