@@ -186,7 +186,10 @@ def repair(site: Site) -> list[str]:
             except SiteError:
                 pass
             target = _newest_intact(site, cfg, skip_damaged=True)
-            write_text(site.current_path, (target or "") + "\n")
+            cur = site.current_path
+            if os.path.lexists(cur) and (cur.is_symlink() or not cur.is_file()):  # a directory, FIFO, link
+                done.append(f"moved {cur.name} aside ({_aside(cur).name}: not a regular file)")
+            write_text(cur, (target or "") + "\n")
             site._append_switch({"t_utc": None, "current": target, "previous": None, "why": "repair"})
             done.append(f"current now names {target}" if target else "cleared current: calibrate the site again")
         if "score_log" in kinds:

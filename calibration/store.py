@@ -34,7 +34,7 @@ import time
 import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -88,6 +88,7 @@ def validate_name(name: str) -> str:
 
 _CONTROL_ANY = re.compile(r"[\x00-\x1f\x7f]")  # new settings from the command line: tab too
 MAX_TEXT = 200
+MAX_INTERVAL_DAYS = 3650  # ten years: longer is a typo (and beyond what TOML's 64-bit integers hold)
 
 
 def validate_text(what: str, value: str) -> str:
@@ -155,8 +156,9 @@ class SiteConfig:
             raise SiteError(f"classifier_alarm must be a list of class names, got {self.classifier_alarm!r}")
         if self.classifier_alarm and not self.classifier_path:
             raise SiteError("classifier_alarm is set but the site has no classifier (classifier_path)")
-        if int(self.recalibration_days) < 1:
-            raise SiteError(f"recalibration interval must be >= 1 day, got {self.recalibration_days}")
+        if not 1 <= int(self.recalibration_days) <= MAX_INTERVAL_DAYS:
+            raise SiteError(f"recalibration interval must be 1 to {MAX_INTERVAL_DAYS} days, got "
+                            f"{self.recalibration_days:.6g}")
         if isinstance(self.format_version, bool) or not isinstance(self.format_version, int) \
                 or not 1 <= self.format_version <= SITE_FORMAT:
             newer = isinstance(self.format_version, int) and self.format_version > SITE_FORMAT
@@ -232,6 +234,11 @@ class SiteConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise SiteDamagedError(f"{where}: unknown settings {unknown}")
+        missing = [f.name for f in fields(cls) if f.name not in d and f.default is MISSING
+                   and f.default_factory is MISSING]
+        if missing:
+            raise SiteDamagedError(f"{where}: incomplete site settings (missing {', '.join(missing)})"
+                                   + (": the file is empty" if not text.strip() else ""))
         try:
             return cls(**d)
         except (TypeError, ValueError) as e:

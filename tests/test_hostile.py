@@ -223,6 +223,21 @@ def test_damaged_current_pointer(world, sites, content, needle):
     assert_ok(run("site", "show", "pump-3", "--sites-dir", sites))
 
 
+@pytest.mark.parametrize("kind", ["directory", "fifo", "link to a device"])
+def test_current_that_is_not_a_file_is_repaired(sites, kind):
+    s = SiteStore(sites).site("pump-3")
+    cid = s.current_id()
+    cur = site_dir(sites) / "current"
+    cur.unlink()
+    {"directory": cur.mkdir, "fifo": lambda: os.mkfifo(cur),
+     "link to a device": lambda: cur.symlink_to("/dev/zero")}[kind]()
+    assert_error(run("site", "show", "pump-3", "--sites-dir", sites), EXIT_DAMAGED, "current", "not a regular file")
+    out = assert_ok(run("site", "repair", "pump-3", "--yes", "--sites-dir", sites))
+    assert "moved current aside" in out
+    assert s.current_id() == cid  # re-pointed to the calibration that was in force
+    assert_ok(run("site", "show", "pump-3", "--sites-dir", sites))
+
+
 def test_current_naming_a_refused_record(sites):
     p = record_path(sites)
     rec = json.loads(p.read_text())
@@ -241,6 +256,10 @@ TOML_DAMAGE = {
     "newer format": lambda t: t.replace("format_version = 1", "format_version = 7").encode(),
     "malformed": lambda t: b"name = [",
     "unknown key": lambda t: (t + "colour = 'red'\n").encode(),
+    "empty": lambda t: b"",
+    "missing model": lambda t: "\n".join(ln for ln in t.splitlines() if not ln.startswith("model_path")).encode(),
+    "interval beyond 64 bits": lambda t: t.replace("recalibration_days = 30",
+                                                   f"recalibration_days = {10 ** 30}").encode(),
 }
 
 
@@ -781,8 +800,9 @@ def test_huge_and_absurd_values(world, sites):
                        (["--alarm", "999999/1000000"], EXIT_ERROR), (["--alarm", "3/x"], EXIT_ERROR)):
         r = run("site", "create", "x1", "--model", world["model"], *args, "--sites-dir", sites)
         assert_error(r, code)
-    assert_ok(run("site", "create", "x2", "--model", world["model"], "--interval-days", str(10 ** 30),
-                  "--sites-dir", sites))
+    assert_error(run("site", "create", "x2", "--model", world["model"], "--interval-days", str(10 ** 30),
+                     "--sites-dir", sites), EXIT_ERROR, "1 to 3650 days")
+    assert_ok(run("site", "create", "x2", "--model", world["model"], "--interval-days", "3650", "--sites-dir", sites))
     assert "x2" in assert_ok(run("site", "list", "--sites-dir", sites))
     r = run("monitor", "--site", "pump-3", "--from", world["audio"], "--retention-days", "1e300", "--sites-dir", sites)
     assert r.exit_code == EXIT_USAGE and "Traceback" not in r.output
