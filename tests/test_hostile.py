@@ -499,6 +499,59 @@ def test_log_writes_failing_are_held_in_memory_within_a_bound(tmp_path, monkeypa
     assert list(ev["kind"]) == ["scores_dropped"] and ev["info"].iloc[0]["patches"] == 60
 
 
+def test_device_rows_are_refused_not_held_when_the_log_cannot_be_written(tmp_path, monkeypatch):
+    """The ingest acknowledges a message only after its rows are committed: on a full disk append_device and the
+    commit raise StorageError instead of holding rows the broker would then never deliver again."""
+    from anomaly.errors import StorageError
+
+    log = ScoreLog(tmp_path / "scores.sqlite", commit_every=3600, on_notice=lambda m: None)
+    run_ = log.start_run("c", "m", 1.0, 3, 5, "mqtt:dev-1")
+    assert log.append_device(run_, "dev-1", [1, 2], [T0, T0 + 0.96], [0.5, 2.0]) == 2
+    log.maybe_commit(force=True)
+    assert log.append_device(run_, "dev-1", [2, 3], [T0 + 0.96, T0 + 1.92], [2.0, 0.1]) == 1  # seq 2: a resend
+
+    def full(self):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(ScoreLog, "_write", full)
+    with pytest.raises(StorageError, match="disk full"):
+        log.maybe_commit(force=True)  # seq 3 was rolled back: the ingest must not acknowledge it
+    monkeypatch.undo()
+    assert log.append_device(run_, "dev-1", [3], [T0 + 1.92], [0.1]) == 1  # delivered again, logged now
+    log.close()
+    df = read_scores(tmp_path / "scores.sqlite")
+    assert sorted(df["seq"]) == [1, 2, 3] and set(df["device"]) == {"dev-1"}
+
+
+def test_layout_4_fleet_log_is_upgraded_in_place(tmp_path):
+    """A log written by the fleet's layout 4 (devices, no logged_utc/events/recordings) is read as it is and upgraded
+    in one transaction by the next writer, its device rows kept."""
+    path = tmp_path / "scores.sqlite"
+    log = ScoreLog(path, on_notice=lambda m: None)
+    run_ = log.start_run("c", "m", 1.0, 3, 5, "mqtt:dev-1")
+    log.append_device(run_, "dev-1", [1, 2], [T0, T0 + 0.96], [0.5, 2.0])
+    log.close()
+    con = sqlite3.connect(path)
+    con.executescript("""
+        DROP TABLE events; DROP TABLE recordings; DROP INDEX scores_device_seq; DROP INDEX alarms_device_seq;
+        CREATE TABLE s4 AS SELECT t_utc, score, over, bands, run_id, file_id, offset_s, classes, device_id, seq
+            FROM scores;
+        DROP TABLE scores; ALTER TABLE s4 RENAME TO scores;
+        CREATE TABLE a4 AS SELECT t_utc, run_id, score, info, device_id, seq FROM alarms;
+        DROP TABLE alarms; ALTER TABLE a4 RENAME TO alarms;
+        CREATE UNIQUE INDEX scores_device_seq ON scores(device_id, seq) WHERE seq IS NOT NULL;
+        UPDATE meta SET value = '4' WHERE key = 'schema_version';""")
+    con.close()
+    assert list(read_scores(path)["seq"]) == [1, 2] and read_events(path).empty
+    log = ScoreLog(path, on_notice=lambda m: None)
+    assert log.last_seq() == {"dev-1": (2, T0 + 0.96)}
+    log.close()
+    con = sqlite3.connect(path)
+    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "5"
+    con.close()
+    assert list(read_scores(path)["device"]) == ["dev-1", "dev-1"]
+
+
 def test_close_with_a_log_that_stays_unwritable_says_what_was_lost(tmp_path, monkeypatch):
     log = ScoreLog(tmp_path / "scores.sqlite", commit_every=0.0, on_notice=lambda m: None)
     run_ = log.start_run("c", "m", 1.0, 3, 5, "test")

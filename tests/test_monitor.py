@@ -167,7 +167,7 @@ def test_log_of_another_layout_is_refused_in_one_line(tmp_path):
     con.commit()
     con.close()
     for open_it in (lambda: ScoreLog(tmp_path / "old.sqlite"), lambda: read_scores(tmp_path / "old.sqlite")):
-        with pytest.raises(SiteError, match="layout 1, this humwatch writes layout 4"):
+        with pytest.raises(SiteError, match="layout 1, this humwatch writes layout 5"):
             open_it()
 
 
