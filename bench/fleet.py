@@ -137,6 +137,7 @@ def _count(store_root: Path, sites: list[str]) -> int:
 
 def ingest_bench(devices: int, n_sites: int, rates: list[float], seconds: float, work: Path,
                  drain_per_device: int = 0) -> dict:
+    from helpers import valid_record  # a complete calibration record (the store refuses partial ones)
     from mosquitto import MISSING, Broker
 
     from calibration.store import SiteConfig, SiteStore
@@ -147,8 +148,7 @@ def ingest_bench(devices: int, n_sites: int, rates: list[float], seconds: float,
     store = SiteStore(work / "sites")
     for s in sites:
         site = store.create(SiteConfig(name=s, model_path="m", model_hash="h"))
-        site.add_calibration({"kind": "calibration", "status": "adopted", "created_utc": "2026-01-01T00:00:00Z",
-                              "threshold": {"threshold": 1.0, "alarm_m": 3, "alarm_n": 5}, "model": {"hash": "h"}})
+        site.add_calibration(valid_record(1.0, site=s, model={**valid_record()["model"], "hash": "h"}))
     b = Broker(work / "broker", users={s: f"pw-{s}" for s in sites}).start()
     env = {**os.environ, **b.env("ingest"), "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "humwatch_cli", "ingest", "--broker", b.url, "--sites-dir", str(store.root),

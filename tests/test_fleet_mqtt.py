@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import valid_record
 from mosquitto import MISSING, Broker
 
 from calibration.fleet import telemetry as tm
@@ -37,8 +38,7 @@ def _store(root: Path) -> SiteStore:
     store = SiteStore(root)
     for name in ("pump-3", "pump-4"):
         s = store.create(SiteConfig(name=name, model_path="model", model_hash="m0"))
-        s.add_calibration({"kind": "calibration", "status": "adopted", "created_utc": "2026-01-01T00:00:00Z",
-                           "threshold": {"threshold": THRESHOLD, "alarm_m": 3, "alarm_n": 5}, "model": {"hash": "m0"}})
+        s.add_calibration(valid_record(THRESHOLD, site=name, model={**valid_record()["model"], "hash": "m0"}))
     return store
 
 
