@@ -19,7 +19,15 @@ from anomaly.features import MicResponse
 from anomaly.modeldir import classifier_hash, model_hash
 from calibration.calibrate import site_classifier, site_detector
 from calibration.errors import SiteError
-from calibration.store import Site, SiteConfig, SiteStore, validate_name, validate_source, validate_text
+from calibration.store import (
+    MAX_INTERVAL_DAYS,
+    Site,
+    SiteConfig,
+    SiteStore,
+    validate_name,
+    validate_source,
+    validate_text,
+)
 
 DEFAULT_INTERVAL_DAYS = 30
 
@@ -150,8 +158,10 @@ def set_settings(site: Site, k: float | None = None, alarm: str | None = None, m
     if microphone is not None:
         new.microphone = validate_text("--microphone", microphone)
     if interval_days is not None:
-        if isinstance(interval_days, bool) or not isinstance(interval_days, int) or interval_days < 1:
-            raise SiteError(f"--interval-days must be a whole number of days >= 1, got {interval_days!r}")
+        if isinstance(interval_days, bool) or not isinstance(interval_days, int) or \
+                not 1 <= interval_days <= MAX_INTERVAL_DAYS:
+            raise SiteError(f"--interval-days must be a whole number of days, 1 to {MAX_INTERVAL_DAYS}, got "
+                            f"{interval_days!r:.20}")
         new.recalibration_days = interval_days
     if all(v is None for v in (k, alarm, machine, source, interval_days, microphone)):
         raise SiteError("nothing to set: give --k, --alarm, --machine, --source, --interval-days or --microphone")
@@ -164,7 +174,10 @@ def set_settings(site: Site, k: float | None = None, alarm: str | None = None, m
         changes["alarm"] = (old_rule.spelling, new.rule.spelling)
     if not changes:
         return SettingsChange({}, {})
-    SiteConfig.from_toml(new.to_toml(), str(site.toml_path))  # the file as it will be read back
+    try:
+        SiteConfig.from_toml(new.to_toml(), str(site.toml_path))  # the file as it will be read back
+    except SiteError as e:  # a bad new value (exit 1), not a damaged file
+        raise SiteError(f"not changed: {e}") from None
     with site.lock("settings change"):
         site.save_config(new)
         effects = {name: EFFECTS[name] for name in changes}

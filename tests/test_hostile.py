@@ -856,6 +856,8 @@ def test_huge_and_absurd_values(world, sites):
     assert_error(run("site", "create", "x2", "--model", world["model"], "--interval-days", str(10 ** 30),
                      "--sites-dir", sites), EXIT_ERROR, "1 to 3650 days")
     assert_ok(run("site", "create", "x2", "--model", world["model"], "--interval-days", "3650", "--sites-dir", sites))
+    assert_error(run("site", "set", "x2", "--interval-days", str(10 ** 30), "--sites-dir", sites), EXIT_ERROR,
+                 "1 to 3650")
     assert "x2" in assert_ok(run("site", "list", "--sites-dir", sites))
     r = run("monitor", "--site", "pump-3", "--from", world["audio"], "--retention-days", "1e300", "--sites-dir", sites)
     assert r.exit_code == EXIT_USAGE and "Traceback" not in r.output
