@@ -16,6 +16,7 @@ import typer
 from rich.markup import escape
 
 from anomaly.cli_util import console, err_console, user_errors
+from anomaly.errors import EXIT_PARTIAL
 from calibration.cli import SitesDir
 
 app = typer.Typer(no_args_is_help=True)
@@ -104,7 +105,8 @@ def ingest(
 
 
 def run_fleet(kind: str, sites: list[str] | None, sites_dir, opts, ray_address, workers, restart, task=None) -> None:
-    """Select the sites, run the job, print one line per site as it finishes; exit 4 when a site failed."""
+    """Select the sites, run the job, print one line per site as it finishes; exit 6 (EXIT_PARTIAL) when a site
+    failed."""
     from calibration.fleet.jobs import run_job, select_sites
     from calibration.store import SiteStore, validate_name
 
@@ -119,7 +121,7 @@ def run_fleet(kind: str, sites: list[str] | None, sites_dir, opts, ray_address, 
         return
     where = f"Ray at {ray_address}" if ray_address else ("this process, one site at a time" if workers == 0 else
                                                          "a local Ray" + (f" ({workers} CPUs)" if workers else ""))
-    console.print(f"fleet {kind}: {len(chosen)} site(s) on {where}")
+    console.print(f"fleet {kind}: {len(chosen)} site(s) on {escape(where)}")
 
     def show(r, k, n):
         colour = {"done": "green", "failed": "red"}.get(r.status, "yellow")
@@ -131,7 +133,7 @@ def run_fleet(kind: str, sites: list[str] | None, sites_dir, opts, ray_address, 
     console.print(f"{len(results) - len(failed) - len(earlier)} done, {len(failed)} failed"
                   + (f", {len(earlier)} done earlier in this job (--restart to redo)" if earlier else ""))
     if failed:
-        raise typer.Exit(4)
+        raise typer.Exit(EXIT_PARTIAL)
 
 
 @fleet_app.command("calibrate")
