@@ -801,15 +801,16 @@ def test_keep_audio_on_a_full_disk_adopts_nothing(world, tiny_fs):
 
 
 def test_file_size_limit_during_monitoring(world, sites):
-    """A full disk for any user: the file-size limit (RLIMIT_FSIZE) stops the log growing mid-run."""
+    """A full disk for any user: the file-size limit (RLIMIT_FSIZE) stops the log's write-ahead file growing mid-run
+    (40 kB: room for SQLite's 32 kB -shm index and a few pages of the WAL, far less than 4 minutes of scores)."""
     log = _logged(world, sites)
-    limit = log.stat().st_size + 8192
+    limit = 40_000
 
     def limited():
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
     r = subprocess.run([sys.executable, "-m", "humwatch_cli", "monitor", "--site", "pump-3", "--from",
-                        str(world["audio"]), "--start-time", "2025-06-16T00:00:00Z", "--sites-dir", str(sites)],
+                        str(world["cal"]), "--start-time", "2025-06-16T00:00:00Z", "--sites-dir", str(sites)],
                        env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}, capture_output=True, text=True,
                        timeout=300, preexec_fn=limited)
     assert r.returncode == EXIT_IO, r.stdout + r.stderr
