@@ -358,9 +358,9 @@ def test_ingest_applies_a_windowed_mean_rule_and_resumes_it(mq, tmp_path):
     rule = WindowMean(80, 2).with_calibration(0.0, 1.0, 1.5)  # longer than an m-of-n window can be (60)
     store = SiteStore(tmp_path / "sites")
     s = store.create(SiteConfig(name="pump-3", model_path="model", model_hash="m0"))
-    s.add_calibration({"kind": "calibration", "status": "adopted", "created_utc": "2026-01-01T00:00:00Z",
-                       "threshold": {"threshold": THRESHOLD, "alarm_m": 0, "alarm_n": 80, "rule": rule.to_dict()},
-                       "model": {"hash": "m0"}})
+    base = valid_record(THRESHOLD, model={**valid_record()["model"], "hash": "m0"})
+    s.add_calibration({**base, "threshold": {**base["threshold"], "alarm_m": 0, "alarm_n": 80,
+                                             "rule": rule.to_dict()}})
     scores = np.exp(np.r_[np.zeros(90), np.full(110, 3.0)])  # the window mean passes 1.5 at patch 90 + 40
     assert rule.onsets(scores).tolist() == [130]
     t0 = time.time() - 300
