@@ -325,7 +325,8 @@ def evaluate(
     reduce: Reduce = "mean",
     threads: Threads = 2,
 ) -> None:
-    """AUC and pAUC (p = 0.1, DCASE definition) on labelled recordings, per machine."""
+    """AUC and pAUC on labelled recordings, per machine (pAUC as the DCASE evaluator: standardised, max FPR 0.1,
+    chance 0.5)."""
     with user_errors():
         from anomaly import atomic
         from anomaly.detectors import score_file
@@ -341,16 +342,21 @@ def evaluate(
             ev = run_eval(clip, test, on_file=lambda i, n: bar.update(task, completed=i, total=n))
         m = ev.metrics()
         ch = m["chance"]
+        p = f"{m['max_fpr']:g}"
         t = Table("machine", "normal", "anomaly", f"AUC (chance {ch['auc']:g})",
-                  f"pAUC p={m['max_fpr']:g} (chance {ch['pauc']:g})")
+                  f"pAUC p={p} (chance {ch['pauc']:g})",
+                  f"raw partial area (chance {ch['pauc_raw']:g})")
         for name, r in m["machines"].items():
-            t.add_row(esc(name), str(r["n_normal"]), str(r["n_anomaly"]), _fmt(r["auc"]), _fmt(r["pauc"]))
+            t.add_row(esc(name), str(r["n_normal"]), str(r["n_anomaly"]), _fmt(r["auc"]), _fmt(r["pauc"]),
+                      _fmt(r["pauc_raw"]))
         t.add_row("[bold]all", str(sum(r["n_normal"] for r in m["machines"].values())),
-                  str(sum(r["n_anomaly"] for r in m["machines"].values())), f"[bold]{m['auc']:.3f}",
-                  f"[bold]{m['pauc']:.3f}")
+                  str(sum(r["n_anomaly"] for r in m["machines"].values())), f"[bold]{_fmt(m['auc'])}",
+                  f"[bold]{_fmt(m['pauc'])}", _fmt(m["pauc_raw"]))
         console.print(t)
         console.print(f"chance levels: AUC {ch['auc']:g} and pAUC {ch['pauc']:g} are what scores with no information "
                       "give; 1.0 is perfect.")
+        console.print(f"pAUC: {m['definitions']['pauc']}; raw partial area: {m['definitions']['pauc_raw']}",
+                      markup=False)
         if json_out is not None:
             m["model"] = str(model)
             m["reduce"] = reduce

@@ -6,9 +6,11 @@ of a file is its parent directory, or the grandparent when the parent is called 
 (``<set>/<machine>/test/anomaly_0001.flac`` → ``<machine>``). Files below a directory named ``train`` are
 never test data and are skipped, so the root of a ``<set>/<machine>/{train,test}`` tree can be passed as it is.
 
-pAUC follows the DCASE challenge definition: the area under the ROC curve for false-positive rates in ``[0, p]``
-divided by ``p`` (p = 0.1), without the McClish standardisation that ``sklearn.metrics.roc_auc_score(max_fpr=...)``
-applies.
+pAUC follows the DCASE challenge evaluator (and every published DCASE table): the *standardised* partial AUC of
+``sklearn.metrics.roc_auc_score(y, s, max_fpr=0.1)``, i.e. McClish's correction of the area under the ROC curve for
+false-positive rates in ``[0, p]``, so that chance is 0.5 and a perfect detector 1.0. The unstandardised area divided
+by ``p`` (chance ``p / 2`` = 0.05) is kept as :func:`partial_area` (``pauc_raw`` in the metrics) for comparison with
+figures reported that way.
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from anomaly.errors import DataError
 
 LABELS = {"normal": 0, "anomaly": 1}
+MAX_FPR = 0.1
+PAUC_DEFINITION = ("standardised partial AUC over false-positive rates 0-{p:g} (McClish; sklearn roc_auc_score "
+                   "max_fpr={p:g}, as the DCASE evaluator): chance 0.5, perfect 1.0")
+PAUC_RAW_DEFINITION = "area under the ROC curve over false-positive rates 0-{p:g}, divided by {p:g} (chance {c:g})"
 
 
 @dataclass(frozen=True)
@@ -75,8 +81,9 @@ def find_labelled(test_dir: str | Path) -> list[LabelledFile]:
     return files
 
 
-def pauc(y_true: Sequence[int], y_score: Sequence[float], max_fpr: float = 0.1) -> float:
-    """Partial AUC over FPR in ``[0, max_fpr]``, divided by ``max_fpr`` (DCASE definition)."""
+def partial_area(y_true: Sequence[int], y_score: Sequence[float], max_fpr: float = MAX_FPR) -> float:
+    """Area under the ROC curve over FPR in ``[0, max_fpr]``, divided by ``max_fpr`` (not standardised: chance is
+    ``max_fpr / 2``)."""
     fpr, tpr, _ = roc_curve(y_true, y_score)
     stop = np.searchsorted(fpr, max_fpr, side="right")
     x = np.concatenate([fpr[:stop], [max_fpr]])
@@ -84,23 +91,42 @@ def pauc(y_true: Sequence[int], y_score: Sequence[float], max_fpr: float = 0.1) 
     return float(np.trapezoid(y, x) / max_fpr)
 
 
+def pauc(y_true: Sequence[int], y_score: Sequence[float], max_fpr: float = MAX_FPR) -> float:
+    """Standardised partial AUC over FPR in ``[0, max_fpr]`` (McClish; ``roc_auc_score(..., max_fpr=...)``, the DCASE
+    evaluator's pAUC): chance 0.5, perfect 1.0."""
+    return float(roc_auc_score(y_true, y_score, max_fpr=max_fpr))
+
+
 def _nan_to_none(x: float) -> float | None:
     return None if x != x else x
 
 
-def auc_pauc(y_true: Sequence[int], y_score: Sequence[float], max_fpr: float = 0.1) -> tuple[float, float]:
+def auc_pauc(y_true: Sequence[int], y_score: Sequence[float], max_fpr: float = MAX_FPR) -> tuple[float, float]:
+    """AUC and the standardised pAUC (NaN for both when one class is missing)."""
     y_true = np.asarray(y_true)
     if len(set(y_true.tolist())) < 2:
         return float("nan"), float("nan")
     return float(roc_auc_score(y_true, y_score)), pauc(y_true, y_score, max_fpr)
 
 
-def chance_levels(max_fpr: float = 0.1) -> dict[str, float]:
-    """What AUC and pAUC give for scores that carry no information (a diagonal ROC curve), computed through the
-    same functions as the metrics, so that they follow any change of definition: AUC 0.5; pAUC ``max_fpr / 2``
-    without standardisation, 0.5 with McClish's."""
-    auc, pa = auc_pauc([0, 1], [0.0, 0.0], max_fpr)
-    return {"auc": round(auc, 6), "pauc": round(pa, 6)}
+def chance_levels(max_fpr: float = MAX_FPR) -> dict[str, float]:
+    """What AUC, pAUC and the raw partial area give for scores that carry no information (a diagonal ROC curve),
+    computed through the same functions as the metrics: AUC 0.5, pAUC 0.5, raw partial area ``max_fpr / 2``."""
+    y, s = [0, 1], [0.0, 0.0]
+    auc, pa = auc_pauc(y, s, max_fpr)
+    return {"auc": round(auc, 6), "pauc": round(pa, 6), "pauc_raw": round(partial_area(y, s, max_fpr), 6)}
+
+
+def definitions(max_fpr: float = MAX_FPR) -> dict[str, str]:
+    """What the metrics' pAUC figures mean (printed by ``evaluate`` and stored in its JSON)."""
+    return {"pauc": PAUC_DEFINITION.format(p=max_fpr),
+            "pauc_raw": PAUC_RAW_DEFINITION.format(p=max_fpr, c=chance_levels(max_fpr)["pauc_raw"])}
+
+
+def _metric_row(y: np.ndarray, s: np.ndarray, max_fpr: float) -> dict:
+    auc, pa = auc_pauc(y, s, max_fpr)
+    raw = partial_area(y, s, max_fpr) if len(set(y.tolist())) == 2 else float("nan")
+    return {"auc": _nan_to_none(auc), "pauc": _nan_to_none(pa), "pauc_raw": _nan_to_none(raw)}
 
 
 @dataclass
@@ -109,22 +135,21 @@ class Evaluation:
 
     files: list[LabelledFile]
     scores: np.ndarray
-    max_fpr: float = 0.1
+    max_fpr: float = MAX_FPR
 
     def metrics(self) -> dict:
         y = np.array([f.label for f in self.files])
-        auc, pa = auc_pauc(y, self.scores, self.max_fpr)
         machines: dict[str, dict] = {}
         for m in sorted({f.machine for f in self.files}):
             idx = np.array([f.machine == m for f in self.files])
-            ma, mp = auc_pauc(y[idx], self.scores[idx], self.max_fpr)
-            machines[m] = {"auc": _nan_to_none(ma), "pauc": _nan_to_none(mp), "n_normal": int((y[idx] == 0).sum()),
-                           "n_anomaly": int((y[idx] == 1).sum())}
-        return {"auc": _nan_to_none(auc), "pauc": _nan_to_none(pa), "max_fpr": self.max_fpr,
-                "chance": chance_levels(self.max_fpr), "n_files": len(self.files), "machines": machines}
+            machines[m] = {**_metric_row(y[idx], self.scores[idx], self.max_fpr),
+                           "n_normal": int((y[idx] == 0).sum()), "n_anomaly": int((y[idx] == 1).sum())}
+        return {**_metric_row(y, self.scores, self.max_fpr), "max_fpr": self.max_fpr,
+                "definitions": definitions(self.max_fpr), "chance": chance_levels(self.max_fpr),
+                "n_files": len(self.files), "machines": machines}
 
 
-def evaluate(score_file: Callable[[Path], float], test_dir: str | Path, max_fpr: float = 0.1,
+def evaluate(score_file: Callable[[Path], float], test_dir: str | Path, max_fpr: float = MAX_FPR,
              on_file: Callable[[int, int], None] | None = None) -> Evaluation:
     """Score every labelled file with ``score_file`` and return the evaluation."""
     files = find_labelled(test_dir)

@@ -106,8 +106,11 @@ def test_evaluate_writes_json(trained, data, tmp_path):
     assert set(m["machines"]) == {"pump"}
     assert m["machines"]["pump"]["n_normal"] == 2 and m["machines"]["pump"]["n_anomaly"] == 2
     assert f"wrote {js}" in r.output and "pump" in r.output
-    assert m["chance"] == {"auc": 0.5, "pauc": 0.05}
-    assert "AUC (chance 0.5)" in r.output and "pAUC p=0.1 (chance 0.05)" in r.output
+    # pAUC in the DCASE evaluator's convention, said so, with the chance levels printed and stored
+    assert m["chance"] == {"auc": 0.5, "pauc": 0.5, "pauc_raw": 0.05} and "standardised" in m["definitions"]["pauc"]
+    out = " ".join(r.output.split())
+    assert "AUC (chance 0.5)" in out and "pAUC p=0.1 (chance 0.5)" in out and "(chance 0.05)" in out
+    assert "standardised partial AUC" in out and "raw partial area" in out
 
 
 def test_train_iforest_end_to_end(data, tmp_path):

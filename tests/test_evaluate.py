@@ -9,59 +9,82 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from anomaly.errors import DataError
-from anomaly.evaluate import Evaluation, LabelledFile, auc_pauc, evaluate, find_labelled, label_of, pauc
+from anomaly.evaluate import (
+    Evaluation,
+    LabelledFile,
+    auc_pauc,
+    chance_levels,
+    definitions,
+    evaluate,
+    find_labelled,
+    label_of,
+    partial_area,
+    pauc,
+)
 
 # --------------------------------------------------------------------------------------------------------------------
-# pAUC: the area under the ROC curve over FPR in [0, p], divided by p (DCASE; no McClish standardisation)
+# partial_area: the area under the ROC curve over FPR in [0, p], divided by p (not standardised)
+# pauc: the DCASE evaluator's standardised partial AUC (McClish; sklearn roc_auc_score max_fpr)
 
 
-def test_pauc_hand_computed_step_roc():
+def mcclish(raw_over_p: float, p: float) -> float:
+    a = raw_over_p * p
+    return 0.5 * (1 + (a - p * p / 2) / (p - p * p / 2))
+
+
+def test_partial_area_hand_computed_step_roc():
     # 20 normals, 2 anomalies. Descending: A(.95) N(.9) A(.5) then 19 normals below.
     # ROC: (0,0) -> (0,.5) -> (.05,.5) -> (.05,1) -> (1,1).
     # Area over FPR [0, .1]: .05 * .5 + .05 * 1 = .075; / .1 = .75. Full AUC: 1 - .05 * .5 = .975.
     normals = [0.9] + [i / 100 for i in range(19)]
     y = [0] * 20 + [1, 1]
     s = normals + [0.95, 0.5]
-    assert pauc(y, s) == pytest.approx(0.75)
-    assert auc_pauc(y, s) == pytest.approx((0.975, 0.75))
+    assert partial_area(y, s) == pytest.approx(0.75)
+    # standardised: 0.5 * (1 + (.075 - .005) / (.1 - .005)) = 0.868421...
+    assert pauc(y, s) == pytest.approx(0.5 * (1 + 0.07 / 0.095))
+    assert auc_pauc(y, s) == pytest.approx((0.975, 0.5 * (1 + 0.07 / 0.095)))
     # over [0, .05] only the .5 plateau counts
-    assert pauc(y, s, max_fpr=0.05) == pytest.approx(0.5)
+    assert partial_area(y, s, max_fpr=0.05) == pytest.approx(0.5)
 
 
-def test_pauc_hand_computed_tie_gives_a_diagonal_segment():
+def test_partial_area_hand_computed_tie_gives_a_diagonal_segment():
     # 5 normals, 1 anomaly tied with the top normal: ROC (0,0) -> (.2,1), a straight line tpr = 5 fpr.
     # Area over [0, .1] = 5 * .1^2 / 2 = .025; / .1 = .25.  Full AUC = .5 * .2 + .8 = .9.
     y = [1, 0, 0, 0, 0, 0]
     s = [0.5, 0.5, 0.4, 0.3, 0.2, 0.1]
-    assert pauc(y, s) == pytest.approx(0.25)
+    assert partial_area(y, s) == pytest.approx(0.25)
     assert auc_pauc(y, s)[0] == pytest.approx(0.9)
 
 
 def test_pauc_perfect_and_inverted():
     y = [0] * 50 + [1] * 10
     s = list(range(60))
-    assert pauc(y, s) == pytest.approx(1.0)
+    assert pauc(y, s) == pytest.approx(1.0) and partial_area(y, s) == pytest.approx(1.0)
     assert auc_pauc(y, s) == pytest.approx((1.0, 1.0))
-    assert pauc(y, [-v for v in s]) == pytest.approx(0.0)
+    assert partial_area(y, [-v for v in s]) == pytest.approx(0.0)
+    # the standardised floor: a raw area of 0 maps to 0.5 * (1 - p / (2 - p)) = 0.4737 at p = 0.1
+    assert pauc(y, [-v for v in s]) == pytest.approx(0.5 * (1 - 0.1 / 1.9))
 
 
-def test_pauc_of_chance_is_p_over_2():
-    # The chance diagonal tpr = fpr has area p^2 / 2 over [0, p]; divided by p that is p / 2 = 0.05 at p = 0.1.
+def test_chance_levels_pauc_half_raw_p_over_2():
+    # Uninformative scores: AUC 0.5, standardised pAUC 0.5; the raw diagonal area p^2 / 2 over [0, p] is p / 2.
+    assert chance_levels(0.1) == {"auc": 0.5, "pauc": 0.5, "pauc_raw": 0.05}
+    assert chance_levels(0.2)["pauc_raw"] == pytest.approx(0.1)
     rng = np.random.default_rng(0)
     y = np.r_[np.zeros(20000, int), np.ones(20000, int)]
     s = rng.random(40000)
-    assert pauc(y, s) == pytest.approx(0.05, abs=0.01)
-    assert pauc(y, s, max_fpr=0.2) == pytest.approx(0.1, abs=0.015)
+    assert pauc(y, s) == pytest.approx(0.5, abs=0.02)
+    assert partial_area(y, s) == pytest.approx(0.05, abs=0.01)
+    assert partial_area(y, s, max_fpr=0.2) == pytest.approx(0.1, abs=0.015)
 
 
-def test_pauc_relates_to_sklearn_mcclish():
-    # sklearn standardises the raw partial area A: 0.5 * (1 + (A - p^2/2) / (p - p^2/2)).  Undo that.
+def test_pauc_is_sklearn_mcclish_of_the_partial_area():
     rng = np.random.default_rng(1)
     y = rng.integers(0, 2, 300)
     s = rng.normal(size=300) + 0.8 * y
-    p = 0.1
-    raw = pauc(y, s, p) * p
-    assert 0.5 * (1 + (raw - p * p / 2) / (p - p * p / 2)) == pytest.approx(roc_auc_score(y, s, max_fpr=p), abs=1e-9)
+    for p in (0.05, 0.1, 0.3):
+        assert pauc(y, s, p) == pytest.approx(roc_auc_score(y, s, max_fpr=p), abs=1e-12)
+        assert mcclish(partial_area(y, s, p), p) == pytest.approx(pauc(y, s, p), abs=1e-9)
 
 
 def test_pauc_within_unit_interval():
@@ -70,7 +93,13 @@ def test_pauc_within_unit_interval():
         y = rng.integers(0, 2, 40)
         y[:2] = [0, 1]
         v = pauc(y, rng.normal(size=40))
-        assert 0.0 <= v <= 1.0
+        assert 0.0 <= v <= 1.0 and 0.0 <= partial_area(y, rng.normal(size=40)) <= 1.0
+
+
+def test_definitions_say_standardised_and_chance():
+    d = definitions(0.1)
+    assert "standardised" in d["pauc"] and "max_fpr=0.1" in d["pauc"] and "chance 0.5" in d["pauc"]
+    assert "chance 0.05" in d["pauc_raw"]
 
 
 def test_auc_pauc_single_class_is_nan():
@@ -174,7 +203,7 @@ def test_metrics_structure(tmp_path):
     assert m["max_fpr"] == 0.1 and m["n_files"] == 12
     assert set(m["machines"]) == {"pump", "fan"}
     for name, r in m["machines"].items():
-        assert set(r) == {"auc", "pauc", "n_normal", "n_anomaly"}
+        assert set(r) == {"auc", "pauc", "pauc_raw", "n_normal", "n_anomaly"}
         assert isinstance(r["auc"], float) and isinstance(r["pauc"], float)
         assert 0 <= r["auc"] <= 1 and 0 <= r["pauc"] <= 1
         assert (r["n_normal"], r["n_anomaly"]) == (3, 3)
@@ -182,13 +211,15 @@ def test_metrics_structure(tmp_path):
         y = np.array([f.label for f in files])[idx]
         assert (r["auc"], r["pauc"]) == pytest.approx(auc_pauc(y, scores[idx]))
     assert (m["auc"], m["pauc"]) == pytest.approx(auc_pauc([f.label for f in files], scores))
+    assert m["pauc_raw"] == pytest.approx(partial_area([f.label for f in files], scores))
+    assert m["chance"] == chance_levels(0.1) and m["definitions"] == definitions(0.1)
 
 
 def test_metrics_machine_with_one_class_is_none(tmp_path):
     files = [LabelledFile(tmp_path / "a.wav", 0, "pump"), LabelledFile(tmp_path / "b.wav", 1, "pump"),
              LabelledFile(tmp_path / "c.wav", 0, "fan")]
     m = Evaluation(files, np.array([0.1, 0.9, 0.2])).metrics()
-    assert m["machines"]["fan"] == {"auc": None, "pauc": None, "n_normal": 1, "n_anomaly": 0}
+    assert m["machines"]["fan"] == {"auc": None, "pauc": None, "pauc_raw": None, "n_normal": 1, "n_anomaly": 0}
     assert m["machines"]["pump"]["auc"] == 1.0
 
 
@@ -211,9 +242,12 @@ def test_machine_when_root_is_the_test_dir(tmp_path):
 def test_chance_levels_follow_the_metric_definitions():
     from anomaly.evaluate import chance_levels
 
-    assert chance_levels(0.1) == {"auc": 0.5, "pauc": 0.05}  # DCASE pAUC without standardisation: p / 2
-    assert chance_levels(0.2)["pauc"] == pytest.approx(0.1)
+    # standardised pAUC: 0.5 whatever p; the raw partial area: p / 2
+    assert chance_levels(0.1) == {"auc": 0.5, "pauc": 0.5, "pauc_raw": 0.05}
+    assert chance_levels(0.2)["pauc"] == 0.5 and chance_levels(0.2)["pauc_raw"] == pytest.approx(0.1)
     rng = np.random.default_rng(0)  # uninformative scores come out near the stated chance levels
     y = rng.integers(0, 2, 20000)
-    auc, pa = auc_pauc(y, rng.random(20000))
-    assert auc == pytest.approx(0.5, abs=0.02) and pa == pytest.approx(chance_levels()["pauc"], abs=0.01)
+    s = rng.random(20000)
+    auc, pa = auc_pauc(y, s)
+    assert auc == pytest.approx(0.5, abs=0.02) and pa == pytest.approx(chance_levels()["pauc"], abs=0.02)
+    assert partial_area(y, s) == pytest.approx(chance_levels()["pauc_raw"], abs=0.01)
