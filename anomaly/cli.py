@@ -171,10 +171,15 @@ def train(
                                              "hidden 24-frame block from the rest (4 passes per patch; best with "
                                              "--score gaussian, see docs/benchmarks.md).")] = 0,
     embedding_alias: Annotated[str | None, typer.Option("--embedding", hidden=True)] = None,
+    states: Annotated[Path | None, typer.Option("--states", help="ae: CSV 'file,state' giving each --normal "
+                                                "recording its operating state (speed, load setting...): every "
+                                                "state gets the same share of training (docs/model.md).")] = None,
 ) -> None:
     """Train a detector on normal audio only.
 
     Example: humwatch train --normal data/pump/train --out models/pump
+
+    Example: humwatch train --normal data/car/train --states data/car/states.csv --out models/car
     """
     with user_errors():
         from anomaly.audio import find_audio
@@ -201,10 +206,18 @@ def train(
                             f"48), got {mask_frames}")
         cfg = TrainConfig(epochs=epochs, seed=seed, samples_per_epoch=samples_per_epoch, threads=threads,
                           score=score or TrainConfig().score, mask_frames=mask_frames)
+        if states is not None and detector != "ae":
+            raise DataError("--states is an option of the autoencoder (--detector ae)")
         files = find_audio(normal)
+        labels = None
+        if states is not None:
+            from anomaly.states import read_states
+
+            labels = read_states(states, files)  # before reading any audio
         recs = _read_recordings(files, DEFAULT_PARAMS)
         minutes = sum(r.shape[0] for r in recs) * DEFAULT_PARAMS.hop_length / DEFAULT_PARAMS.sample_rate / 60
-        console.print(f"{len(files)} normal recordings, {minutes:.1f} min")
+        console.print(f"{len(files)} normal recordings, {minutes:.1f} min"
+                      + (f", {len(set(labels))} operating states" if labels else ""))
         if no_augment:
             cfg = cfg.without_augmentation()
         with progress() as bar:
@@ -214,7 +227,7 @@ def train(
                 bar.update(task, completed=ep, info=f"loss {tl:.4f} val {vl:.4f}")
 
             det = fit_detector(detector, recs, DEFAULT_PARAMS, arch, cfg, embedding, on_epoch=on_epoch,
-                               yamnet=embedder)
+                               yamnet=embedder, states=labels)
         det.save(out, extra={"training_data": fingerprint_files(files)})
         _print_model_summary(det, out)
 
@@ -242,6 +255,10 @@ def _print_model_summary(det, out) -> None:
         advice = stopping_advice(h, det.train_config.epochs, det.train_config.patience)
         if advice:
             console.print(f"  {advice}")
+    st = getattr(det, "states_", None)
+    if st:
+        console.print(f"  {st['n_states']} operating states, each given the same share of training: "
+                      + ", ".join(f"{k} ({v})" for k, v in st["counts"].items()), markup=False)
     console.print(f"  provisional threshold {det.threshold_:.4g} ({describe_threshold(DEFAULT_K)} of validation "
                   "scores; a site calibration replaces it)")
 

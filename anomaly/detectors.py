@@ -34,6 +34,7 @@ from anomaly.features import DEFAULT_PARAMS, FeatureParams
 from anomaly.model import ArchConfig, ConvAutoencoder, count_macs, count_params
 from anomaly.modeldir import DETECTOR_FORMAT, DETECTOR_KINDS, check_values, file_sha256, read_checked
 from anomaly.score import MSE, GaussianScore, MSEScore
+from anomaly.states import describe_states
 from anomaly.train import (
     Split,
     TrainConfig,
@@ -168,16 +169,21 @@ class AutoencoderDetector(Detector):
         self.arch = arch or ArchConfig(patch_frames=params.patch_frames, n_mels=params.n_mels)
         self.train_config = train_config or TrainConfig()
 
-    def fit(self, X, on_epoch=None) -> AutoencoderDetector:
+    def fit(self, X, on_epoch=None, states: Sequence[str] | None = None) -> AutoencoderDetector:
         """Fit on normal data.
 
         Args:
             X: raw log-mel patches ``[n, T, M]`` or a list of recordings ``[frames, M]`` (lets training draw
                 time-shifted crops).
             on_epoch: progress callback ``(epoch, train_loss, val_loss)``.
+            states: one operating-state label per recording (``humwatch train --states``; see
+                :mod:`anomaly.states`): training gives every state the same share of its crops. Scoring does not
+                need them.
         """
         cfg = self.train_config
         recs = _as_recordings(X, self.params)
+        if states is not None and len(states) != len(recs):
+            raise DataError(f"got {len(states)} state labels for {len(recs)} recordings")
         allf = np.concatenate(recs)
         if not np.isfinite(allf).all():
             raise DataError("training features contain NaN or Inf")
@@ -185,7 +191,9 @@ class AutoencoderDetector(Detector):
         self.std_ = np.maximum(allf.std(0), 1e-3).astype(np.float32)
         norm = [(r - self.mean_) / self.std_ for r in recs]
         split = split_recordings(norm, self.params.patch_frames, cfg.val_fraction, cfg.seed)
-        self.model_, self.history_ = train_autoencoder(split, self.arch, cfg, on_epoch)
+        train_states = None if states is None else [states[i] for i in split.train_index]
+        self.model_, self.history_ = train_autoencoder(split, self.arch, cfg, on_epoch, train_states)
+        self.states_ = None if states is None else describe_states(states)
         self.history_["split"] = split.how
         self.history_["n_train_frames"] = int(sum(r.shape[0] for r in split.train))
         self.gauss_mean_ = self.gauss_prec_ = None
@@ -270,6 +278,8 @@ class AutoencoderDetector(Detector):
                       "train_loss": [round(x, 6) for x in self.history_["train_loss"]],
                       "val_loss": [round(x, 6) for x in self.history_["val_loss"]]},
         )
+        if getattr(self, "states_", None):
+            m["states"] = self.states_
         return m
 
     def _save_weights(self, d: Path) -> list[str]:
@@ -320,6 +330,7 @@ class AutoencoderDetector(Detector):
                        + ([("Gaussian mean", det.gauss_mean_, False, "scoring.npz"),
                            ("Gaussian precision", det.gauss_prec_, False, "scoring.npz")]
                           if det.gauss_prec_ is not None else []))
+        det.states_ = meta.get("states")
         return det
 
 
@@ -528,10 +539,12 @@ def check_choice(kind: str, embedding: str = "stats") -> None:
 
 def fit_detector(kind: str, recordings: Sequence[np.ndarray], params: FeatureParams = DEFAULT_PARAMS,
                  arch: ArchConfig | None = None, train_config: TrainConfig | None = None,
-                 embedding: str = "stats", on_epoch=None, yamnet=None) -> Detector:
+                 embedding: str = "stats", on_epoch=None, yamnet=None,
+                 states: Sequence[str] | None = None) -> Detector:
     """Fit the named detector (``ae``, ``ocsvm``, ``iforest``) on normal recordings ``[frames, M]``.
 
     Args:
+        states: one operating-state label per recording (the autoencoder only; see :mod:`anomaly.states`).
         embedding: for ocsvm/iforest: ``stats``, ``ae`` (an autoencoder is trained first) or ``yamnet``.
         yamnet: with ``embedding="yamnet"``: a :class:`~anomaly.yamnet.YamnetEmbedder` or the path of a YAMNet
             model (:func:`anomaly.yamnet.load_embedder`).
@@ -541,9 +554,11 @@ def fit_detector(kind: str, recordings: Sequence[np.ndarray], params: FeaturePar
         raise DataError("YAMNet embeddings are for the ocsvm and iforest detectors, not the autoencoder")
     if embedding == "yamnet" and yamnet is None:
         raise DataError("YAMNet embeddings need a YAMNet model file (a .tflite file or a SavedModel directory)")
+    if states is not None and kind != "ae":
+        raise DataError(f"operating states (--states) are used by the autoencoder (--detector ae), not {kind}")
     cfg = train_config or TrainConfig()
     if kind == "ae":
-        return AutoencoderDetector(params, arch, cfg).fit(list(recordings), on_epoch=on_epoch)
+        return AutoencoderDetector(params, arch, cfg).fit(list(recordings), on_epoch=on_epoch, states=states)
     ae = AutoencoderDetector(params, arch, cfg).fit(list(recordings), on_epoch=on_epoch) if embedding == "ae" else None
     if embedding == "yamnet" and not hasattr(yamnet, "embed"):
         yamnet = load_embedder(yamnet, threads=cfg.threads)

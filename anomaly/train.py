@@ -26,7 +26,7 @@ import copy
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -79,6 +79,7 @@ class Split:
     train: list[np.ndarray]
     val: np.ndarray  # [n, T, M]
     how: str
+    train_index: list[int] = field(default_factory=list)  # which input recording each training sequence comes from
 
 
 def split_recordings(recordings: Sequence[np.ndarray], patch_frames: int, val_fraction: float,
@@ -88,7 +89,8 @@ def split_recordings(recordings: Sequence[np.ndarray], patch_frames: int, val_fr
     Raises:
         DataError: when there is too little audio for one training and one validation patch.
     """
-    recs = [r for r in recordings if r.shape[0] >= patch_frames]
+    kept = [i for i, r in enumerate(recordings) if r.shape[0] >= patch_frames]
+    recs = [recordings[i] for i in kept]
     if not recs:
         raise DataError(f"no recording holds one whole patch ({patch_frames} frames)")
     rng = np.random.default_rng(seed)
@@ -97,17 +99,19 @@ def split_recordings(recordings: Sequence[np.ndarray], patch_frames: int, val_fr
         order = rng.permutation(len(recs))
         val_idx = set(order[:n_val].tolist())
         train = [r for i, r in enumerate(recs) if i not in val_idx]
+        train_index = [kept[i] for i in range(len(recs)) if i not in val_idx]
         val_recs = [r for i, r in enumerate(recs) if i in val_idx]
         how = f"{len(val_recs)} of {len(recs)} recordings held out"
     else:
-        train, val_recs = [], []
-        for r in recs:
+        train, val_recs, train_index = [], [], []
+        for i, r in zip(kept, recs, strict=True):
             cut = int(r.shape[0] * (1 - val_fraction))
             if cut >= patch_frames and r.shape[0] - cut >= patch_frames:
                 train.append(r[:cut])
                 val_recs.append(r[cut:])
             else:
                 train.append(r)
+            train_index.append(i)
         how = f"last {val_fraction:.0%} of each recording held out"
         if not val_recs:
             need = math.ceil(max(patch_frames / val_fraction, patch_frames / (1 - val_fraction))) + 1
@@ -115,7 +119,7 @@ def split_recordings(recordings: Sequence[np.ndarray], patch_frames: int, val_fr
                             f"{need * 0.01:.2f} s ({need} frames at a 10 ms hop) per recording, or 5 or more "
                             "recordings")
     val = np.concatenate([_grid(r, patch_frames) for r in val_recs])
-    return Split(train, val, how)
+    return Split(train, val, how, train_index)
 
 
 def _grid(frames: np.ndarray, patch_frames: int) -> np.ndarray:
@@ -123,14 +127,32 @@ def _grid(frames: np.ndarray, patch_frames: int) -> np.ndarray:
     return frames[: n * patch_frames].reshape(n, patch_frames, frames.shape[1])
 
 
-class _Sampler:
-    """Draws augmented training batches from frame sequences (all state from one seeded Generator)."""
+def state_weights(states: Sequence[str], lengths: Sequence[float]) -> np.ndarray:
+    """Sampling weights that give every operating state the same share of the training crops (within a state, in
+    proportion to length): ``lengths[i] / (total length of state i's recordings)``, normalised to sum 1."""
+    states, lengths = np.asarray(states), np.asarray(lengths, float)
+    total = {s: lengths[states == s].sum() for s in set(states.tolist())}
+    w = lengths / np.array([total[s] for s in states.tolist()])
+    return w / w.sum()
 
-    def __init__(self, train: list[np.ndarray], patch_frames: int, cfg: TrainConfig, rng: np.random.Generator):
+
+class _Sampler:
+    """Draws augmented training batches from frame sequences (all state from one seeded Generator).
+
+    ``states`` (one label per training sequence, optional): crops are drawn so that every state gets the same share
+    (:func:`state_weights`) instead of in proportion to each state's amount of audio."""
+
+    def __init__(self, train: list[np.ndarray], patch_frames: int, cfg: TrainConfig, rng: np.random.Generator,
+                 states: Sequence[str] | None = None):
         self.train, self.T, self.cfg, self.rng = train, patch_frames, cfg, rng
         lengths = np.array([r.shape[0] - patch_frames + 1 for r in train], float)
         if cfg.time_shift:
-            self.p = lengths / lengths.sum()
+            self.p = lengths / lengths.sum() if states is None else state_weights(states, lengths)
+        elif states is not None:
+            grids = [_grid(r, patch_frames) for r in train]
+            self.grid = np.concatenate(grids)
+            self.grid_p = state_weights([s for s, g in zip(states, grids, strict=True) for _ in range(len(g))],
+                                        np.ones(len(self.grid)))
         else:
             self.grid = np.concatenate([_grid(r, patch_frames) for r in train])
 
@@ -140,6 +162,8 @@ class _Sampler:
             which = rng.choice(len(self.train), size=n, p=self.p)
             x = np.stack([self.train[i][o: o + T] for i, o in
                           ((i, rng.integers(0, self.train[i].shape[0] - T + 1)) for i in which)])
+        elif getattr(self, "grid_p", None) is not None:
+            x = self.grid[rng.choice(len(self.grid), size=n, p=self.grid_p)]
         else:
             x = self.grid[rng.integers(0, len(self.grid), size=n)]
         target = x.copy()
@@ -221,12 +245,14 @@ def train_autoencoder(
     arch: ArchConfig,
     cfg: TrainConfig,
     on_epoch: Callable[[int, float, float], None] | None = None,
+    states: Sequence[str] | None = None,
 ) -> tuple[ConvAutoencoder, dict]:
     """Train on normalised frames; return the best model (by validation loss) and the training history.
 
     Args:
         split: normalised training frame sequences and validation patches.
         on_epoch: called as ``on_epoch(epoch, train_loss, val_loss)``.
+        states: one operating-state label per training sequence of ``split`` (optional): state-balanced sampling.
     """
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -239,7 +265,7 @@ def train_autoencoder(
         steps = max(1, cfg.samples_per_epoch // cfg.batch_size)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps * cfg.epochs,
                                                     pct_start=0.15)
-        sampler = _Sampler(split.train, arch.patch_frames, cfg, rng)
+        sampler = _Sampler(split.train, arch.patch_frames, cfg, rng, states)
         val = torch.from_numpy(split.val).unsqueeze(1)
         best, best_state, best_epoch, bad = math.inf, None, 0, 0
         history = {"train_loss": [], "val_loss": []}
