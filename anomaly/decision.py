@@ -491,3 +491,36 @@ def rule_from_dict(d: dict) -> AlarmRule:
     if kind not in RULES:
         raise DecisionError(f"unknown alarm rule kind {kind!r}; known: {', '.join(RULES)}")
     return RULES[kind].from_dict(d)
+
+
+@dataclass(frozen=True)
+class StreamAlarms:
+    """The alarm rule over a stream of normal operation followed by a persistent fault (see :func:`fault_stream`)."""
+
+    normal_patches: int
+    fault_patches: int
+    false_alarms: int  # alarm onsets during normal operation
+    first_alarm: int | None  # patches from the fault's start to the first patch with an alarm active (None: never)
+    alarm_share: float  # share of the fault's patches with an alarm active
+
+    def delay_seconds(self, patch_seconds: float) -> float | None:
+        """Time from the fault's start to the end of the patch that raised the alarm (None: no alarm)."""
+        return None if self.first_alarm is None else (self.first_alarm + 1) * patch_seconds
+
+    def to_dict(self, patch_seconds: float) -> dict:
+        return {"normal_patches": self.normal_patches, "fault_patches": self.fault_patches,
+                "normal_minutes": self.normal_patches * patch_seconds / 60,
+                "fault_minutes": self.fault_patches * patch_seconds / 60,
+                "false_alarms": self.false_alarms, "first_alarm_patch": self.first_alarm,
+                "delay_s": self.delay_seconds(patch_seconds), "alarm_share": self.alarm_share}
+
+
+def fault_stream(rule: AlarmRule, normal_scores, fault_scores, threshold: float) -> StreamAlarms:
+    """Apply ``rule`` patch by patch (as a monitor does) to normal scores followed by a fault's scores, all in
+    recording order: how many alarms normal operation raised, and how soon the fault raised one."""
+    state = rule.stream(threshold)
+    false_alarms = sum(bool(state.update(float(s))) for s in np.asarray(normal_scores, float))
+    active = np.array([(state.update(float(s)), state.active)[1] for s in np.asarray(fault_scores, float)], bool)
+    hits = np.flatnonzero(active)
+    return StreamAlarms(int(np.asarray(normal_scores).size), int(active.size), int(false_alarms),
+                        int(hits[0]) if hits.size else None, float(active.mean()) if active.size else 0.0)

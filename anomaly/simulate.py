@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -855,6 +855,36 @@ def fault_signal(fault: str, severity: float, seconds: float, *, seed: int = 0, 
         out[pos : pos + len(b)] = b
         pos += len(b)
     return out
+
+
+def injection_machine(machine: str | None) -> str:
+    """The simulated machine whose faults are injected into a site's audio: the site's own type when the simulator
+    models it (:data:`MACHINES`), else a pump."""
+    return machine if machine in MACHINES else "pump"
+
+
+def describe_injection(machine: str | None, faults: Sequence[str], severities: Sequence[float] = ()) -> dict:
+    """What an injection of simulator faults into a site's audio is, in words a report can show beside its figures.
+
+    ``machine`` is the site's machine type (``None`` or ``""`` when unknown). The result says which faults were
+    injected and which machine they model, and carries a ``warning`` when that is not the site's machine: the
+    figures then show that the model reacts to added sounds, not how well it detects this machine's real faults.
+    """
+    sim = injection_machine(machine)
+    modelled = machine in MACHINES
+    faults = [f for f in faults if f != "none"]
+    sev = f" at severity {', '.join(f'{x:g}' for x in severities)}" if severities else ""
+    text = f"simulated {sim} faults ({', '.join(faults)}){sev} mixed into the site's held-out normal audio"
+    if modelled:
+        warning = None
+    else:
+        what = f"machine type {machine!r}" if machine else "an unknown machine type (no site machine given)"
+        warning = (f"{what} is not one the simulator models ({', '.join(MACHINES)}): these are simulated {sim} "
+                   "faults, so their figures show that the model reacts to added fault sounds, not how well it "
+                   "detects real faults of this machine; check detection on labelled recordings of it "
+                   "(--validate-with DIR with normal_*/anomaly_* clips)")
+    return {"faults": faults, "simulated_machine": sim, "site_machine": machine or None, "machine_modelled": modelled,
+            "description": text, "warning": warning}
 
 
 def write_audio(path: str | Path, config: SimConfig, minutes: float, *,

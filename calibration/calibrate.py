@@ -21,11 +21,13 @@ from scipy import stats
 from anomaly.atomic import failpoint
 from anomaly.audio import ReadStats, audio_info, find_audio, iter_blocks
 from anomaly.classify import load_classifier
-from anomaly.decision import DEFAULT_MIN_MINUTES, K_RANGE, MOfN, WindowMean, over, rule_from_dict
+from anomaly.decision import DEFAULT_MIN_MINUTES, K_RANGE, MOfN, WindowMean, fault_stream, over, rule_from_dict
 from anomaly.detectors import AutoencoderDetector, Detector, load_detector, score_file
+from anomaly.errors import DataError
+from anomaly.evaluate import auc_pauc, chance_levels, definitions, find_labelled
 from anomaly.features import FeatureParams, MicResponse, PatchStream, log_mel, patch_starts, patches
 from anomaly.modeldir import classifier_hash, file_sha256, model_hash
-from anomaly.simulate import FAULTS, MACHINES, fault_signal
+from anomaly.simulate import FAULTS, describe_injection, fault_signal, injection_machine
 from calibration.errors import CalibrationError, ShiftRefused, SiteDamagedError, SiteError
 from calibration.records import RECORD_FORMAT
 from calibration.states import SMOOTH, StateModel, fit_states
@@ -315,7 +317,7 @@ def inject_faults(det: Detector, b: Baseline, threshold: float, rule, machine: s
             pieces.append(run[a: a + need])
     if not pieces:
         pieces = [max(b.check_audio, key=len)]
-    machine = machine if machine in MACHINES else "pump"
+    machine = injection_machine(machine)
     results = {}
     for fi, fault in enumerate(f for f in FAULTS if f != "none"):
         rows = []
@@ -335,6 +337,21 @@ def inject_faults(det: Detector, b: Baseline, threshold: float, rule, machine: s
     return results
 
 
+def injection_about(machine: str | None, severities: Sequence[float] = INJECT_SEVERITIES) -> dict:
+    """What calibration's fault injection is (which simulated faults, of which machine), with a warning when the
+    site's machine is not one the simulator models."""
+    return describe_injection(machine, FAULTS, severities)
+
+
+def has_labels(directory: Path) -> bool:
+    """Whether ``directory`` holds labelled recordings (``normal_*`` and ``anomaly_*``, both)."""
+    try:
+        find_labelled(directory)
+    except DataError:
+        return False
+    return True
+
+
 def validate_with(det: Detector, directory: Path, threshold: float, rule,
                   offsets: np.ndarray | None = None, context: np.ndarray | None = None) -> dict:
     """Detection on known fault recordings; a file's fault is its name up to the first digit-only part, or its folder
@@ -352,6 +369,35 @@ def validate_with(det: Detector, directory: Path, threshold: float, rule,
                               det.params.patch_seconds)})
     return {g: {"files": rows, "detection_rate": float(np.mean([r["detection_rate"] for r in rows])),
                 "files_alarmed": int(sum(r["rule_fired"] for r in rows))} for g, rows in groups.items()}
+
+
+def validate_labelled(det: Detector, directory: Path, threshold: float, rule,
+                      offsets: np.ndarray | None = None, context: np.ndarray | None = None) -> dict:
+    """Detection on labelled recordings of the machine (``normal_*`` / ``anomaly_*`` clips, as ``evaluate`` reads
+    them): clip AUC and pAUC (clip score = mean patch score, what monitoring sees), patches over the threshold,
+    files that raised an alarm, and the alarm rule over a stream of the normal clips followed by the anomalous ones
+    (false alarms, delay to the first alarm)."""
+    files = find_labelled(directory)
+    scores = [score_file(det, f.path, offsets)[1] for f in files]
+    y = np.array([f.label for f in files])
+    auc, pa = auc_pauc(y, [float(s.mean()) if s.size else 0.0 for s in scores])
+    normal = [s for s, lab in zip(scores, y, strict=True) if lab == 0]
+    anomalous = [s for s, lab in zip(scores, y, strict=True) if lab == 1]
+    cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0)  # noqa: E731
+    stream = fault_stream(rule, cat(normal), cat(anomalous), threshold)
+    ctx = np.zeros(0) if context is None else context
+    alarmed = [int(sum(_rule_on_fault(rule, threshold, ctx, s, det.params.patch_seconds)["rule_fired"] for s in part))
+               for part in (normal, anomalous)]
+    return {
+        "directory": str(directory), "n_normal": len(normal), "n_anomaly": len(anomalous),
+        "clip_score": "mean of the clip's patch scores", "auc": auc, "pauc": pa, "chance": chance_levels(),
+        "definitions": definitions(),
+        "over_threshold": {"normal": float(over(cat(normal), threshold).mean()),
+                           "anomaly": float(over(cat(anomalous), threshold).mean())},
+        "files_alarmed": {"normal": alarmed[0], "anomaly": alarmed[1]},
+        "stream": {"what": "the normal clips, then the anomalous clips, in file order, through the alarm rule",
+                   **stream.to_dict(det.params.patch_seconds)},
+    }
 
 
 # -- the calibration record -----------------------------------------------------------------------------------------
@@ -444,14 +490,22 @@ def build_record(site: Site, req: CalibrationRequest, kind: str = "calibration",
         },
         "validation": {},
     }
-    if req.inject:
-        say("injecting simulator faults into held-out audio")
-        record["validation"]["injected"] = inject_faults(det, b, rep.threshold, rule, machine=cfg.machine,
-                                                         seed=req.seed, offsets=offsets, context=check)
-    if req.validate_dir is not None:
+    if req.validate_dir is not None and has_labels(req.validate_dir):
+        say(f"scoring labelled recordings (normal_*/anomaly_*) in {req.validate_dir}")
+        record["validation"]["labelled"] = validate_labelled(det, req.validate_dir, rep.threshold, rule, offsets,
+                                                             context=check)
+    elif req.validate_dir is not None:
         say(f"scoring known fault recordings in {req.validate_dir}")
         record["validation"]["known_faults"] = validate_with(det, req.validate_dir, rep.threshold, rule, offsets,
                                                              context=check)
+    if req.inject:
+        about = injection_about(cfg.machine)
+        say(f"injecting {about['description']}")
+        if about["warning"]:
+            say(f"warning: {about['warning']}")
+        record["validation"]["injected_about"] = about
+        record["validation"]["injected"] = inject_faults(det, b, rep.threshold, rule, machine=cfg.machine,
+                                                         seed=req.seed, offsets=offsets, context=check)
     return record, b
 
 

@@ -188,10 +188,13 @@ def print_certificate(rec: dict, console: Console) -> None:
         console.print(("[red]shift detected[/]: " + escape("; ".join(st["reasons"]))) if st["shifted"] else
                       f"[green]no shift[/] against the previous calibration (superiority {st['superiority']:.2f}, "
                       f"exceedances {st['exceed_count']}/{st['patches']})")
+    _labelled_lines(rec.get("validation", {}).get("labelled"), console)
     inj = rec.get("validation", {}).get("injected")
     if inj:
+        about = rec.get("validation", {}).get("injected_about") or {}
         sevs = [r["severity"] for r in next(iter(inj.values()))["by_severity"]]
-        t = Table("injected fault", *[f"sev {s:g}" for s in sevs], "lowest detected", title="detection rate "
+        what = f"simulated {about['simulated_machine']} faults" if about else "simulated faults"
+        t = Table("injected fault", *[f"sev {s:g}" for s in sevs], "lowest detected", title=f"{what}: detection rate "
                   "(share of patches over the threshold; in brackets the alarm rule's delay for a persistent fault "
                   "of that size)")
         for fault, v in inj.items():
@@ -199,6 +202,8 @@ def print_certificate(rec: dict, console: Console) -> None:
             t.add_row(fault, *[f"{r['detection_rate']:.0%}" + _delay_cell(r) for r in v["by_severity"]],
                       "not detected" if low is None else f"{low:g}")
         console.print(t)
+        if about.get("warning"):
+            console.print(f"[yellow]warning[/]: {escape(about['warning'])}")
     known = rec.get("validation", {}).get("known_faults")
     if known:
         t = Table("known fault recordings", "files", "detection rate", "files alarmed")
@@ -206,3 +211,30 @@ def print_certificate(rec: dict, console: Console) -> None:
             t.add_row(escape(g), str(len(v["files"])), f"{v['detection_rate']:.0%}",
                       f"{v['files_alarmed']}/{len(v['files'])}")
         console.print(t)
+
+
+def labelled_summary(lab: dict) -> list[str]:
+    """Detection on the labelled recordings of the machine, as lines (the certificate prints them first)."""
+    st = lab["stream"]
+    delay = "no alarm" if st["delay_s"] is None else f"alarm {st['delay_s']:.0f} s after the first anomalous clip"
+    ch = lab["chance"]
+    return [
+        f"detection on labelled recordings of this machine ({lab['n_normal']} normal, {lab['n_anomaly']} anomalous "
+        f"clips in {lab['directory']}):",
+        f"  AUC {_num(lab['auc'])}, pAUC {_num(lab['pauc'])} (standardised, max FPR 0.1; chance {ch['auc']:g} and "
+        f"{ch['pauc']:g}); patches over the threshold: normal {lab['over_threshold']['normal']:.1%}, anomalous "
+        f"{lab['over_threshold']['anomaly']:.1%}",
+        f"  clips raising an alarm: normal {lab['files_alarmed']['normal']}/{lab['n_normal']}, anomalous "
+        f"{lab['files_alarmed']['anomaly']}/{lab['n_anomaly']}; as one stream (normal clips, then anomalous): "
+        f"{st['false_alarms']} false alarm(s) in {st['normal_minutes']:.0f} min, {delay}",
+    ]
+
+
+def _num(x) -> str:
+    return "n/a" if x is None or x != x else f"{x:.3f}"
+
+
+def _labelled_lines(lab: dict | None, console: Console) -> None:
+    if lab:
+        for line in labelled_summary(lab):
+            console.print(escape(line))

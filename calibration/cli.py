@@ -38,9 +38,13 @@ MinMinutes = Annotated[float, typer.Option(help="Refuse less audio than this (a 
                                            "certificate).")]
 Force = Annotated[bool, typer.Option("--force", help="Accept less than --min-minutes (tests, demos; marked on the "
                                      "certificate).")]
-InjectFaults = Annotated[bool, typer.Option("--inject-faults", help="Mix simulator faults into held-out audio and "
-                                            "report detection per fault and severity.")]
-ValidateWith = Annotated[Path | None, typer.Option(help="Directory of known fault recordings to check detection on.")]
+InjectFaults = Annotated[bool, typer.Option("--inject-faults", help="Mix simulated faults (of the site's machine type "
+                                            "when the simulator models it, else of a pump) into held-out audio and "
+                                            "report detection per fault and severity: a check that the model reacts, "
+                                            "not real detection.")]
+ValidateWith = Annotated[Path | None, typer.Option(help="Recordings of this machine to check detection on: labelled "
+                                                   "normal_*/anomaly_* clips (AUC, pAUC, false alarms, alarm delay; "
+                                                   "preferred) or known fault recordings.")]
 KeepAudio = Annotated[bool, typer.Option("--keep-audio", help="Keep a copy of the calibration audio in the site.")]
 Due = Annotated[bool, typer.Option("--due", help="Every site whose calibration is older than its interval (audio "
                                    "from each site's configured source).")]

@@ -27,7 +27,9 @@ from calibration.calibrate import (
     CalibrationRequest,
     calibrate,
     due_sites,
+    injection_about,
     recalibrate,
+    validate_labelled,
     validate_with,
 )
 from calibration.errors import CalibrationError, ShiftRefused, SiteError, SiteLockedError
@@ -207,6 +209,72 @@ def test_injected_faults(calibrated):
     assert cav[1.0] >= cav[0.1]
     assert cav[0.5] >= cav[0.1]
     assert inj["cavitation"]["lowest_severity_detected"] <= 0.5
+
+
+def test_injection_says_what_was_injected(calibrated):
+    _, rec, _, said = calibrated
+    about = rec["validation"]["injected_about"]
+    assert about["simulated_machine"] == "pump" and about["machine_modelled"] and about["warning"] is None
+    assert set(about["faults"]) == set(FAULTS) - {"none"}
+    assert any("injecting simulated pump faults" in s for s in said)
+    assert not any(s.startswith("warning") for s in said)
+
+
+def test_injection_warns_when_the_simulator_does_not_model_the_machine(calibrated):
+    from rich.console import Console
+
+    from calibration.certificate import print_certificate
+
+    about = injection_about("toycar")
+    assert about["simulated_machine"] == "pump" and not about["machine_modelled"]
+    assert "'toycar' is not one the simulator models" in about["warning"]
+    rec = json.loads(json.dumps(calibrated[1]))
+    rec["validation"]["injected_about"] = about
+    con = Console(record=True, width=400)
+    print_certificate(rec, con)
+    text = con.export_text()
+    assert "simulated pump faults: detection rate" in text and "warning: machine type 'toycar'" in text
+
+
+@pytest.fixture(scope="module")
+def labelled_dir(root) -> Path:
+    d = root / "labelled"
+    for i in range(3):
+        write_audio(d / f"normal_{i:02d}.flac", pump(220 + i), 0.5)
+        write_audio(d / f"anomaly_{i:02d}.flac", pump(230 + i, "cavitation", 0.8), 0.5)
+    return d
+
+
+def test_validate_labelled_reports_auc_false_alarms_and_delay(calibrated, model, labelled_dir):
+    _, rec, *_ = calibrated
+    det = load_detector(model[0])
+    thr = rec["threshold"]["threshold"]
+    lab = validate_labelled(det, labelled_dir, thr, MOfN(3, 5))
+    assert (lab["n_normal"], lab["n_anomaly"]) == (3, 3)
+    assert lab["auc"] == 1.0 and lab["pauc"] == 1.0 and lab["chance"]["pauc"] == 0.5
+    assert lab["over_threshold"]["anomaly"] > 0.9 > lab["over_threshold"]["normal"]
+    assert lab["files_alarmed"]["anomaly"] == 3
+    st = lab["stream"]
+    assert st["first_alarm_patch"] == 2 and st["delay_s"] == pytest.approx(3 * det.params.patch_seconds)
+    assert st["normal_patches"] == 3 * 31 and st["fault_patches"] == 3 * 31
+
+
+def test_labelled_recordings_are_preferred_in_calibration(model, root, cal_audio, labelled_dir, tmp_path):
+    from rich.console import Console
+
+    from calibration.certificate import print_certificate
+
+    site = make_site(tmp_path / "sites", model[0])
+    said = []
+    rec = calibrate(site, CalibrationRequest(files=[cal_audio], force=True, validate_dir=labelled_dir),
+                    say=said.append)
+    assert "labelled" in rec["validation"] and "known_faults" not in rec["validation"]
+    assert any("labelled recordings" in s for s in said)
+    con = Console(record=True, width=200)
+    print_certificate(rec, con)
+    text = con.export_text()
+    assert "detection on labelled recordings of this machine (3 normal, 3 anomalous" in text
+    assert "AUC 1.000, pAUC 1.000 (standardised" in text and "anomalous 3/3" in text
 
 
 def test_known_fault_recordings_via_calibration(calibrated, fault_dir):

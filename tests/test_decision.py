@@ -261,3 +261,22 @@ def test_standard_of_is_the_log_mean_and_sample_sd():
     assert standard_of(s) == (np.log(s).mean(), np.log(s).std(ddof=1))
     with pytest.raises(DecisionError, match="positive"):
         standard_of([1.0, 0.0, 2.0])
+# fault_stream: the rule over normal operation followed by a persistent fault
+
+
+def test_fault_stream_counts_false_alarms_and_the_delay():
+    from anomaly.decision import fault_stream
+
+    rule = MOfN(3, 5)
+    normal = [0, 2, 2, 2, 0, 0, 0, 0, 0, 0]  # one false alarm (onset at index 3)
+    fault = [0, 2, 0, 2, 2, 2, 2]  # over at 1, 3, 4: the window ending at fault index 4 holds 3 -> active there
+    r = fault_stream(rule, normal, fault, 1.0)
+    assert (r.normal_patches, r.fault_patches, r.false_alarms, r.first_alarm) == (10, 7, 1, 4)
+    assert r.alarm_share == pytest.approx(3 / 7)
+    assert r.delay_seconds(0.96) == pytest.approx(5 * 0.96)
+    d = r.to_dict(0.96)
+    assert d["delay_s"] == pytest.approx(4.8) and d["false_alarms"] == 1 and d["first_alarm_patch"] == 4
+    quiet = fault_stream(rule, normal[4:], [0] * 20, 1.0)
+    assert quiet.first_alarm is None and quiet.delay_seconds(0.96) is None and quiet.false_alarms == 0
+    # an alarm still active when the fault starts counts from its first patch
+    assert fault_stream(rule, [2, 2, 2], [2], 1.0).first_alarm == 0

@@ -448,3 +448,21 @@ def test_start_s_continues_the_same_unit_seamlessly(tmp_path):
     assert sr == 16000 and np.abs(x - whole[200000:]).max() <= 1.0 / 32767 + 1e-6  # 16-bit rounding
     with pytest.raises(DataError, match="start_s must be finite and >= 0"):
         simulate(cfg, 1.0, start_s=-1.0)
+
+
+def test_describe_injection_names_the_faults_and_warns_for_other_machines():
+    from anomaly.simulate import MACHINES, describe_injection, injection_machine
+
+    pump = describe_injection("pump", ("none", "cavitation", "electrical-arc"), (0.5,))
+    assert pump["faults"] == ["cavitation", "electrical-arc"] and pump["simulated_machine"] == "pump"
+    assert pump["machine_modelled"] and pump["warning"] is None
+    assert pump["description"] == ("simulated pump faults (cavitation, electrical-arc) at severity 0.5 mixed into "
+                                   "the site's held-out normal audio")
+    assert describe_injection("fan", ["cavitation"])["simulated_machine"] == "fan"
+    car = describe_injection("toycar", ["cavitation"])
+    assert car["simulated_machine"] == "pump" and not car["machine_modelled"] and car["site_machine"] == "toycar"
+    assert "'toycar' is not one the simulator models" in car["warning"] and "--validate-with" in car["warning"]
+    assert all(m in car["warning"] for m in MACHINES)
+    unknown = describe_injection("", ["cavitation"])
+    assert unknown["site_machine"] is None and "unknown machine type" in unknown["warning"]
+    assert injection_machine("motor") == "motor" and injection_machine(None) == "pump"
