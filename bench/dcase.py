@@ -1,29 +1,48 @@
-"""Real-data benchmark: humwatch's default autoencoder against the DCASE 2020 Task 2 baseline on the same splits.
+"""Real-data benchmark: humwatch's default detector and its variants against the DCASE 2020 Task 2 baseline, on the
+same splits, side by side in one run.
 
-Usage: python bench/dcase.py [--data ROOT] [--seeds 0] [--epochs-ours N] [--epochs-baseline N]
-                             [--out bench/results/dcase.json] [--machines GLOB] [--score mse|gaussian]
-                             [--mask-frames N]
+Usage: python bench/dcase.py [--data ROOT] [--seeds 0 1 2] [--methods ours,ours-states,baseline]
+                             [--machines GLOB] [--threads 1] [--epochs-ours N] [--epochs-baseline N]
+                             [--no-int8] [--out bench/results/dcase.json]
 
 For every ``<set>/<machine>`` under ROOT (default ``../shared/data`` from the project root) that has ``train/`` and
-``test/``: train (a) ``fit_detector("ae", ...)`` with the default ArchConfig/TrainConfig (epochs and seed
-overridable) and (b) the baseline (bench/dcase_baseline.py) on ``train/``, score every labelled clip in ``test/``,
-and record AUC, pAUC (max FPR 0.1, :func:`anomaly.evaluate.auc_pauc` for both), training seconds (feature
-extraction included) and scoring speed in × real time (test audio seconds / scoring wall seconds, feature
-extraction included, after one untimed warm-up clip). Ours is scored with the mean of its patch scores per clip;
-the max is recorded as an extra column. With several seeds every number is reported as mean ± std over seeds.
-Prints a table and writes JSON; timings depend on the machine and its load.
+``test/`` (valve, fan and ToyCar there), every method is trained on ``train/`` and scores every labelled clip in
+``test/``:
+
+* ``ours``: ``fit_detector("ae", ...)`` with the defaults of ``humwatch train --normal DIR`` (seed overridable);
+  clip score = mean of the patch scores, what ``humwatch score`` writes and monitoring sees (max as extra columns);
+* ``ours-states``: the same with operating-state labels (``humwatch train --states FILE``), read from the data's
+  MANIFEST.tsv (``original_path``: car model and speed for ToyCar) through the same CSV reader as the CLI; skipped on
+  sets without state labels;
+* ``ours-gaussian``: ``--score gaussian``;
+* ``baseline``: the re-implementation in bench/dcase_baseline.py (clip score = mean vector MSE). A trained baseline
+  is kept in bench/results/cache/ (keyed by its code, configuration, seed and training files) and reused by later
+  runs: on ToyCar it trains for 20-30 min per seed on a shared core; its training time is then the one recorded
+  when it was trained (marked "cached") while its scoring speed is measured in this run.
+
+Figures: AUC and pAUC (the DCASE evaluator's standardised partial AUC, sklearn ``roc_auc_score(max_fpr=0.1)``,
+chance 0.5; :func:`anomaly.evaluate.auc_pauc` for every method), mean ± std over seeds; training seconds (feature
+extraction included, ``--threads`` torch threads); scoring speed in × real time on ONE torch thread (test audio
+seconds / scoring wall seconds, feature extraction included, after one untimed warm-up clip); int8 size (ours:
+``model_int8.tflite`` from the export's conversion chain, seed 0 of the first machine; the baseline is not
+converted: its weight count, one byte each, is given as an estimate). Prints a table and writes JSON (with every
+clip's score per seed); timings depend on the machine and its load (recorded).
 """
 
 from __future__ import annotations
 
 import argparse
 import fnmatch
+import hashlib
 import json
 import os
 import platform
+import re
 import statistics
 import sys
+import tempfile
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -35,11 +54,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dcase_baseline import DEFAULT_CONFIG as BASELINE_CONFIG  # noqa: E402
-from dcase_baseline import DcaseBaseline  # noqa: E402
+from dcase_baseline import DcaseBaseline, build_network  # noqa: E402
 
 from anomaly.audio import file_log_mel, file_patches, find_audio  # noqa: E402
 from anomaly.detectors import fit_detector  # noqa: E402
-from anomaly.evaluate import auc_pauc, find_labelled  # noqa: E402
+from anomaly.evaluate import auc_pauc, chance_levels, definitions, find_labelled  # noqa: E402
 from anomaly.features import DEFAULT_PARAMS  # noqa: E402
 from anomaly.model import ArchConfig  # noqa: E402
 from anomaly.train import TrainConfig  # noqa: E402
@@ -47,8 +66,27 @@ from anomaly.train import TrainConfig  # noqa: E402
 PROJECT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path("../shared/data")  # relative to the project root
 RESULTS = PROJECT / "bench" / "results" / "dcase.json"
-METHODS = ("ours", "baseline")
+CACHE = PROJECT / "bench" / "results" / "cache"
 METRICS = ("auc", "pauc", "auc_max", "pauc_max", "train_s", "x_realtime")
+STATE_RE = re.compile(r"(car_[A-Za-z0-9]+)_(spd_[0-9]+V)")  # ToyCar's operating condition in MANIFEST original_path
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One of our rows: TrainConfig overrides and whether it is trained with state labels."""
+
+    what: str
+    train: dict = field(default_factory=dict)
+    states: bool = False
+
+
+VARIANTS = {
+    "ours": Variant("default (humwatch train --normal DIR)"),
+    "ours-states": Variant("default + --states (state-balanced sampling; labels from MANIFEST.tsv)", states=True),
+    "ours-gaussian": Variant("--score gaussian", {"score": "gaussian"}),
+}
+METHODS = (*VARIANTS, "baseline")
+DEFAULT_METHODS = ("ours", "ours-states", "baseline")
 
 
 def log(msg: str) -> None:
@@ -92,19 +130,53 @@ def epoch_logger(who: str, epochs: int, every: int):
     return on_epoch
 
 
-def run_ours(train_files, test_paths, labels, epochs: int, seed: int, threads: int, score: str = "mse",
-             mask_frames: int = 0) -> dict:
-    cfg = TrainConfig(epochs=epochs, seed=seed, threads=threads, score=score, mask_frames=mask_frames)
+# -- state labels ------------------------------------------------------------------------------------------------------
+def manifest_states(root: Path, files: list[Path]) -> dict[str, str] | None:
+    """``{file name: state}`` for ``files`` from ``root/MANIFEST.tsv`` (car model and speed in ``original_path``), or
+    None when the manifest is missing or does not give every file a state."""
+    man = root / "MANIFEST.tsv"
+    if not man.is_file():
+        return None
+    rows = [line.split("\t") for line in man.read_text().splitlines()]
+    col = rows[0].index("original_path") if rows and "original_path" in rows[0] else None
+    if col is None:
+        return None
+    by_path = {r[0]: r[col] for r in rows[1:] if len(r) > col}
+    out = {}
+    for f in files:
+        m = STATE_RE.search(by_path.get(Path(f).resolve().relative_to(root.resolve()).as_posix(), ""))
+        if m is None:
+            return None
+        out[Path(f).name] = f"{m.group(1)}_{m.group(2)}"
+    return out
+
+
+def states_csv(states: dict[str, str], path: Path) -> Path:
+    """The labels as the CSV ``humwatch train --states`` reads."""
+    path.write_text("file,state\n" + "".join(f"{f},{s}\n" for f, s in states.items()))
+    return path
+
+
+# -- ours --------------------------------------------------------------------------------------------------------------
+def train_ours(train_files, variant: Variant, epochs: int, seed: int, threads: int, states_file: Path | None):
+    from anomaly.states import read_states
+
+    cfg = TrainConfig(**{**TrainConfig().to_dict(), "epochs": epochs, "seed": seed, "threads": threads,
+                         **variant.train})
     t0 = time.perf_counter()
+    labels = read_states(states_file, train_files) if variant.states else None
     recs = [file_log_mel(f, DEFAULT_PARAMS) for f in train_files]
-    det = fit_detector("ae", recs, DEFAULT_PARAMS, train_config=cfg,
+    det = fit_detector("ae", recs, DEFAULT_PARAMS, train_config=cfg, states=labels,
                        on_epoch=epoch_logger("ours", epochs, max(1, epochs // 8)))
-    train_s = time.perf_counter() - t0
+    return det, time.perf_counter() - t0
+
+
+def run_ours(det, train_s: float, test_paths, labels) -> dict:
     h = det.history_
-    log(f"    ours: trained in {train_s:.1f} s ({h['epochs_run']} of {epochs} epochs run, best epoch "
-        f"{h['best_epoch']}, val loss {h['best_val_loss']:.4f}, {h['split']}); scoring {len(test_paths)} clips")
+    log(f"    trained in {train_s:.1f} s ({h['epochs_run']} epochs run, best epoch {h['best_epoch']}, val loss "
+        f"{h['best_val_loss']:.4f}, {h['split']}); scoring {len(test_paths)} clips on one thread")
     prev = torch.get_num_threads()
-    torch.set_num_threads(threads)  # training restores the caller's thread count; score on the same budget
+    torch.set_num_threads(1)
     try:
         def both(p):
             s = det.score_samples(file_patches(p, DEFAULT_PARAMS)[1])
@@ -116,14 +188,72 @@ def run_ours(train_files, test_paths, labels, epochs: int, seed: int, threads: i
     auc, pauc = auc_pauc(labels, [a for a, _ in pairs])
     auc_max, pauc_max = auc_pauc(labels, [b for _, b in pairs])
     return {"auc": auc, "pauc": pauc, "auc_max": auc_max, "pauc_max": pauc_max, "train_s": train_s,
-            "score_s": score_s, "epochs_run": h["epochs_run"], "best_epoch": h["best_epoch"]}
+            "score_s": score_s, "epochs_run": h["epochs_run"], "best_epoch": h["best_epoch"],
+            "clip_scores": [round(a, 6) for a, _ in pairs]}
 
 
-def run_baseline(train_files, test_paths, labels, epochs: int, seed: int, threads: int) -> dict:
+def int8_size(det, train_files) -> dict:
+    """``model_int8.tflite`` of ``det`` through the export's conversion chain (int8 calibrated on training patches)."""
+    from firmware_export import pipeline
+
+    X = np.concatenate([file_patches(f, DEFAULT_PARAMS)[1] for f in train_files[:20]])
+    rep = ((X - det.mean_) / det.std_).astype(np.float32)[:200]
+    p = DEFAULT_PARAMS
+    with tempfile.TemporaryDirectory(prefix="dcase-int8-") as tmp:
+        conv = pipeline.convert_model(det.model_.eval(), "model", Path(tmp), Path(tmp), p.patch_frames, p.n_mels, rep,
+                                      (1, p.patch_frames, p.n_mels, 1), lambda *a: None, lambda *a: None)
+        return {"bytes": len(conv.int8_bytes), "measured": True}
+
+
+def baseline_size() -> dict:
+    n = sum(t.numel() for t in build_network(BASELINE_CONFIG).parameters())
+    return {"bytes": int(n), "measured": False, "note": "not converted: one byte per weight, an estimate"}
+
+
+def baseline_key(train_files, epochs: int, seed: int) -> str:
+    """What a trained baseline depends on: its code, configuration, epochs, seed and the training files (names,
+    sizes and modification times)."""
+    h = hashlib.sha256()
+    h.update((PROJECT / "bench" / "dcase_baseline.py").read_bytes())
+    h.update(json.dumps({**BASELINE_CONFIG.to_dict(), "epochs": epochs, "seed": seed}, sort_keys=True).encode())
+    for f in train_files:
+        st = Path(f).stat()
+        h.update(f"{Path(f).resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:20]
+
+
+def fit_baseline(train_files, epochs: int, seed: int, threads: int, cache: Path | None) -> tuple:
+    """A trained baseline and its training seconds; with ``cache``, a baseline trained earlier on the same inputs is
+    loaded from there (its training seconds and load average are those of the run that trained it)."""
+    key = baseline_key(train_files, epochs, seed)
+    wfile, mfile = (cache / f"baseline-{key}.pt", cache / f"baseline-{key}.json") if cache else (None, None)
+    b = DcaseBaseline(threads=threads)
+    if mfile is not None and mfile.is_file() and wfile.is_file():
+        meta = json.loads(mfile.read_text())
+        net = build_network(BASELINE_CONFIG)
+        net.load_state_dict(torch.load(wfile, weights_only=True))
+        b.model_, b.history_ = net.eval(), meta["history"]
+        log(f"    baseline: loaded from {wfile.name} (trained {meta['date_utc']} in {meta['train_s']:.0f} s at load "
+            f"{meta['load_average']})")
+        return b, meta["train_s"], True
     t0 = time.perf_counter()
-    b = DcaseBaseline(threads=threads).fit(train_files, epochs=epochs, seed=seed,
-                                           on_epoch=epoch_logger("baseline", epochs, max(1, epochs // 10)))
+    b.fit(train_files, epochs=epochs, seed=seed, on_epoch=epoch_logger("baseline", epochs, max(1, epochs // 10)))
     train_s = time.perf_counter() - t0
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        torch.save(b.model_.state_dict(), wfile)
+        mfile.write_text(json.dumps({"history": b.history_, "train_s": train_s, "date_utc": now_utc(),
+                                     "load_average": list(os.getloadavg())}) + "\n")
+    return b, train_s, False
+
+
+def now_utc() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def run_baseline(train_files, test_paths, labels, epochs: int, seed: int, threads: int,
+                 cache: Path | None = None) -> dict:
+    b, train_s, cached = fit_baseline(train_files, epochs, seed, threads, cache)
     h = b.history_
     log(f"    baseline: trained in {train_s:.1f} s ({epochs} epochs, {h['n_train_vectors']} train / "
         f"{h['n_val_vectors']} val vectors, final loss {h['train_loss'][-1]:.2f} / val {h['val_loss'][-1]:.2f}); "
@@ -131,7 +261,7 @@ def run_baseline(train_files, test_paths, labels, epochs: int, seed: int, thread
     scores, score_s = timed_scores(b.score_clip, test_paths)
     auc, pauc = auc_pauc(labels, scores)
     return {"auc": auc, "pauc": pauc, "auc_max": None, "pauc_max": None, "train_s": train_s, "score_s": score_s,
-            "epochs_run": epochs}
+            "epochs_run": epochs, "train_cached": cached}
 
 
 def mean_std(xs: list) -> dict | None:
@@ -156,40 +286,30 @@ def fmt(s: dict | None, digits: int = 3, scale: float = 1.0, sign: str = "") -> 
     return f"{s['mean'] * scale:{sign}.{digits}f}"
 
 
-def epochs_cell(method: str, s: dict, max_epochs: int) -> str:
-    if method == "baseline":
-        return str(max_epochs)
-    runs = s["values"]
-    ran = f"{min(runs):.0f}" if min(runs) == max(runs) else f"{min(runs):.0f}-{max(runs):.0f}"
-    return f"{ran} of ≤{max_epochs}"
-
-
-def print_table(results: dict, averages: dict, diff: dict, settings: dict) -> None:
+def print_table(results: dict, sizes: dict, settings: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
     seeds = settings["seeds"]
-    t = Table(title=f"DCASE-style benchmark: humwatch AE vs DCASE 2020 baseline AE (seeds {seeds}"
+    t = Table(title=f"DCASE-style benchmark: humwatch vs the DCASE 2020 baseline (seeds {seeds}"
                     f"{', mean ± std' if len(seeds) > 1 else ''})",
-              caption=f"epochs: ours ≤{settings['epochs_ours']} (early stopping, patience "
-                      f"{settings['train_config']['patience']}), baseline {settings['epochs_baseline']}; "
-                      f"pAUC: max FPR 0.1; ours scored by mean patch score (max in the last columns); "
-                      f"Δ AUC = ours − baseline in points; torch threads {settings['threads']}")
-    for col, just in (("machine", "left"), ("method", "left"), ("epochs", "right"), ("AUC", "right"),
-                      ("pAUC", "right"), ("train s", "right"), ("× real time", "right"), ("Δ AUC", "right"),
-                      ("AUC (max)", "right"), ("pAUC (max)", "right")):
-        t.add_column(col, justify=just)
-    rows = [(name, r) for name, r in results.items()] + [("average", averages)]
-    for name, r in rows:
-        for method in METHODS:
-            s = r[method]
-            ep = settings["epochs_ours"] if method == "ours" else settings["epochs_baseline"]
-            d = diff[name] if method == "ours" else None
-            t.add_row(name if method == "ours" else "", method, epochs_cell(method, s["epochs_run"], ep),
-                      fmt(s["auc"]), fmt(s["pauc"]), fmt(s["train_s"], 1), fmt(s["x_realtime"], 0),
-                      fmt(d, 1, 100, "+") if d else "", fmt(s["auc_max"]), fmt(s["pauc_max"]),
-                      end_section=method == "baseline")
-    Console(width=max(160, Console().width)).print(t)
+              caption=f"pAUC: standardised, max FPR 0.1 (sklearn roc_auc_score max_fpr; chance 0.5); ours scored by "
+                      f"the mean patch score (max in the last columns); Δ = method − baseline per seed, in points; "
+                      f"training on {settings['threads']} torch thread(s), scoring on one")
+    for col in ("machine", "method", "AUC", "pAUC", "Δ AUC", "Δ pAUC", "train s", "× real time", "int8 KB",
+                "AUC (max)", "pAUC (max)"):
+        t.add_column(col, justify="left" if col in ("machine", "method") else "right")
+    for name, r in results.items():
+        for i, method in enumerate(r["methods"]):
+            s, d = r["methods"][method], r["diff"].get(method, {})
+            size = sizes.get(method)
+            cached = " (cached)" if s.get("train_cached") else ""
+            t.add_row(name if i == 0 else "", method, fmt(s["auc"]), fmt(s["pauc"]),
+                      fmt(d.get("auc"), 1, 100, "+"), fmt(d.get("pauc"), 1, 100, "+"), fmt(s["train_s"], 0) + cached,
+                      fmt(s["x_realtime"], 0), f"{'≈' if size and not size['measured'] else ''}"
+                      f"{size['bytes'] / 1024:.0f}" if size else "-", fmt(s["auc_max"]), fmt(s["pauc_max"]),
+                      end_section=i == len(r["methods"]) - 1)
+    Console(width=max(170, Console().width)).print(t)
 
 
 def machine_info(load_at_start: list | None) -> dict:
@@ -214,25 +334,80 @@ def parse_seeds(values: list[str]) -> list[int]:
     return out
 
 
+def parse_methods(text: str) -> list[str]:
+    out = [m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in out if m not in METHODS]
+    if bad or not out:
+        raise argparse.ArgumentTypeError(f"unknown method(s) {', '.join(bad) or '(none)'}; known: {', '.join(METHODS)}")
+    return out
+
+
+def run_machine(name: str, d: Path, root: Path, methods: list[str], seeds: list[int], args, sizes: dict) -> dict:
+    """Every method and seed on one machine: per-seed rows, mean ± std, differences from the baseline."""
+    train_files = find_audio([d / "train"])
+    test = find_labelled(d / "test")
+    test_paths, labels = [f.path for f in test], [f.label for f in test]
+    test_s = audio_seconds(test_paths)
+    states = manifest_states(root, train_files)
+    log(f"{name}: {len(train_files)} train clips, {len(test)} test clips ({labels.count(0)} normal, "
+        f"{labels.count(1)} anomalous, {test_s:.0f} s); state labels: "
+        + (f"{len(set(states.values()))} states from MANIFEST.tsv" if states else "none"))
+    raw: dict[str, list] = {}
+    with tempfile.TemporaryDirectory(prefix="dcase-states-") as tmp:
+        csv = states_csv(states, Path(tmp) / "states.csv") if states else None
+        for method in methods:
+            if method in VARIANTS and VARIANTS[method].states and csv is None:
+                log(f"  {method}: skipped (no state labels for {name})")
+                continue
+            raw[method] = []
+            for seed in seeds:
+                log(f"  {method}, seed {seed}")
+                if method == "baseline":
+                    r = run_baseline(train_files, test_paths, labels, args.epochs_baseline, seed, args.threads,
+                                     None if args.no_cache else CACHE)
+                else:
+                    det, train_s = train_ours(train_files, VARIANTS[method], args.epochs_ours, seed, args.threads,
+                                              csv)
+                    r = run_ours(det, train_s, test_paths, labels)
+                    if method not in sizes and not args.no_int8:
+                        sizes[method] = int8_size(det, train_files)
+                        log(f"    int8 model: {sizes[method]['bytes']:,} B")
+                raw[method].append({"seed": seed, **r})
+                log(f"    {method}: AUC {r['auc']:.3f} pAUC {r['pauc']:.3f}, {test_s / r['score_s']:.0f}x real time")
+    summary = {m: {**summarise(rows, test_s), "train_cached": any(r.get("train_cached") for r in rows)}
+               for m, rows in raw.items()}
+    diff = {}
+    if "baseline" in raw:
+        for m in raw:
+            if m != "baseline":
+                diff[m] = {k: mean_std([o[k] - b[k] for o, b in zip(raw[m], raw["baseline"], strict=True)])
+                           for k in ("auc", "pauc")}
+    return {"methods": summary, "diff": diff, "per_seed": raw, "n_train": len(train_files),
+            "n_test_normal": labels.count(0), "n_test_anomaly": labels.count(1), "test_audio_s": test_s,
+            "test_files": [str(p) for p in test_paths], "test_labels": labels,
+            "states": sorted(set(states.values())) if states else None}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=None,
                     help=f"data root holding <set>/<machine>/{{train,test}} (default {DEFAULT_DATA} from the "
                          "project root)")
-    ap.add_argument("--seeds", nargs="+", default=["0"], help="seeds, space- or comma-separated (default 0)")
+    ap.add_argument("--seeds", nargs="+", default=["0", "1", "2"], help="seeds, space- or comma-separated "
+                                                                         "(default 0 1 2)")
+    ap.add_argument("--methods", type=parse_methods, default=list(DEFAULT_METHODS),
+                    help=f"comma-separated, from {', '.join(METHODS)} (default {','.join(DEFAULT_METHODS)})")
     ap.add_argument("--epochs-ours", type=int, default=TrainConfig().epochs,
                     help=f"max epochs for ours (default {TrainConfig().epochs}; early stopping may end sooner)")
     ap.add_argument("--epochs-baseline", type=int, default=100, help="baseline epochs (default 100, its own)")
     ap.add_argument("--out", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS.relative_to(PROJECT)})")
     ap.add_argument("--machines", default="*", help="only <set>/<machine> names matching this glob (default *)")
-    ap.add_argument("--threads", type=int, default=2, help="torch threads for both methods (default 2)")
-    ap.add_argument("--score", choices=("mse", "gaussian"), default=TrainConfig().score,
-                    help=f"ours: patch score (default {TrainConfig().score}, the humwatch default; gaussian = "
-                         "Mahalanobis of log band errors, mse = mean squared error)")
-    ap.add_argument("--mask-frames", type=int, default=0,
-                    help="ours: 0 = plain autoencoder (default); 24 = interpolation objective")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for training (default 1; scoring always 1)")
+    ap.add_argument("--no-int8", action="store_true", help="skip the int8 conversion of ours (size column empty)")
+    ap.add_argument("--no-cache", action="store_true", help="train the baseline even when a cached one matches")
     args = ap.parse_args(argv)
     seeds = parse_seeds(args.seeds)
+    methods = args.methods
 
     root = args.data if args.data is not None else (PROJECT / DEFAULT_DATA).resolve()
     if not root.is_dir():
@@ -246,83 +421,36 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     settings = {
-        "data_root": str(root.resolve()), "machines_glob": args.machines, "seeds": seeds,
+        "data_root": str(root.resolve()), "machines_glob": args.machines, "seeds": seeds, "methods": methods,
+        "variants": {m: {"what": VARIANTS[m].what, **VARIANTS[m].train} for m in methods if m in VARIANTS},
         "epochs_ours": args.epochs_ours, "epochs_baseline": args.epochs_baseline, "threads": args.threads,
         "feature_params": DEFAULT_PARAMS.to_dict(), "feature_params_hash": DEFAULT_PARAMS.hash(),
         "arch_config": ArchConfig(patch_frames=DEFAULT_PARAMS.patch_frames, n_mels=DEFAULT_PARAMS.n_mels).to_dict(),
-        "train_config": TrainConfig(epochs=args.epochs_ours, score=args.score,
-                                    mask_frames=args.mask_frames).to_dict(),
+        "train_config": TrainConfig(epochs=args.epochs_ours).to_dict(),
         "baseline_config": {**BASELINE_CONFIG.to_dict(), "epochs": args.epochs_baseline},
         "clip_score": {"ours": "mean of patch scores (max as extra columns)", "baseline": "mean of vector MSEs"},
-        "x_realtime": "test audio seconds / scoring wall seconds incl. feature extraction, after 1 warm-up clip",
-        "train_s": "wall seconds incl. feature extraction of the training clips",
+        "pauc": definitions()["pauc"], "chance": chance_levels(),
+        "x_realtime": "test audio seconds / scoring wall seconds on one torch thread, incl. feature extraction, "
+                      "after 1 warm-up clip",
+        "train_s": f"wall seconds incl. feature extraction of the training clips, {args.threads} torch thread(s)",
     }
-    log(f"{len(machines)} machine(s) under {root}: {', '.join(n for n, _ in machines)}; seeds {seeds}; "
-        f"epochs ours ≤{args.epochs_ours}, baseline {args.epochs_baseline}; {args.threads} torch thread(s)")
-
+    log(f"{len(machines)} machine(s) under {root}: {', '.join(n for n, _ in machines)}; methods {', '.join(methods)}; "
+        f"seeds {seeds}; {args.threads} torch thread(s) for training, load {os.getloadavg()[0]:.1f}")
     load_at_start = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     t_start = time.perf_counter()
-    results, raw = {}, {}
-    for k, (name, d) in enumerate(machines, 1):
-        train_files = find_audio([d / "train"])
-        test = find_labelled(d / "test")
-        test_paths = [f.path for f in test]
-        labels = [f.label for f in test]
-        test_s = audio_seconds(test_paths)
-        log(f"[{k}/{len(machines)}] {name}: {len(train_files)} train clips, {len(test)} test clips "
-            f"({labels.count(0)} normal, {labels.count(1)} anomalous, {test_s:.0f} s)")
-        raw[name] = {m: [] for m in METHODS}
-        for seed in seeds:
-            log(f"  seed {seed}: ours (training ≤{args.epochs_ours} epochs)")
-            r = run_ours(train_files, test_paths, labels, args.epochs_ours, seed, args.threads, args.score,
-                         args.mask_frames)
-            raw[name]["ours"].append({"seed": seed, **r})
-            log(f"    ours: AUC {r['auc']:.3f} pAUC {r['pauc']:.3f} (max: {r['auc_max']:.3f} / {r['pauc_max']:.3f}),"
-                f" {test_s / r['score_s']:.0f}x real time")
-            log(f"  seed {seed}: baseline (training {args.epochs_baseline} epochs)")
-            r = run_baseline(train_files, test_paths, labels, args.epochs_baseline, seed, args.threads)
-            raw[name]["baseline"].append({"seed": seed, **r})
-            log(f"    baseline: AUC {r['auc']:.3f} pAUC {r['pauc']:.3f}, {test_s / r['score_s']:.0f}x real time")
-        results[name] = {m: summarise(raw[name][m], test_s) for m in METHODS}
-        results[name]["n_train"] = len(train_files)
-        results[name]["n_test_normal"] = labels.count(0)
-        results[name]["n_test_anomaly"] = labels.count(1)
-        results[name]["test_audio_s"] = test_s
-
-    # Averages over machines, per seed, then mean ± std over seeds.
-    averages = {}
-    for m in METHODS:
-        averages[m] = {}
-        for metric in (*METRICS, "epochs_run"):
-            per_seed = []
-            for i in range(len(seeds)):
-                vals = [raw[n][m][i].get(metric) for n in results]
-                per_seed.append(None if any(v is None for v in vals) else float(np.mean(vals)))
-            averages[m][metric] = mean_std(per_seed)
-    diff = {}
-    for name in [*results, "average"]:
-        if name == "average":
-            per_seed = [float(np.mean([raw[n]["ours"][i]["auc"] - raw[n]["baseline"][i]["auc"] for n in results]))
-                        for i in range(len(seeds))]
-        else:
-            per_seed = [o["auc"] - b["auc"] for o, b in zip(raw[name]["ours"], raw[name]["baseline"], strict=True)]
-        diff[name] = mean_std(per_seed)
-
+    sizes: dict = {"baseline": baseline_size()} if "baseline" in methods else {}
+    results = {name: run_machine(name, d, root, methods, seeds, args, sizes) for name, d in machines}
     wall = time.perf_counter() - t_start
-    print_table(results, averages, diff, settings)
-    d = diff["average"]
-    print(f"average AUC difference (ours − baseline): {fmt(d, 1, 100, '+')} points; total wall time {wall:.0f} s")
-
+    print_table(results, sizes, settings)
+    print(f"total wall time {wall:.0f} s; load average at start {load_at_start}, at end {list(os.getloadavg())}")
     out = {
         "benchmark": "dcase",
-        "date_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "date_utc": now_utc(),
         "wall_seconds": round(wall, 1),
         "settings": settings,
         "machine": machine_info(load_at_start),
+        "int8_bytes": sizes,
         "results": results,
-        "average": averages,
-        "auc_diff_ours_minus_baseline": diff,
-        "per_seed": raw,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
