@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from anomaly.cli_util import console, esc, progress, user_errors
@@ -40,6 +41,9 @@ def export(
         "model; overrides the site's classifier.")] = None,
     no_classifier: Annotated[bool, typer.Option("--no-classifier", help="Export the anomaly model only, even when "
                                                 "the site has a fault classifier.")] = False,
+    validate_with: Annotated[Path | None, typer.Option(
+        "--validate-with", help="Labelled recordings of this machine (normal_*/anomaly_* clips): clip AUC and pAUC of "
+        "the float and int8 models, the device's false alarms and alarm delay on them, and an AUC-drop gate.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON on stdout (also when a gate "
                                            "fails) instead of the summary.")] = False,
     sites_dir: Annotated[Path | None, typer.Option("--sites-dir", envvar="HUMWATCH_SITES",
@@ -61,7 +65,7 @@ def export(
 
         req = ExportRequest(out=out, site=site, model=model, sites_dir=sites_dir, target=target,
                             max_model_bytes=max_model_bytes, representative=list(representative or []),
-                            classifier=classifier, no_classifier=no_classifier)
+                            classifier=classifier, no_classifier=no_classifier, validate_with=validate_with)
         try:
             with progress(transient=True) as bar:
                 task = bar.add_task("export", total=100, info="")
@@ -137,12 +141,35 @@ def _summary(m: dict, out: Path, written: bool) -> None:
     est = m["latency_estimate"]["targets"][m["target"]]
     console.print(f"estimated {est['ms_per_patch']:.1f} ms per patch on {m['target']} (an estimate, see manifest)")
     _classifier_summary(m.get("classifier") or {}, m["target"])
+    _detection_summary(m.get("detection") or {})
     for g in m["gates"]["checks"]:
         mark = "[green]pass[/]" if g["passed"] else "[red]FAIL[/]"
         console.print(f"  {mark} {esc(g['gate'])}: {esc(g['detail'])}", markup=True)
     if written:
         console.print(f"wrote {esc(out)}/ in {m['timing_seconds'].get('total', 0):.0f} s (manifest.json lists every "
                       "file)")
+
+
+def _detection_summary(d: dict) -> None:
+    """What the export knows about detecting this machine's faults: the labelled recordings first, then what the
+    injected simulator faults are (and are not)."""
+    lab, inj = d.get("labelled"), d.get("injected") or {}
+    if lab:
+        st = lab.get("int8_stream") or {}
+        delay = ("no alarm" if st.get("delay_s") is None else f"alarm {st['delay_s']:.0f} s after the first "
+                 "anomalous clip")
+        pt, q = lab["pytorch"], lab["tflite_int8"]
+        console.print(f"detection on {lab['n_normal']} normal + {lab['n_anomaly']} anomalous labelled clips of this "
+                      f"machine: AUC {_fmt(pt['auc'], '.3f')} (int8 {_fmt(q['auc'], '.3f')}), pAUC "
+                      f"{_fmt(pt['pauc'], '.3f')} (int8 {_fmt(q['pauc'], '.3f')}; standardised, chance 0.5); device "
+                      f"stream: {st.get('false_alarms', 0)} false alarm(s), {delay}", markup=False)
+    if inj:
+        console.print(f"injected for the parity check: {inj['description']}", markup=False)
+    if inj.get("warning"):
+        console.print(f"[yellow]warning[/]: {escape(inj['warning'])}")
+    elif not lab and d:
+        console.print("note: no labelled recordings given (--validate-with DIR): the AUC above is on injected "
+                      "simulator faults, not a measure of real detection", markup=False)
 
 
 def _classifier_summary(c: dict, target: str) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 
 from anomaly.audio import iter_blocks
 from anomaly.features import FeatureParams, PatchStream, log_mel, patches
-from anomaly.simulate import MACHINES, fault_signal
+from anomaly.simulate import fault_signal, injection_machine
 from calibration.calibrate import split_masks
 from firmware_export.errors import ExportError
 
@@ -123,7 +123,7 @@ def inject(pieces: list[np.ndarray], params: FeatureParams, offsets: np.ndarray 
            seed: int = 0, faults: Sequence[str] = INJECT_FAULTS) -> tuple[np.ndarray, list[str]]:
     """Fault patches ``[n, T, M]`` and their fault names: each of ``faults`` (simulator fault names) at
     ``INJECT_SEVERITY`` mixed into held-out pieces until ``FAULT_PATCHES`` patches."""
-    machine = machine if machine in MACHINES else "pump"
+    machine = injection_machine(machine)
     if not pieces:
         raise ExportError("no held-out audio to inject faults into")
     out, names = [], []

@@ -34,20 +34,23 @@ from pathlib import Path
 import numpy as np
 
 from anomaly.atomic import atomic_dir, scratch_dir
-from anomaly.audio import find_audio
+from anomaly.audio import file_patches, find_audio
 from anomaly.decision import (
     DEFAULT_K,
     DEFAULT_RULE,
     MEAN_LIMIT_FLOOR,
     WindowMean,
+    fault_stream,
     fit_threshold,
     over,
     rule_from_dict,
     standard_of,
 )
 from anomaly.detectors import AutoencoderDetector, load_detector
+from anomaly.evaluate import auc_pauc, chance_levels, definitions, find_labelled
 from anomaly.model import count_macs, count_params
 from anomaly.modeldir import file_sha256, model_hash
+from anomaly.simulate import describe_injection
 from calibration.calibrate import CHUNK_PATCHES, calibration_rule, site_detector
 from calibration.errors import CalibrationError
 from calibration.store import SiteStore
@@ -91,6 +94,7 @@ class ExportRequest:
     seed: int = 0
     classifier: Path | None = None  # a classifier directory: used instead of (or, without a site, as) the site's
     no_classifier: bool = False  # export the anomaly model only, even when the site has a classifier
+    validate_with: Path | None = None  # labelled recordings of the machine (normal_*/anomaly_*): real detection figures
 
 
 @dataclass
@@ -250,7 +254,7 @@ def _model_source(req: ExportRequest) -> Source:
                   reference_threshold=None,
                   threshold_source=f"provisional (no site calibration): mean + {DEFAULT_K:g} sigma of the int8 model's "
                                    "scores on 2/3 of the --representative audio",
-                  machine="pump",
+                  machine="",  # unknown without a site: the injected faults are a pump's
                   chunk_patches=CHUNK_PATCHES, inputs={"model_hash": mh, **_model_inputs(model_dir)})
 
 
@@ -290,6 +294,8 @@ class Patches:
     representative_files: list[Path]
     split: str
     classifier: clf_export.PatchSets | None = None  # raw log-mel sets for the classifier
+    labelled: list[tuple[int, np.ndarray]] = field(default_factory=list)  # --validate-with: (label, patches) per clip
+    labelled_dir: Path | None = None
 
 
 def _normalise(det, X: np.ndarray) -> np.ndarray:
@@ -309,9 +315,14 @@ def audio_stage(req: ExportRequest, src: Source, cs: clf_export.ClassifierSource
     if w:
         # An interpolation model only ever sees inputs with one block hidden: calibrate the int8 ranges on those.
         rep = parity.hide_blocks(rep, w)
+    labelled = []
+    if req.validate_with is not None:
+        labelled = [(f.label, _normalise(det, file_patches(f.path, det.params, src.offsets)[1]))
+                    for f in find_labelled(req.validate_with)]
     return Patches(threshold=_normalise(det, d.threshold), check=_normalise(det, d.check),
                    faults=_normalise(det, d.faults), representative=rep, fault_names=d.fault_names, files=d.files,
-                   representative_files=d.representative_files, split=d.split, classifier=clf_sets)
+                   representative_files=d.representative_files, split=d.split, classifier=clf_sets,
+                   labelled=labelled, labelled_dir=req.validate_with)
 
 
 # -- 3. convert ----------------------------------------------------------------------------------------------------
@@ -329,6 +340,8 @@ class Parity:
     scores: dict[str, dict[str, np.ndarray]]  # runtime -> {"normal", "fault"} -> scores
     recon_diff: dict[str, float]  # runtime -> max |reconstruction - PyTorch's| on the normal patches
     summary: dict  # parity.summarise
+    about: dict = field(default_factory=dict)  # what was injected (simulate.describe_injection)
+    labelled: dict | None = None  # runtime -> patch scores per labelled clip and clip AUC / pAUC (--validate-with)
 
 
 def parity_stage(src: Source, patches: Patches, conv: pipeline.Converted) -> Parity:
@@ -342,7 +355,27 @@ def parity_stage(src: Source, patches: Patches, conv: pipeline.Converted) -> Par
     scores = {rt: {k: scorer.of_output(sets[k], r[k]) for k in sets} for rt, r in recon.items()}
     recon_diff = {rt: float(np.abs(recon[rt]["normal"] - recon["pytorch"]["normal"]).max())
                   for rt in recon if rt != "pytorch"}
-    return Parity(runs, scores, recon_diff, parity.summarise(scores, recon_diff, patches.fault_names))
+    about = describe_injection(src.machine, data.INJECT_FAULTS, (data.INJECT_SEVERITY,))
+    return Parity(runs, scores, recon_diff, parity.summarise(scores, recon_diff, patches.fault_names), about,
+                  _labelled_scores(src, patches, runs))
+
+
+LABELLED_RUNTIMES = ("pytorch", "tflite_int8")
+
+
+def _labelled_scores(src: Source, patches: Patches, runs: dict) -> dict | None:
+    """PyTorch's and the int8 model's patch scores of every labelled clip, and the clip AUC / pAUC (clip score = mean
+    patch score)."""
+    if not patches.labelled:
+        return None
+    w, scorer = src.det.train_config.mask_frames, src.det.scorer
+    y = [lab for lab, _ in patches.labelled]
+    out = {}
+    for rt in LABELLED_RUNTIMES:
+        per_clip = [scorer.of_output(X, parity.interpolated(runs[rt], X, w)) for _, X in patches.labelled]
+        auc, pa = auc_pauc(y, [float(s.mean()) for s in per_clip])
+        out[rt] = {"auc": auc, "pauc": pa, "scores": per_clip}
+    return {"labels": y, "runtimes": out}
 
 
 # -- 5. threshold --------------------------------------------------------------------------------------------------
@@ -390,6 +423,19 @@ def threshold_stage(src: Source, patches: Patches, par: Parity, seed: int = 0) -
     }
 
 
+def _labelled_stream(src: Source, lab: dict | None, int8_threshold: float, rule) -> dict | None:
+    """The device (int8 scores, int8 threshold, the site's rule) on the labelled clips as one stream: the normal
+    clips, then the anomalous ones: false alarms and the delay to the first alarm."""
+    if lab is None:
+        return None
+    sc, y = lab["runtimes"]["tflite_int8"]["scores"], lab["labels"]
+    part = [np.concatenate([s for s, lab_ in zip(sc, y, strict=True) if lab_ == want] or [np.zeros(0)])
+            for want in (0, 1)]
+    r = fault_stream(rule, part[0], part[1], int8_threshold)
+    return {"what": "int8 scores of the normal clips, then the anomalous clips, through the alarm rule",
+            **r.to_dict(src.det.params.patch_seconds)}
+
+
 # -- 6. TFLM -------------------------------------------------------------------------------------------------------
 def tflm_stage(conv: pipeline.Converted, patches: Patches) -> dict:
     """The int8 model in TensorFlow Lite Micro on ``TFLM_PATCHES`` held-out patches (arena, agreement with LiteRT)."""
@@ -419,11 +465,45 @@ def gate_stage(max_model_bytes: int, conv: pipeline.Converted, par: Parity, tflm
                              f"{MIN_PEARSON})" + (f", short by {MIN_PEARSON - r:.4f}"
                                                   if r == r and r < MIN_PEARSON else "")))
     drop = s["pytorch"]["auc"] - s["tflite_int8"]["auc"]
+    injected = (f"{par.about['simulated_machine']} faults ({', '.join(par.about['faults'])}) simulated into held-out "
+                "normal audio; a parity check, not this machine's detection quality" if par.about else
+                "injected faults")
     gates.append(parity.gate("auc_drop", drop == drop and drop <= MAX_AUC_DROP, drop, MAX_AUC_DROP,
-                             f"AUC normal vs injected faults: PyTorch {s['pytorch']['auc']:.4f}, int8 "
+                             f"AUC normal vs {injected}: PyTorch {s['pytorch']['auc']:.4f}, int8 "
                              f"{s['tflite_int8']['auc']:.4f}, drop {drop:+.4f} (maximum {MAX_AUC_DROP})"
                              + (f", over by {drop - MAX_AUC_DROP:.4f}" if drop > MAX_AUC_DROP else "")))
+    if par.labelled is not None:
+        rts = par.labelled["runtimes"]
+        drop = rts["pytorch"]["auc"] - rts["tflite_int8"]["auc"]
+        gates.append(parity.gate("labelled_auc_drop", drop == drop and drop <= MAX_AUC_DROP, drop, MAX_AUC_DROP,
+                                 f"clip AUC on the labelled recordings of this machine (--validate-with): PyTorch "
+                                 f"{rts['pytorch']['auc']:.4f}, int8 {rts['tflite_int8']['auc']:.4f}, drop "
+                                 f"{drop:+.4f} (maximum {MAX_AUC_DROP})"
+                                 + (f", over by {drop - MAX_AUC_DROP:.4f}" if drop > MAX_AUC_DROP else "")))
     return gates
+
+
+def detection_section(src: Source, patches: Patches, par: Parity, threshold: dict) -> dict:
+    """The manifest's ``detection``: what says how well this machine's faults are detected (the labelled recordings,
+    when given) and what does not (the injected simulator faults)."""
+    lab = par.labelled
+    labelled = None
+    if lab is not None:
+        labelled = {"directory": str(patches.labelled_dir), "n_normal": lab["labels"].count(0),
+                    "n_anomaly": lab["labels"].count(1), "clip_score": "mean of the clip's patch scores",
+                    **{rt: {"auc": v["auc"], "pauc": v["pauc"]} for rt, v in lab["runtimes"].items()},
+                    "pauc_definition": definitions()["pauc"], "chance": chance_levels(),
+                    "int8_stream": _labelled_stream(src, lab, threshold["int8"],
+                                                    rule_from_dict(threshold["device_rule"]))}
+    s = par.summary
+    return {"labelled": labelled,
+            "injected": {**par.about, "auc": {"pytorch": s["pytorch"]["auc"], "tflite_int8": s["tflite_int8"]["auc"]},
+                         "severity": data.INJECT_SEVERITY},
+            "note": "the labelled recordings' figures are this machine's detection quality; the injected faults' AUC "
+                    "checks that the int8 model reacts like the float one" if labelled else
+                    "no labelled recordings given (--validate-with DIR of normal_*/anomaly_* clips): the injected "
+                    "faults' AUC checks that the int8 model reacts like the float one, it is not this machine's "
+                    "detection quality"}
 
 
 def classifier_stage(req: ExportRequest, loaded: Loaded, patches: Patches, conv: pipeline.Converted, tflm: dict,
@@ -558,6 +638,7 @@ def build_manifest(req: ExportRequest, loaded: Loaded, patches: Patches, conv: p
                         "representative": int(len(patches.representative)), "seed": req.seed},
             "runtimes": clean(par.summary, 6),
         },
+        "detection": detection_section(src, patches, par, threshold),
         "classifier": clf.section if clf else {"included": False, "reason": loaded.no_classifier_reason},
         "gates": {"passed": not failed, "checks": gates},
         "tools": tool_versions(),

@@ -76,15 +76,19 @@ def site_root(tmp_path_factory) -> Path:
     store.create(wm)
     calibrate(store.site("pump-w"), CalibrationRequest(files=[root / "calib" / "site.flac"], force=True))
     store.create(SiteConfig(name="bare", model_path=str(root / "model"), model_hash=model_hash(root / "model")))
+    for i in range(2):  # labelled recordings of the machine for --validate-with
+        write_audio(root / "labelled" / f"normal_{i}.flac", SimConfig("pump", "none", 0.0, "factory", 13 + i), 0.25)
+        write_audio(root / "labelled" / f"anomaly_{i}.flac", SimConfig("pump", "cavitation", 0.8, "factory", 15 + i),
+                    0.25)
     return root
 
 
 @pytest.fixture(scope="module")
 def exported(site_root):
-    """Run ``humwatch export --site pump-t --json`` once."""
+    """Run ``humwatch export --site pump-t --json --validate-with <labelled clips>`` once."""
     out = site_root / "fw"
     r = invoke("export", "--site", "pump-t", "--sites-dir", site_root / "sites", "--out", out, "--json",
-               "--target", "esp32-s3")
+               "--target", "esp32-s3", "--validate-with", site_root / "labelled")
     assert r.exit_code == 0, r.output[-3000:]
     return {"out": out, "stdout": r.stdout, "manifest": json.loads((out / "manifest.json").read_text()),
             "root": site_root}
@@ -116,7 +120,7 @@ def test_export_writes_every_artifact_and_a_consistent_manifest(exported):
     assert json.loads(exported["stdout"]) == m  # --json prints exactly the manifest
     assert m["status"] == "passed" and m["gates"]["passed"]
     assert {g["gate"] for g in m["gates"]["checks"]} == {"size", "ops", "float_parity", "correlation", "auc_drop",
-                                                         "c_model"}
+                                                         "c_model", "labelled_auc_drop"}
     assert m["source"]["kind"] == "site" and m["source"]["site"] == "pump-t" and m["source"]["calibration_id"]
     for name, entry in m["outputs"].items():
         assert (out / name).stat().st_size == entry["bytes"] and file_sha256(out / name) == entry["sha256"], name
@@ -168,6 +172,41 @@ def test_the_network_as_plain_c_is_bit_exact_and_measured_on_the_target(exported
     assert fw["device_image"]["flash_bytes"] > m["model"]["sizes"]["tflite_int8"] // 2
     assert 0 < fw["stack_peak_bytes"] < fw["device_image"]["stack_reserved"]
     assert fw["instructions_per_patch"]["network"] > 1e6 and "not cycles" in fw["instructions_per_patch"]["note"]
+
+
+def test_detection_section_separates_real_recordings_from_injected_faults(exported):
+    m = exported["manifest"]
+    det = m["detection"]
+    inj = det["injected"]
+    assert inj["simulated_machine"] == "pump" and inj["site_machine"] == "pump" and inj["warning"] is None
+    assert inj["faults"] == ["cavitation", "bearing-outer", "electrical-arc"] and inj["severity"] == 0.5
+    assert inj["auc"]["pytorch"] == pytest.approx(m["parity"]["runtimes"]["pytorch"]["auc"], abs=1e-6)
+    lab = det["labelled"]
+    assert (lab["n_normal"], lab["n_anomaly"]) == (2, 2) and lab["directory"].endswith("labelled")
+    assert lab["pytorch"]["auc"] == 1.0 and lab["tflite_int8"]["auc"] == 1.0  # cavitation at 0.8 is obvious
+    assert lab["chance"]["pauc"] == 0.5 and "standardised" in lab["pauc_definition"]
+    st = lab["int8_stream"]
+    assert st["normal_patches"] == st["fault_patches"] == 2 * 15 and st["delay_s"] is not None
+    gate = next(g for g in m["gates"]["checks"] if g["gate"] == "auc_drop")
+    assert "pump faults (cavitation, bearing-outer, electrical-arc) simulated" in gate["detail"]
+    assert "not this machine's detection quality" in gate["detail"]
+    assert "the labelled recordings' figures are this machine's detection quality" in det["note"]
+
+
+def test_summary_prints_real_detection_first_and_warns_about_simulated_faults(capsys):
+    from anomaly.simulate import describe_injection
+    from firmware_export.cli import _detection_summary
+
+    lab = {"n_normal": 50, "n_anomaly": 50, "pytorch": {"auc": 0.646, "pauc": 0.497},
+           "tflite_int8": {"auc": 0.644, "pauc": 0.496}, "int8_stream": {"false_alarms": 1, "delay_s": None}}
+    _detection_summary({"labelled": lab, "injected": describe_injection("toycar", ["cavitation"], (0.5,))})
+    out = " ".join(capsys.readouterr().out.split())
+    assert "detection on 50 normal + 50 anomalous labelled clips of this machine: AUC 0.646 (int8 0.644)" in out
+    assert "1 false alarm(s), no alarm" in out
+    assert "injected for the parity check: simulated pump faults (cavitation) at severity 0.5" in out
+    assert "warning: machine type 'toycar' is not one the simulator models" in out
+    _detection_summary({"labelled": None, "injected": describe_injection("pump", ["cavitation"])})
+    assert "no labelled recordings given (--validate-with DIR)" in " ".join(capsys.readouterr().out.split())
 
 
 def test_int8_model_size_ops_and_tflm(exported):
@@ -610,6 +649,10 @@ def test_size_gate_fails_with_exit_3_through_the_model_route(exported, tmp_path)
     assert all(g["passed"] for g in m["gates"]["checks"] if g["gate"] != "size")
     assert "provisional" in m["threshold"]["source"] and m["threshold"]["site_pytorch"] is None
     assert m["classifier"] == {"included": False, "reason": "no --classifier given"}
+    # without a site the machine is unknown: the injected faults are a pump's, and the manifest says what they are not
+    inj = m["detection"]["injected"]
+    assert inj["site_machine"] is None and inj["simulated_machine"] == "pump" and "unknown machine" in inj["warning"]
+    assert m["detection"]["labelled"] is None and "not this machine's detection quality" in m["detection"]["note"]
     assert (out / "manifest.json").read_text() == before  # untouched
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".fw.")]  # no temp dir left behind
 
