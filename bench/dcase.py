@@ -42,6 +42,7 @@ import os
 import platform
 import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -166,12 +167,28 @@ TRAINING_CODE = ("anomaly/train.py", "anomaly/model.py", "anomaly/score.py", "an
                  "anomaly/audio.py")
 
 
-def ours_key(train_files, cfg: TrainConfig, states_file: Path | None) -> str:
-    """What a trained model of ours depends on: the training code, its configuration, the state labels and the
-    training files (names, sizes and modification times)."""
+def training_code_hash() -> str:
+    """A hash of the code that trains our models (recorded with a cached model; a reused model whose code hash
+    differs from the current one is reported, not silently trusted)."""
     h = hashlib.sha256()
     for f in TRAINING_CODE:
         h.update((PROJECT / f).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "-C", str(PROJECT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def ours_key(train_files, cfg: TrainConfig, states_file: Path | None) -> str:
+    """What a trained model of ours depends on: its configuration, the state labels and the training files (names,
+    sizes and modification times). The training code is recorded beside it (:func:`training_code_hash`) rather than
+    keyed, so that an unrelated change of those files (a rebase) does not force hours of retraining."""
+    h = hashlib.sha256()
     h.update(json.dumps(cfg.to_dict(), sort_keys=True).encode())
     h.update(states_file.read_bytes() if states_file is not None else b"-")
     for f in train_files:
@@ -193,9 +210,11 @@ def train_ours(train_files, variant: Variant, epochs: int, seed: int, threads: i
     where = cache / f"ours-{ours_key(train_files, cfg, states_file)}" if cache else None
     if where is not None and (where / "bench.json").is_file():
         meta = json.loads((where / "bench.json").read_text())
-        log(f"    loaded {where.name} (trained {meta['date_utc']} in {meta['train_s']:.0f} s at load "
-            f"{meta['load_average']})")
-        return load_detector(where), meta["train_s"], True
+        same = meta.get("training_code") == training_code_hash()
+        log(f"    loaded {where.name} (trained {meta['date_utc']} at commit {meta.get('commit')} in "
+            f"{meta['train_s']:.0f} s at load {meta['load_average']}; training code "
+            f"{'unchanged' if same else 'CHANGED since'})")
+        return load_detector(where), meta["train_s"], {**meta, "training_code_unchanged": same}
     t0 = time.perf_counter()
     labels = read_states(states_file, train_files) if states_file is not None else None
     recs = [file_log_mel(f, DEFAULT_PARAMS) for f in train_files]
@@ -205,11 +224,12 @@ def train_ours(train_files, variant: Variant, epochs: int, seed: int, threads: i
     if where is not None:
         det.save(where)
         (where / "bench.json").write_text(json.dumps({"train_s": train_s, "date_utc": now_utc(),
-                                                      "load_average": list(os.getloadavg())}) + "\n")
-    return det, train_s, False
+                                                      "load_average": list(os.getloadavg()), "commit": git_commit(),
+                                                      "training_code": training_code_hash()}) + "\n")
+    return det, train_s, None
 
 
-def run_ours(det, train_s: float, test_paths, labels, cached: bool = False) -> dict:
+def run_ours(det, train_s: float, test_paths, labels, cached: dict | None = None) -> dict:
     h = det.history_
     log(f"    trained in {train_s:.1f} s ({h['epochs_run']} epochs run, best epoch {h['best_epoch']}, val loss "
         f"{h['best_val_loss']:.4f}, {h['split']}); scoring {len(test_paths)} clips on one thread")
@@ -273,7 +293,7 @@ def fit_baseline(train_files, epochs: int, seed: int, threads: int, cache: Path 
         b.model_, b.history_ = net.eval(), meta["history"]
         log(f"    baseline: loaded from {wfile.name} (trained {meta['date_utc']} in {meta['train_s']:.0f} s at load "
             f"{meta['load_average']})")
-        return b, meta["train_s"], True
+        return b, meta["train_s"], {k: v for k, v in meta.items() if k != "history"}
     t0 = time.perf_counter()
     b.fit(train_files, epochs=epochs, seed=seed, on_epoch=epoch_logger("baseline", epochs, max(1, epochs // 10)))
     train_s = time.perf_counter() - t0
@@ -281,8 +301,8 @@ def fit_baseline(train_files, epochs: int, seed: int, threads: int, cache: Path 
         cache.mkdir(parents=True, exist_ok=True)
         torch.save(b.model_.state_dict(), wfile)
         mfile.write_text(json.dumps({"history": b.history_, "train_s": train_s, "date_utc": now_utc(),
-                                     "load_average": list(os.getloadavg())}) + "\n")
-    return b, train_s, False
+                                     "load_average": list(os.getloadavg()), "commit": git_commit()}) + "\n")
+    return b, train_s, None
 
 
 def now_utc() -> str:
@@ -341,7 +361,8 @@ def print_table(results: dict, sizes: dict, settings: dict) -> None:
         for i, method in enumerate(r["methods"]):
             s, d = r["methods"][method], r["diff"].get(method, {})
             size = sizes.get(method)
-            cached = " (cached)" if s.get("train_cached") else ""
+            cached = (" (cached" + (", code changed" if s.get("training_code_changed") else "") + ")"
+                      if s.get("train_cached") else "")
             t.add_row(name if i == 0 else "", method, fmt(s["auc"]), fmt(s["pauc"]),
                       fmt(d.get("auc"), 1, 100, "+"), fmt(d.get("pauc"), 1, 100, "+"), fmt(s["train_s"], 0) + cached,
                       fmt(s["x_realtime"], 0), f"{'≈' if size and not size['measured'] else ''}"
@@ -412,7 +433,9 @@ def run_machine(name: str, d: Path, root: Path, methods: list[str], seeds: list[
                         log(f"    int8 model: {sizes[method]['bytes']:,} B")
                 raw[method].append({"seed": seed, **r})
                 log(f"    {method}: AUC {r['auc']:.3f} pAUC {r['pauc']:.3f}, {test_s / r['score_s']:.0f}x real time")
-    summary = {m: {**summarise(rows, test_s), "train_cached": any(r.get("train_cached") for r in rows)}
+    summary = {m: {**summarise(rows, test_s), "train_cached": any(r.get("train_cached") for r in rows),
+                   "training_code_changed": any(not (r.get("train_cached") or {}).get("training_code_unchanged", True)
+                                                for r in rows)}
                for m, rows in raw.items()}
     diff = {}
     if "baseline" in raw:
