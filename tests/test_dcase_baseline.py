@@ -86,3 +86,26 @@ def test_fit_and_score_clip(tmp_path):
     assert s_anom > 1.2 * s_norm  # about 1.6x in practice
     # Deterministic for a seed.
     assert db.DcaseBaseline().fit(train, epochs=2, seed=0).score_clip(normal) == s_norm
+
+
+def test_bench_state_labels_from_the_manifest_round_trip_through_the_cli_reader(tmp_path):
+    import dcase
+
+    from anomaly.states import read_states
+
+    train = tmp_path / "toy" / "car" / "train"
+    train.mkdir(parents=True)
+    files = [train / f"normal_{i}.flac" for i in range(3)]
+    for f in files:
+        f.write_bytes(b"")
+    rows = ["path\tlabel\toriginal_path"] + [
+        f"toy/car/train/normal_{i}.flac\tnormal\tdev/ToyCar/train/section_00_source_train_normal_{i:04d}_car_B{i}_"
+        f"spd_{31 if i else 40}V_mic_1.wav" for i in range(3)]
+    (tmp_path / "MANIFEST.tsv").write_text("\n".join(rows) + "\n")
+    st = dcase.manifest_states(tmp_path, files)
+    assert st == {"normal_0.flac": "car_B0_spd_40V", "normal_1.flac": "car_B1_spd_31V",
+                  "normal_2.flac": "car_B2_spd_31V"}
+    csv = dcase.states_csv(st, tmp_path / "states.csv")
+    assert read_states(csv, files) == ["car_B0_spd_40V", "car_B1_spd_31V", "car_B2_spd_31V"]
+    (tmp_path / "MANIFEST.tsv").write_text("\n".join(rows[:2]) + "\n")  # a file without a row: no labels
+    assert dcase.manifest_states(tmp_path, files) is None
