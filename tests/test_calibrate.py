@@ -458,3 +458,17 @@ def test_high_false_alarm_advice_depends_on_k():
     assert "larger k" not in advice(5.0) and "already at its maximum 5" in advice(5.0)
     assert "stricter alarm rule than 3 of 5" in advice(5.0)
     assert threshold_findings(SimpleNamespace(k=4.0, false_alarms_per_day=0.5, extremal_index=1.0), MOfN(3, 5)) == []
+
+
+def test_report_shows_labelled_detection_and_what_the_injected_faults_are(calibrated, model, labelled_dir):
+    from calibration.report.html import _calibration_section
+
+    site, rec, *_ = calibrated
+    rec = json.loads(json.dumps(rec))
+    rec["validation"]["injected_about"] = injection_about("toycar")
+    rec["validation"]["labelled"] = validate_labelled(load_detector(model[0]), labelled_dir,
+                                                      rec["threshold"]["threshold"], MOfN(3, 5))
+    page = _calibration_section(site, rec, {rec["id"]: rec}, [])
+    assert "Simulated pump faults (share of patches over the threshold)" in page
+    assert "id='injected-warning'" in page and "is not one the simulator models" in page
+    assert "detection on labelled recordings of this machine" in page and "id='labelled'" in page

@@ -17,7 +17,7 @@ from anomaly import __version__
 from anomaly.atomic import write_text
 from anomaly.errors import shown
 from anomaly.vocabulary import signature_text
-from calibration.certificate import certificate_lines, record_patch_seconds
+from calibration.certificate import certificate_lines, labelled_summary, record_patch_seconds
 from calibration.report import charts, data
 from calibration.store import Site
 
@@ -358,17 +358,26 @@ def _calibration_section(site: Site, current: dict, recs: dict, bad: list) -> st
                               if st.get("shifted") else
                               f"<b class='ok'>no shift</b> against the previous calibration (superiority "
                               f"{_fmt(st.get('superiority'), '.2f')})") + "</p>")
+    lab = current.get("validation", {}).get("labelled")
+    if lab:
+        lines = labelled_summary(lab)
+        parts.append(f"<h3>{_e(lines[0].rstrip(':'))}</h3><p id='labelled'>" + "<br>".join(_e(x.strip())
+                                                                                        for x in lines[1:]) + "</p>")
     inj = current.get("validation", {}).get("injected")
     if inj:
+        about = current.get("validation", {}).get("injected_about") or {}
         sevs = [r["severity"] for r in next(iter(inj.values()))["by_severity"]]
         rows = []
         for fault, v in inj.items():
             low = v.get("lowest_severity_detected")
             rows.append([_e(fault)] + [f"{r['detection_rate']:.0%}" for r in v["by_severity"]]
                         + ["not detected" if low is None else _fmt(low, "g")])
-        parts.append("<h3>Injected faults (share of patches over the threshold)</h3>" + _table(
+        what = f"simulated {about['simulated_machine']} faults" if about else "Injected faults"
+        parts.append(f"<h3>{_e(what[0].upper() + what[1:])} (share of patches over the threshold)</h3>" + _table(
             ["fault"] + [f"severity {s:g}" for s in sevs] + ["lowest detected"], rows, id_="injected",
             num=set(range(1, len(sevs) + 1))))
+        if about.get("warning"):
+            parts.append(f"<p class='warn' id='injected-warning'>{_e(about['warning'])}</p>")
     known = current.get("validation", {}).get("known_faults")
     if known:
         rows = [[_e(g), str(len(v.get("files", []))), f"{v.get('detection_rate', 0):.0%}",
