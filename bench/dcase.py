@@ -371,6 +371,24 @@ def print_table(results: dict, sizes: dict, settings: dict) -> None:
     Console(width=max(170, Console().width)).print(t)
 
 
+def markdown_table(out: dict) -> str:
+    """The results as the Markdown table docs/benchmarks.md holds (``--markdown JSON`` prints it again)."""
+    sizes = out.get("int8_bytes", {})
+    lines = ["| set / machine | method | AUC | pAUC | Δ AUC | Δ pAUC | train s | × real time (1 thread) | int8 |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in out["results"].items():
+        for i, (method, s) in enumerate(r["methods"].items()):
+            d = r["diff"].get(method, {})
+            size = sizes.get(method)
+            kb = "-" if not size else f"{'≈ ' if not size['measured'] else ''}{size['bytes'] / 1024:.0f} KB"
+            cells = [name if i == 0 else "", method, fmt(s["auc"]), fmt(s["pauc"]), fmt(d.get("auc"), 1, 100, "+"),
+                     fmt(d.get("pauc"), 1, 100, "+"), fmt(s["train_s"], 0) + (" (cached)" if s.get("train_cached")
+                                                                                else ""),
+                     fmt(s["x_realtime"], 0), kb]
+            lines.append("| " + " | ".join("" if c == "-" else c for c in cells) + " |")
+    return "\n".join(lines)
+
+
 def machine_info(load_at_start: list | None) -> dict:
     return {
         "cpu_count": os.cpu_count(),
@@ -466,7 +484,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads for training (default 1; scoring always 1)")
     ap.add_argument("--no-int8", action="store_true", help="skip the int8 conversion of ours (size column empty)")
     ap.add_argument("--no-cache", action="store_true", help="train every model even when a cached one matches")
+    ap.add_argument("--markdown", type=Path, default=None, metavar="JSON",
+                    help="only print the Markdown table of an earlier run's JSON (for docs/benchmarks.md)")
     args = ap.parse_args(argv)
+    if args.markdown is not None:
+        print(markdown_table(json.loads(args.markdown.read_text())))
+        return 0
     seeds = parse_seeds(args.seeds)
     methods = args.methods
 
@@ -515,6 +538,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
+    print(markdown_table(out))
     log(f"wrote {args.out}")
     return 0
 
