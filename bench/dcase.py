@@ -280,7 +280,12 @@ def baseline_key(train_files, epochs: int, seed: int) -> str:
     return h.hexdigest()[:20]
 
 
-def fit_baseline(train_files, epochs: int, seed: int, threads: int, cache: Path | None) -> tuple:
+class NotCached(Exception):
+    """``--cached-baseline-only`` and no cached baseline for this machine and seed."""
+
+
+def fit_baseline(train_files, epochs: int, seed: int, threads: int, cache: Path | None,
+                 cached_only: bool = False) -> tuple:
     """A trained baseline and its training seconds; with ``cache``, a baseline trained earlier on the same inputs is
     loaded from there (its training seconds and load average are those of the run that trained it)."""
     key = baseline_key(train_files, epochs, seed)
@@ -294,6 +299,8 @@ def fit_baseline(train_files, epochs: int, seed: int, threads: int, cache: Path 
         log(f"    baseline: loaded from {wfile.name} (trained {meta['date_utc']} in {meta['train_s']:.0f} s at load "
             f"{meta['load_average']})")
         return b, meta["train_s"], {k: v for k, v in meta.items() if k != "history"}
+    if cached_only:
+        raise NotCached(f"no cached baseline for seed {seed}")
     t0 = time.perf_counter()
     b.fit(train_files, epochs=epochs, seed=seed, on_epoch=epoch_logger("baseline", epochs, max(1, epochs // 10)))
     train_s = time.perf_counter() - t0
@@ -310,8 +317,8 @@ def now_utc() -> str:
 
 
 def run_baseline(train_files, test_paths, labels, epochs: int, seed: int, threads: int,
-                 cache: Path | None = None) -> dict:
-    b, train_s, cached = fit_baseline(train_files, epochs, seed, threads, cache)
+                 cache: Path | None = None, cached_only: bool = False) -> dict:
+    b, train_s, cached = fit_baseline(train_files, epochs, seed, threads, cache, cached_only)
     h = b.history_
     log(f"    baseline: trained in {train_s:.1f} s ({epochs} epochs, {h['n_train_vectors']} train / "
         f"{h['n_val_vectors']} val vectors, final loss {h['train_loss'][-1]:.2f} / val {h['val_loss'][-1]:.2f}); "
@@ -381,7 +388,9 @@ def markdown_table(out: dict) -> str:
             d = r["diff"].get(method, {})
             size = sizes.get(method)
             kb = "-" if not size else f"{'≈ ' if not size['measured'] else ''}{size['bytes'] / 1024:.0f} KB"
-            cells = [name if i == 0 else "", method, fmt(s["auc"]), fmt(s["pauc"]), fmt(d.get("auc"), 1, 100, "+"),
+            seeds = s.get("seeds", out["settings"]["seeds"])
+            label = method if seeds == out["settings"]["seeds"] else f"{method} (seeds {', '.join(map(str, seeds))})"
+            cells = [name if i == 0 else "", label, fmt(s["auc"]), fmt(s["pauc"]), fmt(d.get("auc"), 1, 100, "+"),
                      fmt(d.get("pauc"), 1, 100, "+"), fmt(s["train_s"], 0) + (" (cached)" if s.get("train_cached")
                                                                                 else ""),
                      fmt(s["x_realtime"], 0), kb]
@@ -440,8 +449,12 @@ def run_machine(name: str, d: Path, root: Path, methods: list[str], seeds: list[
             for seed in seeds:
                 log(f"  {method}, seed {seed}")
                 if method == "baseline":
-                    r = run_baseline(train_files, test_paths, labels, args.epochs_baseline, seed, args.threads,
-                                     None if args.no_cache else CACHE)
+                    try:
+                        r = run_baseline(train_files, test_paths, labels, args.epochs_baseline, seed, args.threads,
+                                         None if args.no_cache else CACHE, args.cached_baseline_only)
+                    except NotCached as e:
+                        log(f"    baseline: skipped ({e}; --cached-baseline-only)")
+                        continue
                 else:
                     det, train_s, cached = train_ours(train_files, VARIANTS[method], args.epochs_ours, seed,
                                                       args.threads, csv, None if args.no_cache else CACHE)
@@ -451,15 +464,18 @@ def run_machine(name: str, d: Path, root: Path, methods: list[str], seeds: list[
                         log(f"    int8 model: {sizes[method]['bytes']:,} B")
                 raw[method].append({"seed": seed, **r})
                 log(f"    {method}: AUC {r['auc']:.3f} pAUC {r['pauc']:.3f}, {test_s / r['score_s']:.0f}x real time")
-    summary = {m: {**summarise(rows, test_s), "train_cached": any(r.get("train_cached") for r in rows),
+    raw = {m: rows for m, rows in raw.items() if rows}
+    summary = {m: {**summarise(rows, test_s), "seeds": [r["seed"] for r in rows],
+                   "train_cached": any(r.get("train_cached") for r in rows),
                    "training_code_changed": any(not (r.get("train_cached") or {}).get("training_code_unchanged", True)
                                                 for r in rows)}
                for m, rows in raw.items()}
     diff = {}
-    if "baseline" in raw:
+    if raw.get("baseline"):
+        base = {r["seed"]: r for r in raw["baseline"]}
         for m in raw:
             if m != "baseline":
-                diff[m] = {k: mean_std([o[k] - b[k] for o, b in zip(raw[m], raw["baseline"], strict=True)])
+                diff[m] = {k: mean_std([o[k] - base[o["seed"]][k] for o in raw[m] if o["seed"] in base])
                            for k in ("auc", "pauc")}
     return {"methods": summary, "diff": diff, "per_seed": raw, "n_train": len(train_files),
             "n_test_normal": labels.count(0), "n_test_anomaly": labels.count(1), "test_audio_s": test_s,
@@ -484,6 +500,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads for training (default 1; scoring always 1)")
     ap.add_argument("--no-int8", action="store_true", help="skip the int8 conversion of ours (size column empty)")
     ap.add_argument("--no-cache", action="store_true", help="train every model even when a cached one matches")
+    ap.add_argument("--cached-baseline-only", action="store_true",
+                    help="use cached baselines only: a seed without one is left out of the baseline row (and of Δ)")
     ap.add_argument("--markdown", type=Path, default=None, metavar="JSON",
                     help="only print the Markdown table of an earlier run's JSON (for docs/benchmarks.md)")
     args = ap.parse_args(argv)
