@@ -451,7 +451,9 @@ def run_machine(name: str, d: Path, root: Path, methods: list[str], seeds: list[
                 if method == "baseline":
                     try:
                         r = run_baseline(train_files, test_paths, labels, args.epochs_baseline, seed, args.threads,
-                                         None if args.no_cache else CACHE, args.cached_baseline_only)
+                                         None if args.no_cache else CACHE,
+                                         args.cached_baseline_only is not None
+                                         and fnmatch.fnmatch(name, args.cached_baseline_only))
                     except NotCached as e:
                         log(f"    baseline: skipped ({e}; --cached-baseline-only)")
                         continue
@@ -500,8 +502,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads for training (default 1; scoring always 1)")
     ap.add_argument("--no-int8", action="store_true", help="skip the int8 conversion of ours (size column empty)")
     ap.add_argument("--no-cache", action="store_true", help="train every model even when a cached one matches")
-    ap.add_argument("--cached-baseline-only", action="store_true",
-                    help="use cached baselines only: a seed without one is left out of the baseline row (and of Δ)")
+    ap.add_argument("--cached-baseline-only", nargs="?", const="*", default=None, metavar="GLOB",
+                    help="on machines matching GLOB (default: all), use cached baselines only: a seed without one is "
+                         "left out of the baseline row (and of Δ) instead of training it")
     ap.add_argument("--markdown", type=Path, default=None, metavar="JSON",
                     help="only print the Markdown table of an earlier run's JSON (for docs/benchmarks.md)")
     args = ap.parse_args(argv)
@@ -526,6 +529,7 @@ def main(argv: list[str] | None = None) -> int:
         "data_root": str(root.resolve()), "machines_glob": args.machines, "seeds": seeds, "methods": methods,
         "variants": {m: {"what": VARIANTS[m].what, **VARIANTS[m].train} for m in methods if m in VARIANTS},
         "epochs_ours": args.epochs_ours, "epochs_baseline": args.epochs_baseline, "threads": args.threads,
+        "cached_baseline_only": args.cached_baseline_only,
         "feature_params": DEFAULT_PARAMS.to_dict(), "feature_params_hash": DEFAULT_PARAMS.hash(),
         "arch_config": ArchConfig(patch_frames=DEFAULT_PARAMS.patch_frames, n_mels=DEFAULT_PARAMS.n_mels).to_dict(),
         "train_config": TrainConfig(epochs=args.epochs_ours).to_dict(),
