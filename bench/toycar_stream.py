@@ -10,8 +10,9 @@ operation (8 min). Per seed:
 
 1. ``fit_detector("ae", ...)`` with the defaults of ``humwatch train`` on the 240 (with ``--states``: plus the
    clips' operating states from MANIFEST.tsv, as ``humwatch train --states``);
-2. a site (machine ``toycar``, default k and alarm rule: :data:`anomaly.decision.DEFAULT_K` /
-   :data:`~anomaly.decision.DEFAULT_RULE`, whatever main holds) calibrated on the 120 with
+2. a site created as ``humwatch site create`` does (machine ``toycar``, default k and alarm rule:
+   :data:`anomaly.decision.DEFAULT_K` / :data:`~anomaly.decision.DEFAULT_RULE`, whatever main holds) calibrated on the
+   120 with
    ``--min-minutes 24`` (:func:`calibration.calibrate.calibrate`);
 3. ``--validate-with`` labelled clips, as the certificate reports them (:func:`calibration.calibrate.
    validate_labelled`): the stream is the 40 held-back normals, then the 50 test normals (18 min of normal
@@ -42,10 +43,10 @@ from anomaly.decision import DEFAULT_K, DEFAULT_RULE
 from anomaly.detectors import fingerprint_files, fit_detector
 from anomaly.evaluate import find_labelled
 from anomaly.features import DEFAULT_PARAMS
-from anomaly.modeldir import model_hash
 from anomaly.train import TrainConfig
-from calibration.calibrate import CalibrationRequest, calibrate
-from calibration.store import SiteConfig, SiteStore
+from calibration.calibrate import CalibrationRequest, calibrate, calibration_rule
+from calibration.site_setup import create_site
+from calibration.store import SiteStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dcase import manifest_states, now_utc, states_csv  # noqa: E402
@@ -94,15 +95,13 @@ def run_seed(seed: int, parts, root: Path, tmp: Path, states: bool, threads: int
     train_s = time.perf_counter() - t0
     model = det.save(tmp / f"model-{seed}", extra={"training_data": fingerprint_files(train)})
     log(f"  seed {seed}: trained on {len(train)} clips in {train_s:.0f} s; calibrating on {len(cal)} clips")
-    store = SiteStore(tmp / f"sites-{seed}")
-    site = store.create(SiteConfig(name="toycar-00", model_path=str(model), model_hash=model_hash(model),
-                                   machine="toycar"))
+    site = create_site(SiteStore(tmp / f"sites-{seed}"), "toycar-00", model, machine="toycar")  # as `site create`
     rec = calibrate(site, CalibrationRequest(files=cal, min_minutes=24.0,
                                              validate_dir=tmp / "labelled"))
     lab = rec["validation"]["labelled"]
     th, st = rec["threshold"], lab["stream"]
     out = {"seed": seed, "train_s": train_s, "threshold": th["threshold"], "k": th["k"],
-           "rule": f"{th['alarm_m']} of {th['alarm_n']}", "calibration_minutes": rec["audio"]["minutes"],
+           "rule": calibration_rule(rec).describe(), "calibration_minutes": rec["audio"]["minutes"],
            "certificate_false_alarms_per_day": th.get("false_alarms_per_day"),
            "check_exceedance": rec["check"]["observed_exceedance"], "auc": lab["auc"], "pauc": lab["pauc"],
            "over_threshold": lab["over_threshold"], "files_alarmed": lab["files_alarmed"], "stream": st}
