@@ -631,6 +631,13 @@ def calibration_age_days(record: dict, now=None) -> float:
     return (now - made).total_seconds() / 86400.0
 
 
+def is_due(cfg, record: dict | None, now=None) -> bool:
+    """Whether a site (its ``SiteConfig``) with this current calibration record (None: never calibrated) is due for
+    recalibration: its calibration is at least its interval old. The one rule ``recalibrate --due``, ``site list``,
+    ``fleet recalibrate`` and the fleet page apply."""
+    return record is None or calibration_age_days(record, now) >= cfg.recalibration_days
+
+
 def due_sites(store, now=None, problems: list[tuple[str, str]] | None = None) -> list[tuple[str, float | None]]:
     """Sites whose current calibration is older than their interval, with its age in days (None: never).
 
@@ -642,12 +649,11 @@ def due_sites(store, now=None, problems: list[tuple[str, str]] | None = None) ->
         site = store.site(name)
         try:
             cfg = site.config()
-            cid = site.current_id()
-            age = None if cid is None else calibration_age_days(site.calibration(), now)
+            rec = None if site.current_id() is None else site.calibration()
         except SiteError as e:
             if problems is not None:
                 problems.append((name, str(e)))
             continue
-        if age is None or age >= cfg.recalibration_days:
-            out.append((name, age))
+        if is_due(cfg, rec, now):
+            out.append((name, None if rec is None else calibration_age_days(rec, now)))
     return out

@@ -115,6 +115,32 @@ def _rows(store, name) -> int:
     return len(read_scores(store.site(name).dir / "scores.sqlite"))
 
 
+def test_fleet_recalibrate_due_picks_only_the_due_sites(ray_session, fleet, tmp_path):
+    """`fleet recalibrate --due` recalibrates the sites whose calibration is older than their interval (the rule of
+    calibrate.is_due), on Ray, leaves the others alone, and finds nothing due afterwards."""
+    from calibration.calibrate import CalibrationRequest, calibrate, due_sites
+
+    shutil.copytree(fleet[0].root, tmp_path / "sites")
+    st = SiteStore(tmp_path / "sites")
+    for name in ("site-a", "site-b", "site-c"):  # when run alone (the first test calibrates them otherwise)
+        if st.site(name).current_id() is None:
+            calibrate(st.site(name), CalibrationRequest(files=jobs._source_files(st.site(name)), force=True))
+    cur = st.site("site-b").calibration()
+    path = st.site("site-b").calibrations_dir / f"{cur['id']}.json"
+    path.write_text(path.read_text().replace(cur["created_utc"], "2020-01-01T00:00:00Z"))
+    before = {n: st.site(n).current_id() for n in ("site-a", "site-c", "site-d")}
+    assert [n for n, age in due_sites(st) if age is not None] == ["site-b"]
+    r = invoke("fleet", "recalibrate", "--due", "--force", "--sites-dir", st.root)
+    assert r.exit_code == 0, r.output
+    assert "[1/1] done site-b" in r.output and "recalibrated" in r.output, r.output
+    assert st.site("site-b").current_id() != cur["id"]
+    assert {n: st.site(n).current_id() for n in before} == before
+    r = invoke("fleet", "recalibrate", "--due", "--force", "--sites-dir", st.root)
+    assert r.exit_code == 0 and "no site to recalibrate" in r.output, r.output
+    r = invoke("fleet", "recalibrate", "--sites-dir", st.root)
+    assert r.exit_code != 0 and "give --due or --site NAME" in r.output, r.output
+
+
 def test_fleet_report_ranks_by_attention_and_links_site_reports(ray_session, fleet, tmp_path):
     store, d = fleet
     # site-b: an old calibration (due); site-c: damaged settings; site-a has the cavitation recording's alarms

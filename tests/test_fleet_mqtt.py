@@ -230,6 +230,29 @@ def test_ingest_resumes_the_rule_after_a_restart_without_realarming(mq, tmp_path
     assert len(read_alarms(path)) == 1  # the onset at patch 2; the resumed rule state does not alarm again
 
 
+def test_publisher_buffer_is_bounded_says_when_it_drops_and_sends_the_rest(tmp_path):
+    """The broker is not there yet: the first `buffer` messages wait in memory, the rest are dropped, counted and
+    reported once; when the broker appears the buffered ones are delivered (acknowledged) and it says so."""
+    b = Broker(tmp_path / "late", users={"pump-3": "pw-3"})  # configured, not started
+    said: list[str] = []
+    pub = Publisher(broker(b.url, env=b.env("pump-3")), "dev-b", buffer=20, say=said.append)
+    t0 = time.time() - 100
+    sent = [pub.publish(tm.topic("pump-3", "dev-b", tm.KIND_PATCH), tm.patch("pump-3", i, t0 + i, 0.5, False))
+            for i in range(30)]
+    try:
+        assert sent == [True] * 20 + [False] * 10 and pub.dropped == 10 and pub.sent == 20
+        assert len(said) == 1 and "buffer of 20 messages is full" in said[0] and "dropping" in said[0]
+        b.start()
+        assert pub.connected.wait(20), "the device did not connect when the broker came"
+        assert _wait(lambda: pub.acked == 20), pub.acked
+        assert pub.publish(tm.topic("pump-3", "dev-b", tm.KIND_PATCH), tm.patch("pump-3", 30, t0 + 30, 0.5, False))
+        assert "publishing again; 10 message(s) dropped so far" in said[-1]
+        assert pub.close(wait=10) == 0 and pub.acked == 21
+    finally:
+        pub.close(wait=0)
+        b.stop(kill=True)
+
+
 def test_tls_broker_with_a_ca(tmp_path):
     try:
         b = Broker(tmp_path / "tls", users={"pump-3": "pw-3"}, tls=True).start()

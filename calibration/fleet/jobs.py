@@ -166,7 +166,7 @@ def run_site(task: Callable[[str, str, JobOptions], str], root: str, name: str, 
 def select_sites(store: SiteStore, kind: str, names: Sequence[str] | None) -> tuple[list[str], list[SiteResult]]:
     """The sites a job runs on, and those it skips (with why). ``names``: the user's list, else every site (for
     ``recalibrate``: every *due* site; for ``score`` and ``export``: every calibrated one)."""
-    from calibration.calibrate import calibration_age_days
+    from calibration.calibrate import is_due
 
     chosen, skipped = [], []
     for name in (names or store.names()):
@@ -179,7 +179,7 @@ def select_sites(store: SiteStore, kind: str, names: Sequence[str] | None) -> tu
             continue
         if kind == "recalibrate" and cur is None:
             skipped.append(SiteResult(name, "skipped", "not calibrated yet (use fleet calibrate)"))
-        elif kind == "recalibrate" and not names and calibration_age_days(cur) < cfg.recalibration_days:
+        elif kind == "recalibrate" and not names and not is_due(cfg, cur):
             continue  # not due
         elif kind in ("score", "export") and cur is None:
             skipped.append(SiteResult(name, "skipped", "not calibrated yet"))

@@ -144,7 +144,8 @@ class Publisher:
         self._pending: set[int] = set()
         self._early: set[int] = set()
         self.client = client(b, device, clean=True)
-        self.client.max_queued_messages_set(min(buffer, 65000))  # paho's message ids are 16-bit
+        self.buffer = min(buffer, 65000)  # paho's message ids are 16-bit
+        self.client.max_queued_messages_set(self.buffer)
         self.client.max_inflight_messages_set(200)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -189,7 +190,7 @@ class Publisher:
                 self.dropped += 1
                 if not self._dropping:
                     self._dropping = True
-                    self.say(f"the broker {self.broker} is away and the buffer of {self.client._max_queued_messages}"
+                    self.say(f"the broker {self.broker} is away and the buffer of {self.buffer}"
                              " messages is full: dropping new scores until it drains (the local score log keeps "
                              "them)")
                 return False

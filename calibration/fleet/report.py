@@ -37,6 +37,7 @@ class SiteSummary:
     error: str = ""  # a site that cannot be read: its one-line error
     calibration_id: str | None = None
     calibration_age_days: float | None = None
+    due: bool = False  # calibrate.is_due
     recalibration_days: int = 30
     predicted_exceedance: float | None = None
     threshold: float | None = None
@@ -94,7 +95,7 @@ def calibration_signal(s: SiteSummary) -> Attention | None:
     if s.calibration_id is None:
         return Attention(40, "watch", "not calibrated")
     age = s.calibration_age_days or 0.0
-    if age >= s.recalibration_days:
+    if s.due:
         return Attention(10 + min(age - s.recalibration_days, 30), "watch",
                          f"recalibration due: calibrated {age:.0f} days ago (interval {s.recalibration_days} d)")
     return None
@@ -119,7 +120,7 @@ def attention(s: SiteSummary) -> list[Attention]:
 
 
 def summarize_site(store: SiteStore, name: str, now: float, window_s: float = DEFAULT_WINDOW_S) -> SiteSummary:
-    from calibration.calibrate import calibration_age_days
+    from calibration.calibrate import calibration_age_days, is_due
 
     s = SiteSummary(name, now=now)
     try:
@@ -129,7 +130,8 @@ def summarize_site(store: SiteStore, name: str, now: float, window_s: float = DE
         if site.current_id():
             cur = site.calibration()
             s.calibration_id = cur["id"]
-            s.calibration_age_days = calibration_age_days(cur, datetime.fromtimestamp(now, UTC))
+            at = datetime.fromtimestamp(now, UTC)
+            s.calibration_age_days, s.due = calibration_age_days(cur, at), is_due(cfg, cur, at)
             s.predicted_exceedance = cur.get("threshold", {}).get("exceedance")
             s.threshold = cur.get("threshold", {}).get("threshold")
         s.log = summarize(site.dir / "scores.sqlite", now - window_s, now - RECENT_S)
