@@ -93,6 +93,32 @@ def test_ray_and_serial_give_the_same_results(ray_session, fleet):
     assert n2["site-a"] > n1["site-a"] and all(n2[n] == n1[n] for n in n1 if n != "site-a")
 
 
+def test_ray_address_joins_a_running_cluster_and_a_dead_one_is_one_line(ray_session, fleet, tmp_path):
+    """`--ray-address` is the same code on a cluster: a second humwatch process joins this module's running Ray by its
+    address and runs one task per site there; an address where nothing answers is one error line, at once."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from mosquitto import free_port
+
+    store, _ = fleet
+    _calibrated(store, "site-b")
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    humwatch = [str(Path(sys.executable).parent / "humwatch"), "fleet", "score", "--sites-dir", str(store.root)]
+    addr = ray.get_runtime_context().gcs_address
+    r = subprocess.run([*humwatch, "--ray-address", addr, "--restart", "--site", "site-b"], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"1 site(s) on Ray at {addr}" in r.stdout and "[1/1] done site-b" in r.stdout, r.stdout
+    dead = f"127.0.0.1:{free_port()}"
+    r = subprocess.run([*humwatch, "--ray-address", dead, "--restart", "--site", "site-b"], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "Traceback" not in r.stdout + r.stderr
+    assert f"cannot reach a Ray cluster at {dead}" in r.stdout + r.stderr
+
+
 def test_a_crashing_task_is_that_sites_failure(ray_session, fleet):
     store, _ = fleet
     import sys
@@ -109,6 +135,15 @@ def _boom(root: str, name: str, opts) -> str:
     return "fine"
 
 
+def _calibrated(store, *names) -> None:
+    """Calibrate these sites if the first test has not (when a test runs alone)."""
+    from calibration.calibrate import CalibrationRequest, calibrate
+
+    for name in names:
+        if store.site(name).current_id() is None:
+            calibrate(store.site(name), CalibrationRequest(files=jobs._source_files(store.site(name)), force=True))
+
+
 def _rows(store, name) -> int:
     from calibration.monitoring.scorelog import read_scores
 
@@ -118,13 +153,11 @@ def _rows(store, name) -> int:
 def test_fleet_recalibrate_due_picks_only_the_due_sites(ray_session, fleet, tmp_path):
     """`fleet recalibrate --due` recalibrates the sites whose calibration is older than their interval (the rule of
     calibrate.is_due), on Ray, leaves the others alone, and finds nothing due afterwards."""
-    from calibration.calibrate import CalibrationRequest, calibrate, due_sites
+    from calibration.calibrate import due_sites
 
+    _calibrated(fleet[0], "site-a", "site-b", "site-c")
     shutil.copytree(fleet[0].root, tmp_path / "sites")
     st = SiteStore(tmp_path / "sites")
-    for name in ("site-a", "site-b", "site-c"):  # when run alone (the first test calibrates them otherwise)
-        if st.site(name).current_id() is None:
-            calibrate(st.site(name), CalibrationRequest(files=jobs._source_files(st.site(name)), force=True))
     cur = st.site("site-b").calibration()
     path = st.site("site-b").calibrations_dir / f"{cur['id']}.json"
     path.write_text(path.read_text().replace(cur["created_utc"], "2020-01-01T00:00:00Z"))

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import socket
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -27,6 +29,11 @@ from anomaly.errors import HumwatchError, one_line
 from calibration.store import SiteStore
 
 JOB_DIR = ".fleet"
+CONNECT_TIMEOUT_S = 5.0  # how long --ray-address may take to answer before the job gives up
+
+
+class FleetError(HumwatchError):
+    """A fleet job cannot run at all (e.g. its Ray cluster cannot be reached); a site's failure is its result."""
 
 
 @dataclass(frozen=True)
@@ -191,13 +198,32 @@ def select_sites(store: SiteStore, kind: str, names: Sequence[str] | None) -> tu
 
 
 # -- running a job -----------------------------------------------------------------------------------------------
+def check_address(address: str) -> None:
+    """Refuse a ``HOST:PORT`` (or ``ray://HOST:PORT``; ``auto`` is Ray's own search) that does not answer within
+    CONNECT_TIMEOUT_S: Ray itself would retry for minutes, printing warnings, before it gives up."""
+    m = re.fullmatch(r"(?:ray://)?\[?([^\]\s/]+?)\]?:(\d{1,5})", address.strip())
+    if not m:
+        raise FleetError(f"--ray-address must be HOST:PORT (a Ray cluster's head) or ray://HOST:PORT, got {address!r}")
+    try:
+        with socket.create_connection((m.group(1), int(m.group(2))), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except OSError as e:
+        raise FleetError(f"cannot reach a Ray cluster at {address}: {e.strerror or e} (is `ray start --head` running "
+                         "there, and is the port open?)") from None
+
+
 def _ray(address: str | None, workers: int | None):
+    if address and address != "auto":
+        check_address(address)  # before importing Ray (a second): a wrong address is said at once
     import ray
 
     if not ray.is_initialized():
         kw = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
         if address:
-            ray.init(address=address, **kw)
+            try:
+                ray.init(address=address, **kw)
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                raise FleetError(f"cannot join the Ray cluster at {address}: {one_line(e, 200)}") from None
         else:
             ray.init(num_cpus=workers, **kw)
     return ray
