@@ -114,7 +114,8 @@ def test_ray_address_joins_a_running_cluster_and_a_dead_one_is_one_line(ray_sess
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"1 site(s) on Ray at {addr}" in r.stdout and "[1/1] done site-b" in r.stdout, r.stdout
     dead = f"127.0.0.1:{free_port()}"
-    r = subprocess.run([*humwatch, "--ray-address", dead, "--restart", "--site", "site-b"], env=env, capture_output=True, text=True, timeout=60)
+    r = subprocess.run([*humwatch, "--ray-address", dead, "--restart", "--site", "site-b"], env=env,
+                       capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "Traceback" not in r.stdout + r.stderr
     assert f"cannot reach a Ray cluster at {dead}" in r.stdout + r.stderr
 
