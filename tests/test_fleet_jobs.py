@@ -236,6 +236,33 @@ def test_parquet_dataset_partitioned_by_site_and_day(tmp_path):
     assert len(pd.read_parquet(out)) == 500  # replaced, not appended
 
 
+def test_novel_state_notices_rank_as_notices_not_alarms(tmp_path):
+    """A novel-state notice (#14 logs it in the alarms table with kind "novel_state") is counted as a novel state on
+    the fleet page, never as an alarm: a site with only notices is "watch", one with an alarm "act"."""
+    import time
+
+    from calibration.monitoring.scorelog import ScoreLog, summarize
+
+    store = SiteStore(tmp_path / "sites")
+    now = time.time()
+    for name, kinds in (("p-notice", ["novel_state", "novel_state"]), ("p-alarm", ["anomaly", "novel_state"])):
+        s = store.create(SiteConfig(name=name, model_path="m", model_hash="h"))
+        log = ScoreLog(s.dir / "scores.sqlite")
+        run = log.start_run("cal", "h", 1.0, 3, 5, "test")
+        log.append(run, now - 600 + np.arange(10.0), np.full(10, 0.5), None, "/rec/a.flac", np.arange(10.0))
+        for i, kind in enumerate(kinds):
+            log.alarm(run, now - 300 + i, 2.0, {"kind": kind})
+        log.close()
+    summ = summarize(store.site("p-alarm").dir / "scores.sqlite", now - 86400, now - 3600)
+    assert summ["alarms"] == summ["recent_alarms"] == 1
+    assert summ["alarm_kinds"] == {"anomaly": 1, "novel_state": 1}
+    rows = {s.name: att for s, att in fleet_summaries(store, now=now)}
+    notice = [a.reason for a in rows["p-notice"]]
+    assert "2 novel operating states this week" in notice and not any("alarm" in r for r in notice), notice
+    assert {a.level for a in rows["p-notice"]} == {"watch"}
+    assert rows["p-alarm"][0].level == "act" and rows["p-alarm"][0].reason == "1 alarm in the last 24 h"
+
+
 @pytest.mark.slow
 def test_fleet_export_writes_each_sites_firmware(fleet):
     """`fleet export` (one site at a time here: the export runs TensorFlow) writes sites/NAME/firmware/ with the

@@ -20,7 +20,7 @@ from pathlib import Path
 from anomaly import __version__
 from anomaly.atomic import write_text
 from anomaly.errors import HumwatchError, one_line
-from calibration.monitoring.scorelog import summarize
+from calibration.monitoring.scorelog import NOTICE_KINDS, summarize
 from calibration.store import SiteStore
 
 RECENT_S = 86400.0  # "recent" alarms: the last 24 h
@@ -103,7 +103,7 @@ def calibration_signal(s: SiteSummary) -> Attention | None:
 
 def novel_state_signal(s: SiteSummary) -> Attention | None:
     """Novel operating states (#14 logs them as events of kind "novel_state"; counted here from the alarm kinds)."""
-    n = sum(v for k, v in (s.log.get("alarm_kinds") or {}).items() if k in ("novel_state", "novel-state"))
+    n = sum(v for k, v in (s.log.get("alarm_kinds") or {}).items() if k in NOTICE_KINDS)
     return Attention(25 + min(n, 10), "watch", f"{_plural(n, 'novel operating state')} this week") if n else None
 
 

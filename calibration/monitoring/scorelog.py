@@ -896,10 +896,16 @@ def read_events(path: str | Path, since_utc: float | None = None):
     return df
 
 
+# Rows of the alarms table that are notices, not alarms (#14's novel operating states): summarize() counts them by
+# kind but not as alarms, so a notice never ranks a site as "act" on the fleet page.
+NOTICE_KINDS = frozenset({"novel_state"})
+
+
 def summarize(path: str | Path, since_utc: float, recent_utc: float) -> dict:
     """What the fleet view needs of a site's log, by SQL aggregates (no row is loaded): patches and the share over
-    the threshold since ``since_utc``, alarms since then and since ``recent_utc`` (by kind), the last patch time, and
-    per device its last patch time. Empty counts when there is no log."""
+    the threshold since ``since_utc``, alarms since then and since ``recent_utc`` (every event of the alarms table by
+    kind in ``alarm_kinds``; ``alarms`` and ``recent_alarms`` leave out NOTICE_KINDS), the last patch time, and per
+    device its last patch time. Empty counts when there is no log."""
     out = {"patches": 0, "over_share": None, "mean_score": None, "alarms": 0, "recent_alarms": 0,
            "alarm_kinds": {}, "last_t": None, "devices": {}, "gaps": 0}
     if not Path(path).exists():
@@ -918,8 +924,9 @@ def summarize(path: str | Path, since_utc: float, recent_utc: float) -> dict:
             except (ValueError, TypeError, AttributeError, RecursionError):
                 kind = "anomaly"
             kinds[kind] = kinds.get(kind, 0) + 1
-            out["alarms"] += 1
-            out["recent_alarms"] += t >= recent_utc
+            if kind not in NOTICE_KINDS:
+                out["alarms"] += 1
+                out["recent_alarms"] += t >= recent_utc
         out["alarm_kinds"] = kinds
         if version >= 4:
             out["devices"] = dict(con.execute("SELECT d.name, max(s.t_utc) FROM devices d JOIN scores s USING "
