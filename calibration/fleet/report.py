@@ -102,7 +102,7 @@ def calibration_signal(s: SiteSummary) -> Attention | None:
 
 
 def novel_state_signal(s: SiteSummary) -> Attention | None:
-    """Novel operating states (#14 logs them as events of kind "novel_state"; counted here from the alarm kinds)."""
+    """Novel operating states (#14 logs them as events of kind scorelog.NOVEL_STATE; counted from the alarm kinds)."""
     n = sum(v for k, v in (s.log.get("alarm_kinds") or {}).items() if k in NOTICE_KINDS)
     return Attention(25 + min(n, 10), "watch", f"{_plural(n, 'novel operating state')} this week") if n else None
 

@@ -58,7 +58,9 @@ _SOURCE_WORDS = {"metadata": "file metadata", "name": "file names", "start-time"
 def alarm_line(info: dict) -> str:
     """One plain line about an alarm, for logs: time, site, score against the threshold, where, and what (a
     novel-state notice: NOTICE, and how the sound differs)."""
-    if info.get("kind") == "novel_state":
+    from calibration.monitoring.scorelog import NOVEL_STATE
+
+    if info.get("kind") == NOVEL_STATE:
         where = (f" in {Path(info['file']).name} at {info.get('offset_s', 0):.1f} s" if info.get("file") else "")
         return (f"NOTICE {info['t_utc']} site {info['site']}: novel state ({info.get('differs', '')}){where}; "
                 "not an alarm: inspect, and recalibrate with it if the machine is healthy")

@@ -45,7 +45,7 @@ from anomaly.recording_time import FileTime, TimePolicy, assign_times, check_rea
 from anomaly.vocabulary import band_hint
 from calibration.calibrate import calibration_rule, site_classifier, site_detector
 from calibration.errors import CalibrationError, SiteError
-from calibration.monitoring.scorelog import DEFAULT_RETENTION_DAYS, Resume, ScoreLog
+from calibration.monitoring.scorelog import DEFAULT_RETENTION_DAYS, NOVEL_STATE, Resume, ScoreLog
 from calibration.states import StateModel
 from calibration.store import Site
 
@@ -315,7 +315,7 @@ class Monitor:
     def _raise_novel(self, t: float, score: float, file: str | None, offset: float) -> None:
         """A novel-state notice: the site sounds unlike every state the calibration heard. Its own event kind in the
         score log and alarms.jsonl (no --on-alarm command: it is a notice, and it never suppresses an alarm)."""
-        info = {"t_utc": _iso(t), "site": self.site.name, "kind": "novel_state", "score": round(score, 6),
+        info = {"t_utc": _iso(t), "site": self.site.name, "kind": NOVEL_STATE, "score": round(score, 6),
                 "threshold": self.threshold, "calibration": self.calibration["id"], "model_hash": self.model_hash,
                 "file": file, "offset_s": round(offset, 2),
                 "time_source": self._time.source if self._time is not None else "clock",

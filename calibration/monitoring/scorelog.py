@@ -898,7 +898,8 @@ def read_events(path: str | Path, since_utc: float | None = None):
 
 # Rows of the alarms table that are notices, not alarms (#14's novel operating states): summarize() counts them by
 # kind but not as alarms, so a notice never ranks a site as "act" on the fleet page.
-NOTICE_KINDS = frozenset({"novel_state"})
+NOVEL_STATE = "novel_state"  # the alarms table's event kind of a novel-state notice (calibration.states)
+NOTICE_KINDS = frozenset({NOVEL_STATE})
 
 
 def summarize(path: str | Path, since_utc: float, recent_utc: float) -> dict:

@@ -29,7 +29,7 @@ from anomaly.recording_time import UNCERTAIN
 from anomaly.vocabulary import band_hint
 from calibration.calibrate import site_classifier, site_detector
 from calibration.errors import ReportError, SiteError
-from calibration.monitoring.scorelog import connect, read_alarms, read_gaps, read_scores
+from calibration.monitoring.scorelog import NOVEL_STATE, connect, read_alarms, read_gaps, read_scores
 from calibration.store import Site
 
 MAX_POINTS = 5000  # timeline points (per-bin max beyond this)
@@ -141,7 +141,6 @@ def devices(df, log_path: Path, since_utc: float | None = None, now: float | Non
     return table.sort_values(["silent_s", "device"], ascending=[False, True]), gaps
 
 
-NOVEL_STATE = "novel_state"  # the alarms table's event kind for novel-state notices (calibration.states)
 
 
 def split_novel(alarms):
