@@ -9,6 +9,8 @@ each firmware build + run takes a few seconds.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -157,3 +159,27 @@ def test_hw_process_does_not_depend_on_how_the_audio_is_chunked(ae_int8, audio, 
                            check=True).stdout for c in (1, 160, 1000, 15360)]
     assert outs[0] and all(o == outs[0] for o in outs), outs
     assert len(outs[0].splitlines()) == int(SECONDS_NORMAL + SECONDS_FAULT)
+
+
+REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+REAL_CLIPS = ("dcase2025_toycar/ToyCar_00/train/normal_0000.flac", "dcase2025_toycar/ToyCar_00/test/anomaly_0000.flac")
+
+
+def test_firmware_on_real_recordings_matches_python(tc, ae_int8, tmp_path):
+    """Real machine sound (DCASE 2025 ToyCar: 4 s of a normal and 4 s of an anomalous clip, from ../shared/data) through
+    the firmware. The model was quantised on simulated pump audio: about 7 % of these inputs lie outside that range
+    and clip at the int8 edge. Every network byte equals TFLM's; scores and decisions equal Python's."""
+    from anomaly.audio import load
+    from firmware_export.firmware import golden
+
+    paths = [REAL_DATA / c for c in REAL_CLIPS]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        pytest.skip(f"real recordings not found: {', '.join(missing)} (the project's shared data set)")
+    x = np.concatenate([np.asarray(load(p, 16000), np.float64)[: 4 * 16000] for p in paths])
+    audio = np.clip(np.round(x * 32767.0), -32768, 32767).astype(np.int16)
+    run, cmp, _ = _run_and_compare(tc, ae_int8, audio, tmp_path)
+    assert cmp["network_bit_exact"] and cmp["network_invocations"] == len(run["patches"]) == 8, cmp
+    assert cmp["frontend_max_abs_diff_x"] <= golden.NORM_TOL
+    assert cmp["score_max_rel_diff_vs_python"] <= golden.SCORE_REL_TOL, cmp
+    assert cmp["over_equal"] and cmp["alarm_equal"], cmp
