@@ -321,6 +321,9 @@ def stopping_advice(history: dict, max_epochs: int, patience: int, window: int =
     if run < max_epochs:
         return (f"stopped early at epoch {run}: the validation loss had not improved for {patience} epochs since "
                 f"epoch {best}, so more epochs would not help")
+    if len(val) < 2:
+        return (f"reached the epoch limit {run} after a single epoch, with no earlier validation loss to compare; "
+                f"more epochs will likely help: try --epochs {max(2 * run, 10)}")
     k = min(window, len(val) - 1)
     gain = (val[-1 - k] - min(val[-k:])) / abs(val[-1 - k]) if k > 0 and val[-1 - k] else 0.0
     if best >= run - 1 and gain >= STILL_IMPROVING:

@@ -143,4 +143,6 @@ def test_stopping_advice():
     flat = {"val_loss": [1.0, 0.5, 0.5, 0.5, 0.5], "best_epoch": 2, "epochs_run": 5}
     assert "reached the epoch limit 5" in stopping_advice(flat, 5, 8) and "would likely not help" in \
         stopping_advice(flat, 5, 8)
+    one = {"val_loss": [0.9], "best_epoch": 1, "epochs_run": 1}
+    assert "after a single epoch" in stopping_advice(one, 1, 8) and "--epochs 10" in stopping_advice(one, 1, 8)
     assert stopping_advice({}, 5, 8) == ""
