@@ -278,10 +278,15 @@ def calibration_rule(record: dict):
 
 
 def _minutes_finding(b: Baseline) -> list[Finding]:
-    out = []
+    """How much audio the threshold rests on: a warning below the default minimum (accepted only with --force or a
+    lower --min-minutes), a note below the recommended hour."""
+    if b.minutes < DEFAULT_MIN_MINUTES:
+        return [Finding("warning", f"{b.minutes:.0f} min recorded, below the {DEFAULT_MIN_MINUTES:g} min minimum: "
+                                   "the threshold's tail rests on few patches; calibrate again on 30-60 min of "
+                                   "normal audio before relying on its false-alarm figures")]
     if b.minutes < 60:
-        out.append(Finding("ok", f"{b.minutes:.0f} min recorded; 60 min is recommended"))
-    return out
+        return [Finding("ok", f"{b.minutes:.0f} min recorded; 60 min is recommended")]
+    return []
 
 
 # -- validation: injected simulator faults and known fault recordings -----------------------------------------------

@@ -132,7 +132,8 @@ def test_forced_calibration_record(calibrated, model, cal_audio):
     assert set(rec["check"]) >= {"patches", "observed_exceedance", "predicted_exceedance", "observed_alarms",
                                  "observed_alarms_per_day"}
     assert rec["findings"] and all(set(f) == {"level", "what"} for f in rec["findings"])
-    assert any("6 min recorded; 60 min is recommended" in f["what"] for f in rec["findings"])
+    assert any(f["level"] == "warning" and "6 min recorded, below the 30 min minimum" in f["what"]
+               for f in rec["findings"])  # forced: a warning, not an "ok"
     b = rec["baseline"]
     assert len(b["score_sample"]) == rec["audio"]["threshold_patches"]  # fewer than 5000: all kept
     assert len(b["band_error_mean"]) == DEFAULT_PARAMS.n_mels

@@ -407,10 +407,11 @@ def test_verdict_of_the_demo_says_act_with_the_reason_and_next_step(html):
     v = v[: v.index("</section>")]
     assert 'data-level="act"' in v and "Act: inspect the machine" in v
     assert "alarm(s)" in v and "× the threshold" in v and "Next step: Inspect the machine" in v
-    assert "below the minimum (forced)" in v  # the 3-min certificate is a reason to watch too
+    assert "below the 30 min minimum (forced)" in v  # the 3-min certificate is a reason to watch too
 
 
-def _facts(alarm_scores=(), over_after=0.0, per_day=0.1, q50=1.0, over=0.0, forced=False, time_source="name"):
+def _facts(alarm_scores=(), over_after=0.0, per_day=0.1, q50=1.0, over=0.0, forced=False, time_source="name",
+           audio=None):
     n = 600
     t = 1.8e9 + np.arange(n) * 0.96
     df = pd.DataFrame({"t_utc": t, "score": np.full(n, 1.0), "over": np.zeros(n, int),
@@ -424,7 +425,8 @@ def _facts(alarm_scores=(), over_after=0.0, per_day=0.1, q50=1.0, over=0.0, forc
     alarms = pd.DataFrame(rows, columns=["t_utc", "score", "info"])
     drift = pd.DataFrame({"q50": [1.0, q50], "base_q50": [1.0, 1.0], "over": [0.0, over],
                           "expected_over": [1e-3, 1e-3]})
-    current = {"threshold": {"false_alarms_per_day": per_day}, "audio": {"forced": forced, "minutes": 45}}
+    current = {"threshold": {"false_alarms_per_day": per_day},
+               "audio": audio or {"forced": forced, "minutes": 45, "min_minutes": 30}}
     return rp.data.ReportFacts(df, alarms, current, drift, n * 0.96, "pump")
 
 
@@ -441,6 +443,10 @@ def test_verdict_levels():
     assert v.level == "watch" and "expected by the certificate" in v.reasons[0].what
     v = rp.data.verdict(_facts(per_day=40.0))
     assert v.level == "watch" and "40 false alarms per day" in v.reasons[0].what and "site set" in v.next_step
+    v = rp.data.verdict(_facts(forced=True))
+    assert v.level == "watch" and "(forced)" in v.reasons[0].what and "site calibrate" in v.next_step
+    v = rp.data.verdict(_facts(audio={"forced": False, "minutes": 12.0, "min_minutes": 10.0}))  # lowered, not forced
+    assert v.level == "watch" and "12 min of audio, below the 30 min minimum (--min-minutes 10)" in v.reasons[0].what
     v = rp.data.verdict(_facts(time_source="mtime"))
     assert v.level == "normal" and any("uncertain" in r.what for r in v.reasons)
 

@@ -21,6 +21,7 @@ import soundfile as sf
 from scipy import signal
 
 from anomaly.atomic import atomic_path
+from anomaly.decision import DEFAULT_MIN_MINUTES
 from anomaly.detectors import AutoencoderDetector
 from anomaly.errors import AudioError, HumwatchError, shown
 from anomaly.features import DEFAULT_PARAMS, FeatureParams, log_mel
@@ -668,9 +669,13 @@ def _drift_reason(f: ReportFacts) -> Reason | None:
 def _certificate_reason(f: ReportFacts) -> Reason | None:
     th, au = f.current.get("threshold", {}), f.current.get("audio", {})
     per_day = th.get("false_alarms_per_day")
-    if au.get("forced"):
-        return Reason("watch", f"the calibration in force was made on {au.get('minutes', 0):.0f} min of audio, "
-                               "below the minimum (forced)",
+    minutes = au.get("minutes")
+    short = isinstance(minutes, (int, float)) and minutes < DEFAULT_MIN_MINUTES
+    if au.get("forced") or short:
+        how = "forced" if au.get("forced") else f"--min-minutes {au.get('min_minutes', minutes):g}"
+        return Reason("watch", f"the calibration in force was made on {minutes or 0:.0f} min of audio, below the "
+                               f"{DEFAULT_MIN_MINUTES:g} min minimum ({how}): its threshold and false-alarm figures "
+                               "rest on few patches",
                       "Recalibrate on 30-60 min of normal audio (humwatch site calibrate).")
     if isinstance(per_day, (int, float)) and per_day > 1.0:
         return Reason("watch", f"the certificate expects {per_day:.2g} false alarms per day: expect some alarms "
