@@ -244,6 +244,21 @@ def test_site_name_with_script(demo):
     assert_one_error_line(r, "invalid site name")
 
 
+def test_settings_changes_are_listed_with_when_they_take_effect(demo, tmp_path):
+    sites = tmp_path / "sites"
+    shutil.copytree(demo[1], sites)
+    r = invoke("site", "set", "pump-1", "--k", "5", "--microphone", "MEMS <b>x</b>", "--sites-dir", sites)
+    assert r.exit_code == 0, r.output
+    r = invoke("report", "--site", "pump-1", "--out", tmp_path / "r.html", "--top", "0", "--sites-dir", sites)
+    assert r.exit_code == 0, r.output
+    page = (tmp_path / "r.html").read_text()
+    table = page[page.index('id="settings"'):]
+    table = table[: table.index("</table>")]
+    assert "<td>k</td><td>4.0</td><td>5.0</td><td>at the next calibration" in table
+    assert "MEMS &lt;b&gt;x&lt;/b&gt;" in table and "<b>x</b>" not in table
+    assert 'id="settings"' not in demo[2].read_text()  # no changes, no table
+
+
 def test_uncalibrated_site(demo, tmp_path):
     root, sites, _ = demo
     r = invoke("site", "create", "fresh", "--model", root / "model", "--sites-dir", sites)

@@ -397,7 +397,19 @@ def _calibration_section(site: Site, current: dict, recs: dict, bad: list) -> st
         rows.append([_e(cid), "", "", f"<b class='bad'>unreadable</b>: {_e(why)}", "", "", "", ""])
     parts.append("<h3>History</h3>" + _table(["id", "created (UTC)", "kind", "status", "minutes", "threshold",
                                               "false alarms/day", "current"], rows, id_="history", num={4, 5, 6}))
+    parts.append(_settings_changes(site))
     return _section("calibration", "Calibration certificate and history", "".join(parts))
+
+
+def _settings_changes(site: Site) -> str:
+    """The site's settings changes (``humwatch site set``), each with when it takes effect; nothing when none."""
+    rows = [[_e(e.get("t_utc")), _e(what), _e(repr(v.get("old"))), _e(repr(v.get("new"))),
+             _e((e.get("effects") or {}).get(what, ""))]
+            for e in site.settings_history() for what, v in e["changes"].items() if isinstance(v, dict)]
+    if not rows:
+        return ""
+    return "<h3>Settings changes</h3>" + _table(["changed (UTC)", "setting", "from", "to", "takes effect"], rows,
+                                                id_="settings")
 
 
 def build_report(site: Site, since_utc: float | None = None, top_n: int = 6, now: float | None = None) -> str:
