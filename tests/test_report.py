@@ -466,6 +466,19 @@ def test_verdict_levels():
     assert v.level == "normal" and any("uncertain" in r.what for r in v.reasons)
 
 
+def test_verdict_watches_a_silent_device():
+    """A device that stopped reporting over MQTT leaves the machine unmonitored: watch, naming it."""
+    f = _facts()
+    f.extra["devices"] = pd.DataFrame({"device": ["esp-1", "esp-2"], "patches": [10, 10],
+                                       "first": [1.8e9, 1.8e9], "last": [1.8e9 + 500, 1.8e9 + 500],
+                                       "silent_s": [0.0, 7200.0]})
+    v = rp.data.verdict(f)
+    assert v.level == "watch" and "1 of 2 device(s) silent: esp-2 for 2 h" in v.reasons[0].what
+    assert "esp-1" not in v.reasons[0].what and "power, network" in v.next_step
+    f.extra["devices"]["silent_s"] = 0.0
+    assert rp.data.verdict(f).level == "normal"
+
+
 def test_verdict_checks_can_be_extended(monkeypatch):
     """A new kind of evidence (e.g. novel operating states) is a check returning a Reason."""
     extra = lambda facts: rp.data.Reason("watch", "a state the calibration never heard", "Recalibrate.")  # noqa: E731

@@ -708,7 +708,24 @@ def _novel_state_reason(f: ReportFacts) -> Reason | None:
                   "a neighbouring machine, HVAC), recalibrate with it included.")
 
 
-VERDICT_CHECKS = [_alarm_reason, _drift_reason, _certificate_reason, _time_reason, _novel_state_reason]
+def _device_reason(f: ReportFacts) -> Reason | None:
+    """Devices reporting over MQTT (``extra["devices"]``, :func:`devices`) that have gone silent: the machine is
+    not monitored while they are."""
+    table = f.extra.get("devices")
+    if table is None or not len(table):
+        return None
+    silent = table[table["silent_s"] > 0]
+    if not len(silent):
+        return None
+    names = ", ".join(f"{r.device} for {dur(float(r.silent_s))} (last patch {iso(float(r.last))} UTC)"
+                      for r in silent.itertuples())
+    return Reason("watch", f"{len(silent)} of {len(table)} device(s) silent: {names}; the machine is not monitored "
+                           "while they are",
+                  "Check the silent device's power, network and broker connection.")
+
+
+VERDICT_CHECKS = [_alarm_reason, _drift_reason, _certificate_reason, _time_reason, _novel_state_reason,
+                  _device_reason]
 """Each check reads the facts and returns a Reason or None; the verdict is the most serious level among them.
 A new kind of evidence (e.g. novel operating states) is a check appended here."""
 

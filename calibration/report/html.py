@@ -286,9 +286,9 @@ def _drift_section(df, calibrations: dict, alarms) -> str:
     return _section("drift", "Drift", img + expl + table)
 
 
-def _devices_section(site: Site, df, since_utc: float | None, now: float | None) -> str:
-    """The devices that report over MQTT: last patch, silent now, and the gaps the ingest recorded."""
-    table, gaps = data.devices(df, data.score_log_path(site), since_utc, now)
+def _devices_section(table, gaps) -> str:
+    """The devices that report over MQTT (:func:`data.devices`): last patch, silent now, and the gaps the ingest
+    recorded."""
     if table.empty and gaps.empty:
         return ""
     rows = [[_e(r.device), f"{int(r.patches):,}", _e(data.iso(r.first)), _e(data.iso(r.last)),
@@ -430,8 +430,9 @@ def build_report(site: Site, since_utc: float | None = None, top_n: int = 6, now
                     "threshold, calibration changes and alarms", "timeline")
     drift_rows, _ = data.drift_table(df, recs, alarms)
     period_s = float(df["t_utc"].iloc[-1] - df["t_utc"].iloc[0]) + patch_s
+    dev_table, gaps = data.devices(df, data.score_log_path(site), since_utc, now)
     v = data.verdict(data.ReportFacts(df, alarms, current, drift_rows, period_s, cfg.machine,
-                                      extra={"novel_states": novel}))
+                                      extra={"novel_states": novel, "devices": dev_table}))
     bin_s = (df["t_utc"].iloc[-1] - df["t_utc"].iloc[0]) / data.MAX_POINTS
     tl_note = (f"<p class='note'>{len(df):,} patches"
                + (f", drawn as the maximum (and median) per {data.dur(bin_s)} bin" if len(df) > data.MAX_POINTS else "")
@@ -459,7 +460,7 @@ def build_report(site: Site, since_utc: float | None = None, top_n: int = 6, now
         _alarm_section(alarms, df),
         _novel_section(novel),
         _fault_section(site, df, alarms),
-        _devices_section(site, df, since_utc, now),
+        _devices_section(dev_table, gaps),
         _section("histogram", "Score distribution", hist + hist_note),
         _drift_section(df, recs, alarms),
         _patch_section(patches, top_n, cfg.machine),
