@@ -107,6 +107,10 @@ def _short(v: Any) -> str:
     return (s[:40] + "…") if len(s) > 41 else s
 
 
+# The operating-state model of calibration.states (StateModel.to_dict); its shapes are checked by from_dict.
+_STATES: dict = {"means": _list_of(_list_of(_num), 1), "covs": _list_of(_list_of(_list_of(_num)), 1),
+                 "shares": _list_of(_share, 1), "stretches": _list_of(_int), "limit": _num, "minutes": _nonneg}
+
 _SCHEMA: dict = {
     "format_version": _int,
     "id": _matches(ID_RE, "an id like 20261125T093000.123456Z"),
@@ -131,6 +135,7 @@ _SCHEMA: dict = {
         "known_faults": _optional(_map_of({"files": _list_of(_dict), "detection_rate": _share,
                                            "files_alarmed": _int})),
     },
+    "states": _optional(lambda v, where: None if v is None else _check(v, _STATES, where)),
     "shift_test": _optional({"shifted": _bool, "reasons": _list_of(_str), "superiority": _num,
                              "exceed_count": _int, "patches": _int}),
 }

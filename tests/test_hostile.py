@@ -171,6 +171,7 @@ RECORD_DAMAGE = {
     "string sample": lambda r: _set(r, ["baseline", "score_sample"], ["x"]) or r,
     "newer format": lambda r: _set(r, ["format_version"], 99) or r,
     "another id": lambda r: _set(r, ["id"], "20200101T000000.000000Z") or r,
+    "text in the state model": lambda r: _set(r, ["states"], {"means": "x"}) or r,
 }
 
 
