@@ -141,6 +141,17 @@ def _lock_dir(path: Path, blocking: bool = True) -> int | None:
     return fd
 
 
+def _claim_leftover(cand: Path) -> int | None:
+    """A locked fd of ``cand`` if it is a leftover of a killed run -- a real directory (not a link), older than
+    ``STALE_SECONDS``, that no live process holds locked -- else None."""
+    try:
+        if not cand.is_dir() or cand.is_symlink() or time.time() - cand.stat().st_mtime < STALE_SECONDS:
+            return None
+        return _lock_dir(cand, blocking=False)  # None: a running export/train owns it
+    except OSError:
+        return None
+
+
 def clean_leftovers(path: str | Path) -> list[Path]:
     """Remove what killed runs left beside ``path`` (``.<name>.tmp-*``, ``.<name>.old-*`` that no live process holds
     and that are older than a minute); if ``path`` is missing and an old copy was left between the two renames of
@@ -151,14 +162,9 @@ def clean_leftovers(path: str | Path) -> list[Path]:
         return done
     for pattern in (f".{path.name}.old-*", f".{path.name}.tmp-*"):
         for cand in sorted(path.parent.glob(pattern)):
-            try:
-                if not cand.is_dir() or cand.is_symlink() or time.time() - cand.stat().st_mtime < STALE_SECONDS:
-                    continue
-                fd = _lock_dir(cand, blocking=False)
-            except OSError:
-                continue
+            fd = _claim_leftover(cand)
             if fd is None:
-                continue  # a running export/train owns it
+                continue
             try:
                 if ".old-" in cand.name and not os.path.lexists(path):
                     os.replace(cand, path)  # killed between the fallback's two renames: the old one goes back
@@ -223,12 +229,7 @@ def scratch_dir(prefix: str, parent: str | Path | None = None) -> Iterator[Path]
     ``prefix`` that killed runs left in ``parent`` (the system temp directory by default) are removed first."""
     parent = Path(parent or tempfile.gettempdir())
     for cand in parent.glob(f"{prefix}*"):
-        try:
-            if not cand.is_dir() or cand.is_symlink() or time.time() - cand.stat().st_mtime < STALE_SECONDS:
-                continue
-            fd = _lock_dir(cand, blocking=False)
-        except OSError:
-            continue
+        fd = _claim_leftover(cand)
         if fd is not None:
             shutil.rmtree(cand, ignore_errors=True)
             os.close(fd)
