@@ -16,7 +16,9 @@ everywhere.
   and the one class hits of a fault classifier are judged by, :func:`hits_rule`). Every rule has ``kind``,
   ``onsets(scores, threshold)`` (where alarms start, for a whole sequence), ``stream(threshold)`` (a state whose
   ``update(score)`` returns True at an onset), ``to_dict()``/``from_dict()``, ``parse()``/``spelling``,
-  ``describe()`` and ``c_defines(prefix)`` (the constants of the generated C headers). :func:`rule_from_dict` and
+  ``describe()``, ``c_defines(prefix)`` (the constants of the generated C headers) and ``bound_to_scores`` (True when
+  its calibration holds statistics of one model's scores, as the windowed mean's centre and scale: the scores of
+  another model, e.g. an int8 export's, need that model's own rule, not just its threshold). :func:`rule_from_dict` and
   :func:`parse_rule` read any of them back.
 
 The false-alarm figures are the certificate's, in :mod:`calibration.threshold` (the m-of-n rule's tail fit; the
@@ -117,6 +119,7 @@ class AlarmRule(Protocol):
     """What every alarm rule provides (see the module docstring)."""
 
     kind: ClassVar[str]
+    bound_to_scores: ClassVar[bool]  # calibrated constants of one model's scores: another model's need its own rule
 
     def onsets(self, scores, threshold: float, inclusive: bool = False) -> np.ndarray: ...
 
@@ -140,6 +143,7 @@ class MOfN:
     m: int
     n: int
     kind: ClassVar[str] = "m_of_n"
+    bound_to_scores: ClassVar[bool] = False  # the threshold alone places it in a model's score domain
 
     def __post_init__(self) -> None:
         for name in ("m", "n"):
@@ -280,6 +284,7 @@ class WindowMean:
     scale: float | None = None
     limit: float | None = None
     kind: ClassVar[str] = "window_mean"
+    bound_to_scores: ClassVar[bool] = True  # centre and scale are one model's log-score statistics
 
     def __post_init__(self) -> None:
         n = _whole("n", self.n)

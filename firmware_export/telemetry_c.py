@@ -1,6 +1,6 @@
 """``humwatch_telemetry.h``: the fleet telemetry schema's constants for the C encoder (``frontend_ref/hw_telemetry.c``),
-generated from its owner :mod:`calibration.fleet.telemetry`, plus the device's birth message (its threshold and
-model, as JSON) and its site."""
+generated from its owner :mod:`calibration.fleet.telemetry`, plus the device's birth message (its threshold, alarm
+rule and model, as JSON) and its site."""
 
 from __future__ import annotations
 
@@ -17,9 +17,16 @@ def _c_string(s: str) -> str:
 
 
 def telemetry_header(site: str | None, threshold: float, model_hash: str, calibration_id: str | None,
-                     classes=(), banner: str = "") -> str:
-    """The text of ``humwatch_telemetry.h``; ``threshold`` is the device's (the int8 model's score domain)."""
-    birth = tm.Birth(float(threshold), "int8", model_hash, calibration_id or "", tuple(classes)).to_json().decode()
+                     classes=(), banner: str = "", *, rule) -> str:
+    """The text of ``humwatch_telemetry.h``; ``threshold`` and ``rule`` (an :mod:`anomaly.decision` rule, the export's
+    ``device_rule``) are the device's, in the int8 model's score domain; ``rule`` is keyword-only and required, so
+    that no caller forgets it (the ingest judges a scores-only device by it).
+
+    Raises:
+        TelemetryError: a rule the ingest could not apply (an uncalibrated windowed mean).
+    """
+    birth = tm.Birth(float(threshold), "int8", model_hash, calibration_id or "", tuple(classes),
+                     rule).to_json().decode()
     return f"""/* humwatch_telemetry.h: {banner}
  * Fleet telemetry schema v{tm.VERSION} (docs/fleet.md); the encoder is hw_telemetry.c. */
 #ifndef HUMWATCH_TELEMETRY_H

@@ -567,6 +567,13 @@ def test_export_of_a_window_mean_site_mirrors_its_rule_in_c(site_root, tmp_path)
     assert thr["alarm_m"] is None and "int8" in thr["device_rule_source"]
     header = (out / "humwatch_frontend.h").read_text()
     assert rule.c_defines("HW_ALARM") in header
+    # the device's birth message carries the same rule, so the ingest judges its scores by it (docs/fleet.md)
+    from calibration.fleet.telemetry import Birth
+
+    line = next(ln for ln in (out / "humwatch_telemetry.h").read_text().splitlines()
+                if ln.startswith("#define HW_TELEMETRY_BIRTH "))
+    birth = Birth.from_json(json.loads(line.split(" ", 2)[2]).encode())
+    assert (birth.threshold, birth.runtime, birth.rule) == (thr["int8"], "int8", rule) and rule != site_rule
     if GCC is None:
         pytest.skip("no gcc on this machine")
     exe = _build_hwref(out, tmp_path / "hwref")

@@ -213,3 +213,36 @@ def test_monitor_prints_one_line_per_alarm_when_not_a_terminal(site):
     assert lines and "site pump-1" in lines[0] and "b_cavitation.flac at" in lines[0] and "× threshold" in lines[0]
     assert "2026-11-21T08:00" in lines[0]
     assert "recording times from --start-time (1 file(s))" in r.output
+
+
+def test_monitor_publish_births_with_the_rule_it_applies(site, tmp_path):
+    """`monitor --publish`: the birth message names the threshold and the alarm rule the monitor applies (the
+    calibration's), and every patch says the monitor applies the rule itself."""
+    import shutil
+
+    from calibration.calibrate import calibration_rule
+    from calibration.fleet import telemetry as tm
+    from calibration.fleet.publish import TelemetrySink
+
+    s, d = site
+    copy = SiteStore(tmp_path / "sites")
+    shutil.copytree(s.dir, copy.root / s.name, ignore=shutil.ignore_patterns("scores.sqlite*", "alarms.jsonl"))
+    sent: list[tuple[str, bytes, bool]] = []
+
+    class Pub:
+        device = "edge-1"
+
+        def publish(self, topic, payload, retain=False):
+            sent.append((topic, payload, retain))
+            return True
+
+    with Monitor(copy.site(s.name), MonitorConfig(start_utc=1.7e9), sink=TelemetrySink(Pub(), s.name)) as mon:
+        mon.process_files([d / "audio" / "a_normal.flac"])
+    births = [(p, r) for t, p, r in sent if tm.parse_topic(t).suffix == tm.BIRTH_SUFFIX]
+    assert len(births) == 1 and births[0][1] is True
+    birth = tm.Birth.from_json(births[0][0])
+    cal = copy.site(s.name).calibration()
+    assert birth.rule == calibration_rule(cal) and birth.rule is not None
+    assert (birth.threshold, birth.runtime, birth.calibration) == (cal["threshold"]["threshold"], "float", cal["id"])
+    patches = [tm.decode(p) for t, p, _ in sent if tm.parse_topic(t).suffix == "p"]
+    assert len(patches) == 62 and all(m.device_rule for m in patches)

@@ -3,6 +3,7 @@ exported firmware (frontend_ref/hw_telemetry.c) byte for byte against the Python
 
 from __future__ import annotations
 
+import re
 import struct
 import subprocess
 
@@ -10,12 +11,15 @@ import numpy as np
 import pytest
 from helpers import GCC, build_c
 
+from anomaly.decision import MOfN, WindowMean
 from calibration.fleet import telemetry as tm
 from calibration.fleet.mqtt import BrokerError, broker, parse_url, read_credentials
 from firmware_export.frontend_ref import DIR as REF_DIR
 from firmware_export.telemetry_c import HEADER, SOURCES, telemetry_header
 
 NOW = 1_790_000_000.0
+# an int8 export's windowed-mean rule (firmware_export.export.device_rule): doubles that must survive JSON and C exactly
+INT8_RULE = WindowMean(120, 1).with_calibration(-3.0123456789012345, 0.1234567890123456, 1.5000000000000002)
 
 
 def test_patch_round_trip_and_size():
@@ -83,9 +87,48 @@ def test_topics():
 def test_birth_message():
     b = tm.Birth(0.25, "int8", "abc", "cal1", ("normal", "cavitation"))
     assert tm.Birth.from_json(b.to_json()) == b
-    for bad in (b"{", b'{"v":1}', b'{"v":1,"threshold":"x"}', b'{"v":1,"threshold":1,"runtime":"fp16"}'):
+    for bad in (b"{", b'{"v":1}', b'{"v":1,"threshold":"x"}', b'{"v":1,"threshold":1,"runtime":"fp16"}', b"[1]"):
         with pytest.raises(tm.TelemetryError):
             tm.Birth.from_json(bad)
+
+
+@pytest.mark.parametrize("rule", [INT8_RULE, WindowMean(60, 2).with_calibration(0.0, 1.0, 2.0), MOfN(3, 5)],
+                         ids=["window_mean_upward", "window_mean", "m_of_n"])
+def test_birth_message_with_its_alarm_rule(rule):
+    b = tm.Birth(0.0123, "int8", "abc", "cal1", ("normal",), rule)
+    back = tm.Birth.from_json(b.to_json())
+    assert back == b and back.rule.to_dict() == rule.to_dict()
+    if isinstance(rule, WindowMean):  # the same constants, to the last bit: the same decisions
+        assert (back.rule.centre, back.rule.scale, back.rule.limit_q) == (rule.centre, rule.scale, rule.limit_q)
+    # a birth message from before the field (the schema's version is unchanged): no rule, the site's applies
+    old = b'{"v":1,"threshold":0.0123,"runtime":"int8","model":"abc","calibration":"cal1","classes":[]}'
+    assert tm.Birth.from_json(old) == tm.Birth(0.0123, "int8", "abc", "cal1") and tm.Birth.from_json(old).rule is None
+    assert tm.Birth.from_json(old[:-1] + b',"rule":null}').rule is None
+
+
+@pytest.mark.parametrize("rule, why", [
+    ('"3/5"', "rule must be an alarm rule's JSON object, got '3/5'"),
+    ('{"kind":"median","n":5}', "unknown alarm rule kind 'median'"),
+    ('{"kind":"m_of_n","m":6,"n":5}', "6 of 5"),
+    ('{"kind":"m_of_n","m":3}', "needs whole numbers m and n"),
+    ('{"kind":"window_mean","n":120,"sides":2}', "has no calibration"),
+    ('{"kind":"window_mean","n":120,"centre":-3.0,"scale":0.1}', "centre, scale and limit go together"),
+    ('{"kind":"window_mean","n":120,"centre":-3.0,"scale":-0.1,"limit":1.5}', "scale -0.1"),
+    ('{"kind":"window_mean","n":120,"centre":-3.0,"scale":0.1,"limit":1.5,"z_scale":1000,"z_clamp":1000.0}',
+     "z_scale 1000"),
+])
+def test_birth_message_with_a_malformed_rule_is_refused(rule, why):
+    payload = b'{"v":1,"threshold":0.5,"runtime":"int8","rule":' + rule.encode() + b"}"
+    with pytest.raises(tm.TelemetryError, match=re.escape(why)) as e:
+        tm.Birth.from_json(payload)
+    assert e.value.reason == "malformed" and "birth message: rule" in str(e.value)
+
+
+def test_a_birth_message_with_an_uncalibrated_rule_is_never_written():
+    with pytest.raises(tm.TelemetryError, match="has no calibration"):
+        tm.Birth(0.5, "int8", rule=WindowMean(120, 2))
+    with pytest.raises(tm.TelemetryError, match="has no calibration"):
+        telemetry_header("pump-3", 0.5, "abc", None, rule=WindowMean(120, 2))
 
 
 def test_broker_url_and_credentials(tmp_path):
@@ -143,7 +186,7 @@ def c_encoder(tmp_path_factory):
         pytest.skip("no host gcc")
     d = tmp_path_factory.mktemp("telemetry_c")
     (d / HEADER).write_text(telemetry_header("pump-3", 0.125, "abc123", "20260101T000000.000000Z", ["a", "b"],
-                                             banner="test"))
+                                             banner="test", rule=INT8_RULE))
     (d / "main.c").write_text(HARNESS)
     for name in SOURCES:
         (d / name).write_bytes((REF_DIR / name).read_bytes())
@@ -176,8 +219,9 @@ def test_c_encoder_matches_python_byte_for_byte(c_encoder, case):
     assert bytes.fromhex(hex_c) == tm.encode(m)
     assert topic_c == tm.topic(site, "dev-1", kind)
     assert site_c == "pump-3"
-    assert tm.Birth.from_json(birth_c.encode()) == tm.Birth(0.125, "int8", "abc123", "20260101T000000.000000Z",
-                                                            ("a", "b"))
+    birth = tm.Birth.from_json(birth_c.encode())
+    assert birth == tm.Birth(0.125, "int8", "abc123", "20260101T000000.000000Z", ("a", "b"), INT8_RULE)
+    assert birth.rule.limit_q == INT8_RULE.limit_q and birth.rule.c_defines("R") == INT8_RULE.c_defines("R")
 
 
 def test_c_encoder_refuses_what_python_refuses(c_encoder):

@@ -2,7 +2,8 @@
 published at QoS 1 through a bounded buffer (:class:`calibration.fleet.mqtt.Publisher`).
 
 The monitor applies the site's alarm rule itself, so its patch messages carry the "device applies the rule" flag and
-it publishes its alarms; the ingest logs those instead of applying the rule again. Its boot number is the local score
+it publishes its alarms; the ingest logs those instead of applying the rule again. Its birth message names the
+threshold and the rule it applies. Its boot number is the local score
 log's run id (each monitor run starts a new sequence).
 """
 
@@ -21,9 +22,12 @@ class TelemetrySink:
         self.pub, self.site = publisher, site
         self.boot, self.seq = 0, 0
 
-    def start(self, run_id: int, threshold: float, model_hash: str, calibration_id: str, classes: list[str]) -> None:
+    def start(self, run_id: int, threshold: float, model_hash: str, calibration_id: str, classes: list[str],
+              rule=None) -> None:
+        """Publish the birth message (retained): the threshold and alarm rule (``rule``, an :mod:`anomaly.decision`
+        rule) the monitor applies, its model and calibration."""
         self.boot, self.seq = run_id & 0xFFFF, 0
-        birth = telemetry.Birth(threshold, "float", model_hash, calibration_id, tuple(classes))
+        birth = telemetry.Birth(threshold, "float", model_hash, calibration_id, tuple(classes), rule)
         self.pub.publish(telemetry.topic(self.site, self.pub.device, telemetry.BIRTH_SUFFIX), birth.to_json(),
                          retain=True)
 

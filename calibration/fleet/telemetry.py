@@ -24,7 +24,7 @@ Message layout, version 1, little-endian (22 bytes + the site name + the body)::
 
 Flags: bit 0 the score is over the device's threshold; bit 1 the score comes from the int8 runtime (compare with
 the int8 threshold of the export, not the float calibration's); bit 2 the device applies the alarm rule itself
-(it publishes alarm messages; the ingest then does not apply the site's rule to its scores).
+(it publishes alarm messages; the ingest then applies no rule to its scores).
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ import struct
 import time
 from dataclasses import dataclass, field
 
-from anomaly.errors import HumwatchError
+from anomaly.decision import AlarmRule, rule_from_dict
+from anomaly.errors import DecisionError, HumwatchError
 
 VERSION = 1
 PREFIX = "humwatch/v1"
@@ -211,23 +212,40 @@ def check_message(m: Message, topic_site: str, now: float | None = None, max_age
 # -- birth: the device's decision constants, JSON, retained ----------------------------------------------------------
 @dataclass(frozen=True)
 class Birth:
-    """What a device says about itself when it connects: its threshold (in its own score domain) and model."""
+    """What a device says about itself when it connects: its threshold and alarm rule (in its own score domain) and
+    its model.
+
+    ``rule`` is the alarm rule the device's scores are judged by (an :mod:`anomaly.decision` rule; in the JSON its
+    ``to_dict()``), optional: a birth message without one (written before the field existed) still parses, and the
+    ingest then judges the device by the site's rule where that is honest (docs/fleet.md). A rule that cannot be
+    applied (an uncalibrated windowed mean) is refused like a malformed one. The field is optional and an older
+    reader ignores it, so the schema version stays 1 (docs/fleet.md, "Versions").
+    """
 
     threshold: float
     runtime: str = "float"  # "float" (PyTorch/ONNX) or "int8"
     model_hash: str = ""
     calibration: str = ""
     classes: tuple[str, ...] = field(default_factory=tuple)
+    rule: AlarmRule | None = None
+
+    def __post_init__(self) -> None:
+        if self.rule is not None:
+            _applicable(self.rule, self.threshold)
 
     def to_json(self) -> bytes:
-        return json.dumps({"v": VERSION, "threshold": self.threshold, "runtime": self.runtime,
-                           "model": self.model_hash, "calibration": self.calibration,
-                           "classes": list(self.classes)}, separators=(",", ":")).encode()
+        d = {"v": VERSION, "threshold": self.threshold, "runtime": self.runtime, "model": self.model_hash,
+             "calibration": self.calibration, "classes": list(self.classes)}
+        if self.rule is not None:
+            d["rule"] = self.rule.to_dict()
+        return json.dumps(d, separators=(",", ":"), allow_nan=False).encode()
 
     @classmethod
     def from_json(cls, payload: bytes) -> Birth:
         try:
             d = json.loads(payload)
+            if not isinstance(d, dict):
+                raise ValueError(f"a JSON object expected, got {type(d).__name__}")
             if d.get("v") != VERSION:
                 raise ValueError(f"version {d.get('v')!r}")
             thr = d["threshold"]
@@ -239,9 +257,38 @@ class Birth:
             classes = d.get("classes", [])
             if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
                 raise ValueError("classes must be a list of names")
-            return cls(float(thr), runtime, str(d.get("model", "")), str(d.get("calibration", "")), tuple(classes))
+            rule = _rule_of(d["rule"]) if d.get("rule") is not None else None
+            return cls(float(thr), runtime, str(d.get("model", "")), str(d.get("calibration", "")), tuple(classes),
+                       rule)
+        except TelemetryError:
+            raise
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise TelemetryError("malformed", f"birth message: {e}") from None
+
+
+def _rule_of(d) -> AlarmRule:
+    """The alarm rule of a birth message's ``rule`` field (its ``to_dict()``), by its owner's reader."""
+    if not isinstance(d, dict):
+        raise TelemetryError("malformed", f"birth message: rule must be an alarm rule's JSON object, got {d!r:.80}")
+    try:
+        return rule_from_dict(d)
+    except DecisionError as e:
+        raise TelemetryError("malformed", f"birth message: rule {json.dumps(d)[:160]}: {e}") from None
+
+
+def _applicable(rule, threshold: float) -> None:
+    """Refuse a rule the ingest could not apply to the device's scores (e.g. a windowed mean without its calibration):
+    TelemetryError("malformed") naming the rule."""
+    if not callable(getattr(rule, "stream", None)) or not callable(getattr(rule, "to_dict", None)):
+        raise TelemetryError("malformed", f"birth message: rule {rule!r:.80} is not an alarm rule")
+    if getattr(rule, "calibrated", True) is False:
+        raise TelemetryError("malformed", f"birth message: rule {json.dumps(rule.to_dict())[:160]} has no calibration "
+                                          "(its centre, scale and limit on the device's scores): it cannot be applied")
+    try:
+        rule.stream(threshold)
+    except DecisionError as e:
+        raise TelemetryError("malformed", f"birth message: rule {json.dumps(rule.to_dict())[:160]} cannot be "
+                                          f"applied: {e}") from None
 
 
 def json_patch(m: Message) -> bytes:

@@ -121,10 +121,11 @@ class MonitorConfig:
 
 class Sink(Protocol):
     """Where a monitor also sends its scores and alarms (e.g. :class:`calibration.fleet.publish.TelemetrySink`,
-    ``monitor --publish``): ``start`` once per run, ``patches`` returns the patches' sequence numbers."""
+    ``monitor --publish``): ``start`` once per run (with the alarm rule the monitor applies), ``patches`` returns the
+    patches' sequence numbers."""
 
     def start(self, run_id: int, threshold: float, model_hash: str, calibration_id: str,
-              classes: list[str]) -> None: ...
+              classes: list[str], rule=None) -> None: ...
 
     def patches(self, t_utc: np.ndarray, scores: np.ndarray, exceeded: np.ndarray,
                 probs: np.ndarray | None) -> list[int]: ...
@@ -235,7 +236,7 @@ class Monitor:
                                           int(getattr(r, "m", 0)), int(r.n), source, c)
             if self.sink is not None:
                 self.sink.start(self.run.run_id, self.threshold, self.model_hash, self.calibration["id"],
-                                list(self.clf.classes) if self.clf is not None else [])
+                                list(self.clf.classes) if self.clf is not None else [], rule=r)
 
     def _top_bands(self, bands: np.ndarray) -> list[dict]:
         ref = self.band_baseline if self.band_baseline is not None else np.ones_like(bands)
