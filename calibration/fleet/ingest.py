@@ -6,11 +6,14 @@ committed. A message the ingest received but had not committed when it was kille
 after the restart, and a message the broker delivers twice (a QoS 1 resend) is logged once: the score log's rows are
 unique by (device, sequence number) (:meth:`calibration.monitoring.scorelog.ScoreLog.append_device`).
 
-Decisions come from their owners: the alarm rule is the rule object of the calibration in force
-(``calibrate.calibration_rule``, an :mod:`anomaly.decision` rule; the site's setting before any calibration), applied
-with ``rule.stream(threshold)`` when a device sends scores only; the threshold is the device's own (its birth message:
-e.g. the int8 threshold of an exported firmware) or else the site's current calibration. A device that applies the rule
-itself (flag in its messages) sends alarm messages, which are logged as they are.
+Decisions come from their owners: a device that sends scores only is judged by ``rule.stream(threshold)``, where
+``rule`` (an :mod:`anomaly.decision` rule) is the device's own from its birth message (an exported firmware's int8
+rule) or else the rule of the site's calibration in force (``calibrate.calibration_rule``; the site's setting before
+any calibration), and the threshold is the device's own (its birth message: e.g. the int8 threshold of an exported
+firmware) or else the site's current calibration. An int8 device whose birth message names no rule is refused when the
+site's rule is bound to the float model's scores (``rule.bound_to_scores``: a windowed mean's centre and scale): its
+scores cannot be judged by it. A device that applies the rule itself (flag in its messages) sends alarm messages,
+which are logged as they are.
 
 Nothing a device sends can stop the ingest: a malformed message, a message for an unknown or uncalibrated site, for
 another site than its topic's, or with an implausible time is counted by reason, logged (the first few of each kind
@@ -61,12 +64,13 @@ class IngestConfig:
 class _Device:
     run: Run | None = None
     run_key: tuple | None = None
-    rule: object = None
+    rule: object = None  # the rule's state (rule.stream(threshold))
+    applied: tuple = (None, "")  # the rule applied and whose it is ("device": its birth's; "site"), for the alarm
     last_key: int = -1  # the highest sequence key fed to the rule (and logged)
     last_t: float | None = None  # its patch time
     heard: float = 0.0  # wall clock of the last message
     silent_noted: bool = False
-    warm: list = field(default_factory=list)  # after a restart: its last logged (score, threshold), for the rule
+    resumed: bool = False  # logged by an earlier ingest: its first run replays its last logged scores into the rule
 
 
 @dataclass
@@ -247,7 +251,9 @@ class Ingest:
             return None
         try:
             if tp.suffix == telemetry.BIRTH_SUFFIX:
-                st.births[tp.device] = Birth.from_json(payload) if payload else st.births.pop(tp.device, None)
+                st.births.pop(tp.device, None)  # a birth it cannot read leaves none: no older constants apply
+                if payload:  # an empty retained message clears the birth
+                    st.births[tp.device] = Birth.from_json(payload)
                 self.counts["births"] += 1
                 return None
             m = telemetry.decode(payload, tp.device)
@@ -288,8 +294,7 @@ class Ingest:
             st = self.sites[name] = _Site(ScoreLog(site.dir / "scores.sqlite", commit_every=3600), rule, thr, cid,
                                           cal["model"]["hash"] if cal else "", mono)
             for dev, (key, t) in st.log.last_seq().items():  # resume: what is logged already was fed to the rule
-                st.devices[dev] = _Device(last_key=key, last_t=t, heard=time.time(),
-                                          warm=st.log.recent_device_scores(dev, max(MAX_WINDOW, rule.n)))
+                st.devices[dev] = _Device(last_key=key, last_t=t, heard=time.time(), resumed=True)
         else:
             st.rule, st.threshold, st.calibration_id, st.checked = rule, thr, cid, mono
             st.model_hash = cal["model"]["hash"] if cal else ""
@@ -307,18 +312,27 @@ class Ingest:
                                          "threshold (birth message)")
         else:
             thr, cid, model = st.threshold, st.calibration_id, st.model_hash
-        key = (thr, cid, model, st.rule)
+        own = birth is not None and birth.rule is not None
+        rule = birth.rule if own else st.rule
+        if (not own and not m.device_rule and rule.bound_to_scores
+                and (m.int8 or birth is not None and birth.runtime == "int8")):
+            raise TelemetryError("site", f"device {name!r} sends int8 scores but its birth message names no alarm "
+                                         f"rule, and the site's rule ({rule.short}) is calibrated on the float "
+                                         "model's scores (export the firmware again: its birth message carries the "
+                                         "int8 rule)")
+        key = (thr, cid, model, rule)
         if d.run_key != key:
             self._count_written(st.write_batch(name))  # the queued patches belong to the previous run
             classes = list(birth.classes) if birth and birth.classes else None
             clf = {"hash": "", "classes": classes, "thresholds": [float("nan")] * len(classes)} if classes else None
-            d.run = st.log.start_run(cid, model, thr, getattr(st.rule, "m", 0), getattr(st.rule, "n", 0),
-                                     f"mqtt:{name}", clf)
-            d.run_key, d.rule = key, st.rule.stream(thr)
-            for score, t in d.warm:  # continue the rule where the previous ingest stopped (no repeated onset)
-                if t == thr:
-                    d.rule.update(score)
-            d.warm = []
+            state = rule.stream(thr)
+            d.run = st.log.start_run(cid, model, thr, getattr(rule, "m", 0), rule.n, f"mqtt:{name}", clf)
+            d.run_key, d.rule, d.applied = key, state, (rule, "device" if own else "site")
+            if d.resumed:  # continue the rule where the previous ingest stopped (no repeated onset)
+                for score, t in st.log.recent_device_scores(name, max(MAX_WINDOW, rule.n)):
+                    if t == thr:
+                        d.rule.update(score)
+                d.resumed = False
         return d, thr
 
     def _log(self, st: _Site, site: str, device: str, m: telemetry.Message) -> None:
@@ -346,7 +360,7 @@ class Ingest:
         d.last_key, d.last_t = m.key, m.t_utc
         if not m.device_rule and d.rule.update(m.score):
             info = {"t_utc": m.t_utc, "site": site, "device": device, "kind": "anomaly", "score": m.score,
-                    "threshold": thr, "rule": st.rule.describe(), "source": "ingest"}
+                    "threshold": thr, "rule": d.applied[0].describe(), "rule_of": d.applied[1], "source": "ingest"}
             if st.log.alarm_device(d.run, device, m.key, m.t_utc, m.score, info):
                 self.counts["alarms"] += 1
 
