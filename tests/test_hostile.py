@@ -28,6 +28,7 @@ import pytest
 import soundfile as sf
 import torch
 from helpers import WIDE
+from legacy_scorelog import legacy_log
 from typer.testing import CliRunner
 
 from anomaly.atomic import atomic_dir, clean_leftovers
@@ -426,22 +427,12 @@ def test_one_writer_at_a_time(world, sites):
 def test_legacy_restart_duplicates_are_read_once(tmp_path):
     """A layout-3 log in which a monitor restarted before the fix scored the same file again: the readers keep one
     row per (file, offset, time), and one alarm per (time, score, kind)."""
-    path = tmp_path / "scores.sqlite"
-    con = sqlite3.connect(path)
-    con.executescript("""
-        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-        INSERT INTO meta VALUES ('schema_version', '3');
-        CREATE TABLE runs (run_id INTEGER PRIMARY KEY, started_utc REAL NOT NULL, calibration_id TEXT NOT NULL,
-            model_hash TEXT NOT NULL, threshold REAL NOT NULL, alarm_m INTEGER NOT NULL, alarm_n INTEGER NOT NULL,
-            source TEXT NOT NULL, classifier_hash TEXT, classes TEXT, class_thresholds TEXT);
-        CREATE TABLE scores (t_utc REAL NOT NULL, score REAL NOT NULL, over INTEGER NOT NULL, bands BLOB,
-            run_id INTEGER NOT NULL, file_id INTEGER, offset_s REAL, classes BLOB);
-        CREATE TABLE files (file_id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE);
-        CREATE TABLE alarms (t_utc REAL NOT NULL, run_id INTEGER NOT NULL, score REAL NOT NULL, info TEXT NOT NULL);
+    path = legacy_log(tmp_path / "scores.sqlite", 3, """
         INSERT INTO files VALUES (1, '/rec/a.flac');
         INSERT INTO runs VALUES (1, 1.75e9, 'c', 'm', 1.0, 3, 5, 'a', NULL, NULL, NULL);
         INSERT INTO runs VALUES (2, 1.75e9, 'c', 'm', 1.0, 3, 5, 'a', NULL, NULL, NULL);
     """)
+    con = sqlite3.connect(path)
     rows = [(1.75e9 + i * 0.96, 0.5 + (i == 3), int(i == 3), None, run, 1, i * 0.96, None)
             for run, n in ((1, 5), (2, 8)) for i in range(n)]  # run 2 re-scored the first 5 patches, then 3 more
     con.executemany("INSERT INTO scores VALUES (?,?,?,?,?,?,?,?)", rows)
@@ -527,22 +518,12 @@ def test_device_rows_are_refused_not_held_when_the_log_cannot_be_written(tmp_pat
 def test_layout_4_fleet_log_is_upgraded_in_place(tmp_path):
     """A log written by the fleet's layout 4 (devices, no logged_utc/events/recordings) is read as it is and upgraded
     in one transaction by the next writer, its device rows kept."""
-    path = tmp_path / "scores.sqlite"
-    log = ScoreLog(path, on_notice=lambda m: None)
-    run_ = log.start_run("c", "m", 1.0, 3, 5, "mqtt:dev-1")
-    log.append_device(run_, "dev-1", [1, 2], [T0, T0 + 0.96], [0.5, 2.0])
-    log.close()
-    con = sqlite3.connect(path)
-    con.executescript("""
-        DROP TABLE events; DROP TABLE recordings; DROP INDEX scores_device_seq; DROP INDEX alarms_device_seq;
-        CREATE TABLE s4 AS SELECT t_utc, score, over, bands, run_id, file_id, offset_s, classes, device_id, seq
-            FROM scores;
-        DROP TABLE scores; ALTER TABLE s4 RENAME TO scores;
-        CREATE TABLE a4 AS SELECT t_utc, run_id, score, info, device_id, seq FROM alarms;
-        DROP TABLE alarms; ALTER TABLE a4 RENAME TO alarms;
-        CREATE UNIQUE INDEX scores_device_seq ON scores(device_id, seq) WHERE seq IS NOT NULL;
-        UPDATE meta SET value = '4' WHERE key = 'schema_version';""")
-    con.close()
+    path = legacy_log(tmp_path / "scores.sqlite", 4, f"""
+        INSERT INTO devices VALUES (1, 'dev-1');
+        INSERT INTO runs VALUES (1, {T0}, 'c', 'm', 1.0, 3, 5, 'mqtt:dev-1', NULL, NULL, NULL);
+        INSERT INTO scores (t_utc, score, over, run_id, device_id, seq) VALUES ({T0}, 0.5, 0, 1, 1, 1),
+            ({T0 + 0.96}, 2.0, 1, 1, 1, 2);
+    """)
     assert list(read_scores(path)["seq"]) == [1, 2] and read_events(path).empty
     log = ScoreLog(path, on_notice=lambda m: None)
     assert log.last_seq() == {"dev-1": (2, T0 + 0.96)}

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from legacy_scorelog import legacy_log
 
 from anomaly.audio import find_audio
 from anomaly.detectors import fingerprint_files, fit_detector
@@ -161,14 +162,30 @@ def test_sigkill_loses_at_most_the_last_second(site, tmp_path):
 
 
 def test_log_of_another_layout_is_refused_in_one_line(tmp_path):
-    con = sqlite3.connect(tmp_path / "old.sqlite")
-    con.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-    con.execute("INSERT INTO meta VALUES ('schema_version', '1')")
-    con.commit()
-    con.close()
+    legacy_log(tmp_path / "old.sqlite", 1)
     for open_it in (lambda: ScoreLog(tmp_path / "old.sqlite"), lambda: read_scores(tmp_path / "old.sqlite")):
         with pytest.raises(SiteError, match="layout 1, this humwatch writes layout 5"):
             open_it()
+
+
+@pytest.mark.parametrize("version", [2, 3, 4])
+def test_every_older_layout_is_read_as_it_is_and_upgraded_by_a_writer(tmp_path, version):
+    path = legacy_log(tmp_path / "scores.sqlite", version, """
+        INSERT INTO files VALUES (1, '/rec/a.flac');
+        INSERT INTO runs (run_id, started_utc, calibration_id, model_hash, threshold, alarm_m, alarm_n, source)
+            VALUES (1, 1.75e9, 'c', 'm', 1.0, 3, 5, 'old');
+        INSERT INTO scores (t_utc, score, over, run_id, file_id, offset_s) VALUES (1.75e9, 0.5, 0, 1, 1, 0.0),
+            (1.75e9 + 0.96, 2.0, 1, 1, 1, 0.96);
+    """)
+    assert list(read_scores(path)["score"]) == [0.5, 2.0] and read_alarms(path).empty
+    log = ScoreLog(path, on_notice=lambda m: None)
+    resume = log.resume_point("/rec/a.flac", 1.75e9)  # the upgrade fills `recordings` from the old rows
+    log.close()
+    assert resume is not None and resume.patches == 2 and resume.last_offset_s == pytest.approx(0.96)
+    con = sqlite3.connect(path)
+    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "5"
+    con.close()
+    assert list(read_scores(path)["score"]) == [0.5, 2.0]
 
 
 def test_file_times_from_names_and_mtimes_are_logged_and_warned(site, tmp_path):

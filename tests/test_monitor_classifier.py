@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import assert_one_error_line, invoke
+from legacy_scorelog import legacy_log
 
 from anomaly.audio import file_log_mel, find_audio
 from anomaly.classify import ClassifyConfig, FaultClassifier
@@ -177,23 +178,10 @@ def test_a_changed_classifier_is_refused(world, tmp_path):
 
 
 def test_layout_2_log_is_upgraded_in_place(tmp_path):
-    path = tmp_path / "scores.sqlite"
-    con = sqlite3.connect(path)
-    con.executescript("""
-        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-        INSERT INTO meta VALUES ('schema_version', '2');
-        CREATE TABLE runs (run_id INTEGER PRIMARY KEY, started_utc REAL NOT NULL, calibration_id TEXT NOT NULL,
-            model_hash TEXT NOT NULL, threshold REAL NOT NULL, alarm_m INTEGER NOT NULL, alarm_n INTEGER NOT NULL,
-            source TEXT NOT NULL);
-        CREATE TABLE scores (t_utc REAL NOT NULL, score REAL NOT NULL, over INTEGER NOT NULL, bands BLOB,
-            run_id INTEGER NOT NULL, file_id INTEGER, offset_s REAL);
-        CREATE TABLE files (file_id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE);
-        CREATE TABLE alarms (t_utc REAL NOT NULL, run_id INTEGER NOT NULL, score REAL NOT NULL, info TEXT NOT NULL);
+    path = legacy_log(tmp_path / "scores.sqlite", 2, """
         INSERT INTO runs VALUES (1, 0, 'c1', 'm1', 1.0, 3, 5, 'old');
         INSERT INTO scores VALUES (100.0, 0.5, 0, NULL, 1, NULL, 0.0);
     """)
-    con.commit()
-    con.close()
     old = read_scores(path, classes=True)  # a layout-2 log is read as it is
     assert len(old) == 1 and not any(c.startswith("p_") for c in old.columns)
     log = ScoreLog(path)
