@@ -109,6 +109,7 @@ def site_list(sites_dir: SitesDir = None) -> None:
         from calibration.errors import SiteError
 
         store = _store(sites_dir)
+        store.check_root(must_exist=sites_dir is not None)  # the default store may not exist yet; a named one must
         names = store.names()
         if not names:
             console.print(f"no sites in {esc(store.root)} (create one with `humwatch site create NAME --model DIR`)")

@@ -671,9 +671,28 @@ class SiteStore:
     def site(self, name: str) -> Site:
         return Site(self.root, name)
 
+    def check_root(self, must_exist: bool = False) -> bool:
+        """Whether the store's folder exists (a store is created with its first site). SiteError when its path is
+        something other than a folder, or when nothing is there and ``must_exist`` (a store named explicitly);
+        StorageError when the system refuses to look."""
+        try:
+            is_dir = stat.S_ISDIR(os.stat(self.root).st_mode)
+        except (FileNotFoundError, NotADirectoryError):
+            if must_exist:
+                raise SiteError(f"{shown(self.root)}: no such site store (no folder there; `humwatch site create NAME "
+                                f"--model DIR --sites-dir {shown(self.root)}` creates it)") from None
+            return False
+        except OSError as e:
+            raise StorageError(f"{shown(self.root)}: cannot read the site store ({e.strerror})") from None
+        if not is_dir:
+            raise SiteError(f"{shown(self.root)}: not a folder (the site store is a folder holding one folder per "
+                            "site)")
+        return True
+
     def names(self) -> list[str]:
-        """Names of the site folders (a valid name and a ``site.toml`` in any state: damaged ones included)."""
-        if not self.root.is_dir():
+        """Names of the site folders (a valid name and a ``site.toml`` in any state: damaged ones included); none
+        when the store's folder does not exist yet (SiteError when its path is not a folder: :meth:`check_root`)."""
+        if not self.check_root():
             return []
         try:
             entries = list(self.root.iterdir())

@@ -14,6 +14,7 @@ import pytest
 from helpers import WIDE, assert_one_error_line, invoke
 from typer.testing import CliRunner
 
+from anomaly.errors import EXIT_ERROR
 from anomaly.simulate import SimConfig, write_audio
 from calibration.store import SiteStore
 from humwatch_cli import app
@@ -98,9 +99,29 @@ def test_site_create_and_list(model, tmp_path):
     assert "pump-3" in out and "not calibrated" in out and "now" in out
 
 
-def test_site_list_empty(tmp_path):
-    out = ok(invoke("site", "list", "--sites-dir", tmp_path / "none"))
-    assert "no sites in" in out and "humwatch site create" in out
+def test_site_list_of_the_default_store_before_it_exists(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # ./sites, the default store, is created with the first site
+    monkeypatch.delenv("HUMWATCH_SITES", raising=False)
+    out = ok(invoke("site", "list"))
+    assert "no sites in sites" in out and "humwatch site create" in out
+    (tmp_path / "sites").mkdir()
+    assert "no sites in" in ok(invoke("site", "list", "--sites-dir", tmp_path / "sites"))  # named, empty
+
+
+@pytest.mark.parametrize("make, needle", [
+    (lambda p: None, "no such site store"),
+    (lambda p: p.write_text("x"), "not a folder"),
+])
+def test_site_list_of_a_named_store_that_is_not_a_folder_is_an_error(tmp_path, make, needle):
+    """A --sites-dir (or HUMWATCH_SITES) that does not exist or is a file is most likely a typo: one error line,
+    exit 1, not 'no sites'."""
+    bad = tmp_path / "sites.toml"
+    make(bad)
+    line = assert_one_error_line(invoke("site", "list", "--sites-dir", bad), needle, str(bad),
+                                 exit_code=EXIT_ERROR)
+    assert "no sites" not in line
+    r = CliRunner().invoke(app, ["site", "list"], env={**WIDE, "HUMWATCH_SITES": str(bad)})
+    assert_one_error_line(r, needle, str(bad), exit_code=EXIT_ERROR)
 
 
 def test_sites_dir_from_env(model, tmp_path):

@@ -285,6 +285,19 @@ def test_names_ignores_junk(store, tmp_path):
 
 def test_names_of_missing_root(tmp_path):
     assert SiteStore(tmp_path / "nothing").names() == []
+    assert SiteStore(tmp_path / "nothing").check_root() is False
+    with pytest.raises(SiteError, match="nothing: no such site store"):
+        SiteStore(tmp_path / "nothing").check_root(must_exist=True)
+
+
+def test_a_root_that_is_not_a_folder_is_refused(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SiteError, match="file: not a folder"):
+        SiteStore(tmp_path / "file").names()
+    below = SiteStore(tmp_path / "file" / "below")  # under a file: nothing can be there
+    assert below.names() == []
+    with pytest.raises(SiteError, match="below: no such site store"):
+        below.check_root(must_exist=True)
 
 
 def test_env_var_picks_the_root(monkeypatch, tmp_path):
