@@ -14,7 +14,8 @@
 * **Novelty**: the distance of a patch's smoothed features to the nearest state (Mahalanobis under that state's
   covariance, variances floored at :data:`VAR_FLOOR_DB`); the limit is the calibration's 99.9 % distance ×
   :data:`MARGIN`. A *novel-state event* starts when the distance stays above the limit for :data:`MIN_PATCHES`
-  patches in a row (:class:`NoveltyTracker`, what monitoring runs).
+  patches in a row (:class:`NoveltyTracker`, what monitoring runs). Its state depends on the last :data:`MEMORY`
+  patches only, so a restarted monitor resumes it from their group levels (logged with every score).
 
 Policy (docs/calibration.md): a novel state is a *notice* of its own kind, never an anomaly alarm and never a reason
 to suppress one. A fault can sound like a new state (on the simulated fleet 6–18 of 24 faults per type were also
@@ -37,6 +38,7 @@ VAR_FLOOR_DB = 0.5
 QUANTILE = 0.999
 MARGIN = 2.5  # measured: 0.25 novel-state events per site-day on normal drift (1.5: 4.6)
 MIN_PATCHES = 30
+MEMORY = SMOOTH + MIN_PATCHES - 1  # a tracker fed the last MEMORY patches is in the state all of them would give
 MIN_STATE_MINUTES = 5.0
 MIN_SHARE = 0.02  # a component with less of the time is a transition between states: merged into its nearest
 DB = 20.0 / np.log(10.0)  # natural-log amplitude -> dB
@@ -171,7 +173,13 @@ class NoveltyTracker:
         self.feats: np.ndarray | None = None
 
     def update(self, band_levels_row: np.ndarray) -> bool:
-        self.recent.append(group_levels(np.asarray(band_levels_row)[None, :])[0])
+        """Add one patch's band levels ``[n_mels]``; True when a novel-state event starts here."""
+        return self.update_groups(group_levels(np.asarray(band_levels_row)[None, :])[0])
+
+    def update_groups(self, groups_row: np.ndarray) -> bool:
+        """Add one patch's group levels ``[GROUPS]`` (:func:`group_levels`: what the score log keeps, so that a
+        restarted monitor replays them); True when a novel-state event starts here."""
+        self.recent.append(np.asarray(groups_row, np.float64))
         self.feats = np.mean(self.recent, axis=0)
         d, _ = self.model.distance(self.feats)
         self.run = self.run + 1 if d[0] > self.model.limit else 0

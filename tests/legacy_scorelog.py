@@ -20,6 +20,7 @@ _ALARMS = "t_utc REAL NOT NULL, run_id INTEGER NOT NULL, score REAL NOT NULL, in
 _ADDED_COLUMNS = {
     3: {"runs": "classifier_hash TEXT, classes TEXT, class_thresholds TEXT", "scores": "classes BLOB"},
     4: {"scores": "device_id INTEGER, seq INTEGER", "alarms": "device_id INTEGER, seq INTEGER"},
+    5: {"scores": "logged_utc INTEGER", "alarms": "logged_utc INTEGER"},
 }
 _ADDED_TABLES = {
     4: """
@@ -31,8 +32,14 @@ _ADDED_TABLES = {
         CREATE TABLE gaps (device_id INTEGER NOT NULL, t_start REAL NOT NULL, t_end REAL, noted_utc REAL NOT NULL,
             PRIMARY KEY (device_id, t_start));
     """,
+    5: """
+        CREATE TABLE events (t_utc REAL NOT NULL, logged_utc INTEGER NOT NULL, run_id INTEGER, kind TEXT NOT NULL,
+            info TEXT NOT NULL);
+        CREATE TABLE recordings (file_id INTEGER NOT NULL, t0_utc REAL NOT NULL, last_offset_s REAL NOT NULL,
+            patches INTEGER NOT NULL, PRIMARY KEY (file_id, t0_utc));
+    """,
 }
-LAYOUTS = (1, 2, 3, 4)
+LAYOUTS = (1, 2, 3, 4, 5)
 
 
 def layout_sql(version: int) -> str:

@@ -49,7 +49,7 @@ from anomaly.simulate import SimConfig, simulate, write_audio
 from anomaly.train import TrainConfig
 from calibration.calibrate import CalibrationRequest, calibrate
 from calibration.monitoring.monitor import Monitor, MonitorConfig
-from calibration.monitoring.scorelog import ScoreLog, read_alarms, read_events, read_scores
+from calibration.monitoring.scorelog import SCHEMA_VERSION, ScoreLog, read_alarms, read_events, read_scores
 from calibration.store import SiteConfig, SiteStore
 from humwatch_cli import app
 
@@ -529,7 +529,7 @@ def test_layout_4_fleet_log_is_upgraded_in_place(tmp_path):
     assert log.last_seq() == {"dev-1": (2, T0 + 0.96)}
     log.close()
     con = sqlite3.connect(path)
-    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "5"
+    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
     con.close()
     assert list(read_scores(path)["device"]) == ["dev-1", "dev-1"]
 

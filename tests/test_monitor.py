@@ -27,7 +27,7 @@ from anomaly.train import TrainConfig
 from calibration.calibrate import CalibrationRequest, calibrate
 from calibration.errors import SiteError
 from calibration.monitoring.monitor import Monitor, MonitorConfig, MonitorWarning
-from calibration.monitoring.scorelog import ScoreLog, read_alarms, read_scores
+from calibration.monitoring.scorelog import SCHEMA_VERSION, ScoreLog, read_alarms, read_scores
 from calibration.store import SiteConfig, SiteStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,19 +113,21 @@ def test_retention_counts_from_when_rows_were_logged(tmp_path):
     assert len(read_scores(tmp_path / "s.sqlite")) == 0
 
 
-def test_bytes_per_row_supports_the_documented_size(tmp_path):
+@pytest.mark.parametrize("states, most", [(False, 220), (True, 250)])
+def test_bytes_per_row_supports_the_documented_size(tmp_path, states, most):
+    """docs: ~200 bytes a row (~18 MB a day), ~240 with the novel-state tracker's levels (~20 MB a day)."""
     log = ScoreLog(tmp_path / "s.sqlite")
     run = log.start_run("c", "m", 1.0, 3, 5, "x")
     n = 20000
     rng = np.random.default_rng(0)
     log.append(run, 1.7e9 + np.arange(n) * 0.96, rng.random(n), rng.random((n, 64)), "/data/site/rec.flac",
-               np.arange(n) * 0.96)
+               np.arange(n) * 0.96, levels=rng.normal(-3.0, 1.0, (n, 8)) if states else None)
     log.close()
     con = sqlite3.connect(tmp_path / "s.sqlite")
     con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     con.close()
     per_row = (tmp_path / "s.sqlite").stat().st_size / n
-    assert per_row < 220  # docs: ~200 bytes a row, ~18 MB a day
+    assert most - 40 < per_row < most
 
 
 @pytest.mark.skipif(not HUMWATCH.exists(), reason="humwatch console script not installed")
@@ -164,28 +166,36 @@ def test_sigkill_loses_at_most_the_last_second(site, tmp_path):
 def test_log_of_another_layout_is_refused_in_one_line(tmp_path):
     legacy_log(tmp_path / "old.sqlite", 1)
     for open_it in (lambda: ScoreLog(tmp_path / "old.sqlite"), lambda: read_scores(tmp_path / "old.sqlite")):
-        with pytest.raises(SiteError, match="layout 1, this humwatch writes layout 5"):
+        with pytest.raises(SiteError, match=f"layout 1, this humwatch writes layout {SCHEMA_VERSION}"):
             open_it()
 
 
-@pytest.mark.parametrize("version", [2, 3, 4])
+@pytest.mark.parametrize("version", [2, 3, 4, 5])
 def test_every_older_layout_is_read_as_it_is_and_upgraded_by_a_writer(tmp_path, version):
-    path = legacy_log(tmp_path / "scores.sqlite", version, """
+    progress = "INSERT INTO recordings VALUES (1, 1.75e9, 0.96, 2);" if version >= 5 else ""
+    path = legacy_log(tmp_path / "scores.sqlite", version, f"""
         INSERT INTO files VALUES (1, '/rec/a.flac');
         INSERT INTO runs (run_id, started_utc, calibration_id, model_hash, threshold, alarm_m, alarm_n, source)
             VALUES (1, 1.75e9, 'c', 'm', 1.0, 3, 5, 'old');
         INSERT INTO scores (t_utc, score, over, run_id, file_id, offset_s) VALUES (1.75e9, 0.5, 0, 1, 1, 0.0),
             (1.75e9 + 0.96, 2.0, 1, 1, 1, 0.96);
+        {progress}
     """)
     assert list(read_scores(path)["score"]) == [0.5, 2.0] and read_alarms(path).empty
     log = ScoreLog(path, on_notice=lambda m: None)
-    resume = log.resume_point("/rec/a.flac", 1.75e9)  # the upgrade fills `recordings` from the old rows
-    log.close()
+    resume = log.resume_point("/rec/a.flac", 1.75e9)  # before layout 5, the upgrade fills `recordings`
     assert resume is not None and resume.patches == 2 and resume.last_offset_s == pytest.approx(0.96)
+    assert resume.recent_scores == [0.5, 2.0] and resume.recent_levels == [None, None]  # no levels before layout 6
+    run = log.start_run("c", "m", 1.0, 3, 5, "new")
+    log.append(run, 1.75e9 + np.array([1.92]), np.array([1.0]), None, "/rec/a.flac", np.array([1.92]),
+               levels=np.full((1, 8), -3.0))
+    resume = log.resume_point("/rec/a.flac", 1.75e9)
+    log.close()
+    assert resume.patches == 3 and np.frombuffer(resume.recent_levels[-1], "<f4").tolist() == [-3.0] * 8
     con = sqlite3.connect(path)
-    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "5"
+    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
     con.close()
-    assert list(read_scores(path)["score"]) == [0.5, 2.0]
+    assert list(read_scores(path)["score"]) == [0.5, 2.0, 1.0]
 
 
 def test_file_times_from_names_and_mtimes_are_logged_and_warned(site, tmp_path):

@@ -4,11 +4,19 @@ monitor, and recalibration refusing a new state that comes with a score shift (i
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
+from anomaly.atomic import FAILPOINT_ENV
 from anomaly.audio import file_patches
 from anomaly.decision import DEFAULT_RULE
 from anomaly.detectors import fingerprint_files, fit_detector
@@ -19,12 +27,13 @@ from anomaly.train import TrainConfig
 from calibration.calibrate import CalibrationRequest, calibrate, calibration_rule, recalibrate
 from calibration.errors import ShiftRefused
 from calibration.monitoring.monitor import Monitor, MonitorConfig
-from calibration.monitoring.scorelog import read_alarms
+from calibration.monitoring.scorelog import NOVEL_STATE, read_alarms
 from calibration.report.data import split_novel
 from calibration.states import DB, MIN_PATCHES, StateModel, fit_states, group_levels
 from calibration.store import SiteConfig, SiteStore
 
 PATCH_S = 0.96
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _levels(n: int, offset_db: np.ndarray | float = 0.0, seed: int = 0) -> np.ndarray:
@@ -142,3 +151,74 @@ def test_recalibration_refuses_a_new_state_that_comes_with_a_score_shift(model, 
 
 def _band_levels(path) -> np.ndarray:
     return np.asarray(file_patches(path, DEFAULT_PARAMS)[1]).mean(axis=1)
+
+
+# -- a restarted monitor: the rule and the novel-state tracker resume where the log stops ---------------------------
+def _events(site) -> list[tuple[str, float]]:
+    df = read_alarms(site.dir / "scores.sqlite")
+    return [(i.get("kind"), round(t, 3)) for t, i in zip(df["t_utc"], df["info"], strict=True)]
+
+
+@pytest.fixture(scope="module")
+def restart_world(model, tmp_path_factory):
+    """A calibrated site (quiet pump), audio that turns into an unheard state after a minute (the factory), and the
+    notices and alarms of one uninterrupted run over it."""
+    d = tmp_path_factory.mktemp("restart")
+    site, _ = _site(model[0], d, "pump-k")
+    shutil.copytree(site.dir.parent, d / "fresh")  # the calibrated site before any monitoring, for each case
+    audio = np.r_[simulate(SimConfig("pump", "none", 0, "quiet", seed=341), 60.0),
+                  simulate(SimConfig("pump", "none", 0, "factory", seed=342), 150.0, start_s=60.0)]
+    full = d / "rec.flac"
+    sf.write(full, audio, 16000, subtype="PCM_16")
+    with Monitor(site, MonitorConfig(start_utc=1.7e9)) as mon:
+        mon.process_files([full])
+    reference = _events(site)
+    return d, audio, reference
+
+
+@pytest.mark.parametrize("case", ["during the run-up", "after the notice", "in an alarm"])
+def test_a_restarted_monitor_neither_repeats_nor_misses_notices_and_alarms(restart_world, tmp_path, case):
+    """A monitor stopped after patch K (the log holds patches 0..K; emulated by monitoring the first K patches of the
+    recording) and started again on the whole recording resumes it where the log stops: the alarm rule and the
+    novel-state tracker are brought to their state there, so the log ends with exactly the notices and alarms of an
+    uninterrupted run (no repeat of one raised before the stop, none missed that was building up across it)."""
+    d, audio, reference = restart_world
+    notice = next(t for k, t in reference if k == NOVEL_STATE)
+    alarms = [t for k, t in reference if k == "anomaly"]
+    assert alarms and alarms[0] > notice + 20 * PATCH_S  # the recording gives a notice, then an alarm
+    at = {"during the run-up": notice - 12 * PATCH_S, "after the notice": notice + 20 * PATCH_S,
+          "in an alarm": alarms[0] + 5 * PATCH_S}[case]
+    store = tmp_path / "sites"
+    shutil.copytree(d / "fresh", store)
+    site = SiteStore(store).site("pump-k")
+    rec = tmp_path / "rec.flac"
+    cut = int(round((at - 1.7e9) * 16000)) + 16000  # the patch at `at` and the second after it
+    sf.write(rec, audio[:cut], 16000, subtype="PCM_16")
+    with Monitor(site, MonitorConfig(start_utc=1.7e9)) as mon:
+        mon.process_files([rec])
+    sf.write(rec, audio, 16000, subtype="PCM_16")
+    with Monitor(site, MonitorConfig(start_utc=1.7e9)) as mon:
+        state = mon.process_files([rec])
+    assert state.resumed > 0 and state.patches > 0
+    assert _events(site) == reference
+
+
+def test_a_monitor_killed_after_a_notice_does_not_repeat_it(restart_world, tmp_path):
+    """SIGKILL right after a novel-state notice is logged (HUMWATCH_FAILPOINT); the restarted `humwatch monitor`
+    resumes the recording without a second notice, and the log and alarms.jsonl end as an uninterrupted run's."""
+    d, _, reference = restart_world
+    store = tmp_path / "sites"
+    shutil.copytree(d / "fresh", store)
+    args = ["monitor", "--site", "pump-k", "--from", d / "rec.flac", "--start-time", "2023-11-14T22:13:20Z",
+            "--sites-dir", store]  # 1.7e9, the reference run's start
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "humwatch_cli", *map(str, args)]
+    r = subprocess.run(cmd, env={**env, FAILPOINT_ENV: "monitor:novel-state-logged"}, capture_output=True,
+                       timeout=300)
+    site = SiteStore(store).site("pump-k")
+    assert r.returncode == -signal.SIGKILL and [k for k, _ in _events(site)] == [NOVEL_STATE]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "already in the log" in r.stdout and _events(site) == reference
+    lines = [json.loads(x) for x in (site.dir / "alarms.jsonl").read_text().splitlines()]
+    assert [x["kind"] for x in lines] == [k for k, _ in reference]

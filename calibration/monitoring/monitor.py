@@ -14,8 +14,9 @@ Start-up checks everything before any audio is read (:meth:`MonitorConfig.check`
 the --on-alarm command parsed and found, the retention). A file that cannot be scored -- unreadable, not audio,
 samples far outside full scale, a time that cannot be right -- is skipped with a warning naming it; the others are
 scored. A file (same path and start time) the log already holds, in part or whole, is resumed where the log stops,
-the alarm rule brought to the state it had there. When the log or alarms.jsonl cannot be written (disk full),
-scoring goes on and both are held in memory (:mod:`calibration.monitoring.scorelog`).
+the alarm rules (over their whole window) and the novel-state tracker brought to the state they had there. When the
+log or alarms.jsonl cannot be written (disk full), scoring goes on and both are held in memory
+(:mod:`calibration.monitoring.scorelog`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from typing import Protocol
 
 import numpy as np
 
+from anomaly.atomic import failpoint
 from anomaly.audio import audio_info, iter_blocks
 from anomaly.decision import hits_rule, over
 from anomaly.errors import AudioError, DataError, HumwatchWarning, shown
@@ -45,8 +47,8 @@ from anomaly.recording_time import FileTime, TimePolicy, assign_times, check_rea
 from anomaly.vocabulary import band_hint
 from calibration.calibrate import calibration_rule, site_classifier, site_detector
 from calibration.errors import CalibrationError, SiteError
-from calibration.monitoring.scorelog import DEFAULT_RETENTION_DAYS, NOVEL_STATE, Resume, ScoreLog
-from calibration.states import StateModel
+from calibration.monitoring.scorelog import DEFAULT_RETENTION_DAYS, LEVELS_DTYPE, NOVEL_STATE, Resume, ScoreLog
+from calibration.states import GROUPS, MEMORY, StateModel, group_levels
 from calibration.store import Site
 
 EARLIEST_START = datetime(2000, 1, 1, tzinfo=UTC).timestamp()  # recordings before this are a typo
@@ -158,6 +160,22 @@ class MonitorState:
     last_novel: dict | None = None
 
 
+@dataclass
+class _Batch:
+    """One block's scored patches while the rules decide on them; ``logged``: how many are in the log's hands."""
+
+    file: str | None
+    ts: np.ndarray
+    offs: np.ndarray
+    scores: np.ndarray
+    bands: np.ndarray | None
+    probs: np.ndarray | None
+    levels: np.ndarray | None
+    seqs: list
+    at: int = 0  # the patch being decided
+    logged: int = 0
+
+
 def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
 
@@ -197,6 +215,8 @@ class Monitor:
         states = self.calibration.get("states")
         # novel-state notices (a calibration made before #14 has no states: none are raised)
         self.novelty = StateModel.from_dict(states).tracker() if isinstance(states, dict) else None
+        # how many of a resumed file's last patches bring the rules and the tracker to their state
+        self.resume_window = max(self.alarm_rule.n, MEMORY if self.novelty is not None else 0)
         self.log = ScoreLog(site.dir / "scores.sqlite", on_notice=self._notice)
         try:
             self.log.prune(cfg.retention_days)
@@ -207,6 +227,7 @@ class Monitor:
         self._alarm_lines: list[str] = []  # alarms.jsonl lines not written yet (disk full)
         self._alarm_file_blocked: str | None = None
         self.run = None
+        self._batch: _Batch | None = None  # the patches being decided (logged once decided)
         self._time: FileTime | None = None  # the time of the file being scored (None: live input, the clock)
 
     def __enter__(self) -> Monitor:
@@ -308,7 +329,11 @@ class Monitor:
             self._run_hook(info)
 
     def _log_event(self, t: float, score: float, info: dict) -> None:
-        """An alarm or notice into the score log and alarms.jsonl (each held in memory while it cannot be written)."""
+        """An alarm or notice into the score log -- committed with the patches decided so far, its own included, so
+        that a restart neither repeats nor loses it -- and alarms.jsonl (each held in memory while it cannot be
+        written)."""
+        if self._batch is not None:
+            self._log_rows(self._batch.at + 1, commit=False)
         self.log.alarm(self.run, t, score, info)
         self._alarm_lines.append(json.dumps(info) + "\n")
         self._flush_alarm_lines()
@@ -324,6 +349,7 @@ class Monitor:
                 "advice": "the site sounds unlike anything the calibration heard: inspect it; if the machine is "
                           "healthy, recalibrate with this state included (a fault can sound like a new state)"}
         self._log_event(t, score, info)
+        failpoint("monitor:novel-state-logged")  # the crash tests kill here: a restart must not repeat it
         self.state.novel_states += 1
         self.state.last_novel = info
         if self.cfg.on_alarm_line:
@@ -405,38 +431,7 @@ class Monitor:
                 self.state.resumed += int((~new).sum())
                 X, offs = X[new], offs[new]
             if len(X):
-                sc, bands = self.det.score_with_bands(X)
-                if not np.isfinite(sc).all():
-                    at = float(offs[int(np.argmax(~np.isfinite(sc)))])
-                    raise AudioError(f"{shown(file or 'input')}: the model gives a NaN or infinite score at {at:.1f} s "
-                                     "(audio far outside what it was trained on)")
-                probs = None if self.clf is None else self.clf.probabilities_of_logits(self.clf.logits_of_patches(X))
-                ts = t0 + offs
-                self.log.append(self.run, ts, sc, bands, file, offs, probs)
-                exceeded = over(sc, self.threshold)
-                seqs = self.sink.patches(ts, sc, exceeded, probs) if self.sink is not None else [None] * len(sc)
-                levels = X.mean(axis=1) if self.novelty is not None else None  # band levels, for novel states
-                for i, s in enumerate(sc):
-                    self.state.recent.append(float(s))
-                    self.state.patches += 1
-                    b = None if bands is None else bands[i]
-                    if probs is not None:
-                        self.window.append((bool(exceeded[i]), probs[i]))
-                        self._note_top_class(probs[i])
-                    p_i = None if probs is None else probs[i]
-                    if levels is not None:
-                        if self.novelty.update(levels[i]):
-                            self._raise_novel(float(ts[i]), float(s), file, float(offs[i]))
-                        self.state.in_novel_state = self.novelty.active
-                    if self.rule.update(s):
-                        self._raise_alarm(float(ts[i]), float(s), b, file, float(offs[i]), seq=seqs[i], probs=p_i)
-                    if probs is not None:
-                        for c, (k, rule) in self.class_rules.items():
-                            if rule.update(probs[i, k]):
-                                self._raise_alarm(float(ts[i]), float(s), b, file, float(offs[i]), "classifier", c,
-                                                  seqs[i], p_i)
-                    self.state.in_alarm = self.rule.active or (
-                        probs is not None and any(r.active for _, r in self.class_rules.values()))
+                self._score_patches(X, t0 + offs, offs, file)
             self.state.audio_seconds += block.size / p.sample_rate
             if self.on_update:
                 self.on_update(self.state)
@@ -447,9 +442,77 @@ class Monitor:
         self.log.maybe_commit(force=True)
         self._flush_alarm_lines()
 
+    def _score_patches(self, X: np.ndarray, ts: np.ndarray, offs: np.ndarray, file: str | None) -> None:
+        """Score patches, apply the rules and the novel-state tracker, log them. A patch is logged once the decisions
+        on it are made, in one transaction with the first alarm or notice it raises (:meth:`_log_event`): a monitor
+        killed at any point resumes with none of them repeated or lost (but for a second event on the same patch,
+        committed right after the first)."""
+        sc, bands = self.det.score_with_bands(X)
+        if not np.isfinite(sc).all():
+            at = float(offs[int(np.argmax(~np.isfinite(sc)))])
+            raise AudioError(f"{shown(file or 'input')}: the model gives a NaN or infinite score at {at:.1f} s "
+                             "(audio far outside what it was trained on)")
+        probs = None if self.clf is None else self.clf.probabilities_of_logits(self.clf.logits_of_patches(X))
+        # the novel-state tracker's input, as logged (float32), so that a restart replays the same values
+        levels = None if self.novelty is None else group_levels(X.mean(axis=1)).astype(LEVELS_DTYPE)
+        exceeded = over(sc, self.threshold)
+        seqs = self.sink.patches(ts, sc, exceeded, probs) if self.sink is not None else [None] * len(sc)
+        self._batch = _Batch(file, ts, offs, sc, bands, probs, levels, seqs)
+        try:
+            for i in range(len(sc)):
+                self._batch.at = i
+                self._decide(i, bool(exceeded[i]))
+            self._log_rows(len(sc), commit=True)
+        finally:
+            self._batch = None
+
+    def _decide(self, i: int, exceeded: bool) -> None:
+        """The novel-state tracker and the alarm rules on patch ``i`` of the batch (raising what they start)."""
+        b = self._batch
+        s, t, off = float(b.scores[i]), float(b.ts[i]), float(b.offs[i])
+        self.state.recent.append(s)
+        self.state.patches += 1
+        bands = None if b.bands is None else b.bands[i]
+        p_i = None if b.probs is None else b.probs[i]
+        if p_i is not None:
+            self.window.append((exceeded, p_i))
+            self._note_top_class(p_i)
+        if b.levels is not None:
+            if self.novelty.update_groups(b.levels[i]):
+                self._raise_novel(t, s, b.file, off)
+            self.state.in_novel_state = self.novelty.active
+        if self.rule.update(s):
+            self._raise_alarm(t, s, bands, b.file, off, seq=b.seqs[i], probs=p_i)
+        if p_i is not None:
+            for c, (k, rule) in self.class_rules.items():
+                if rule.update(p_i[k]):
+                    self._raise_alarm(t, s, bands, b.file, off, "classifier", c, b.seqs[i], p_i)
+        self.state.in_alarm = self.rule.active or (
+            p_i is not None and any(r.active for _, r in self.class_rules.values()))
+
+    def _log_rows(self, upto: int, commit: bool) -> None:
+        """Log the batch's patches not logged yet, up to ``upto`` (excluded); ``commit``: let the log commit them
+        now (else they are committed with the next alarm or notice)."""
+        b = self._batch
+        if b is None or upto <= b.logged:
+            return
+        s = slice(b.logged, upto)
+        self.log.append(self.run, b.ts[s], b.scores[s], None if b.bands is None else b.bands[s], b.file, b.offs[s],
+                        None if b.probs is None else b.probs[s], None if b.levels is None else b.levels[s],
+                        commit=commit)
+        b.logged = upto
+
     def _prime(self, resume: Resume) -> None:
-        """Bring the alarm rules to their state at the end of what the log holds (the last scores of the file and,
-        with a classifier of the same classes, its probabilities), without raising alarms again."""
+        """Bring the alarm rules and the novel-state tracker to their state at the end of what the log holds (the
+        file's last scores, probabilities of a classifier of the same classes, group levels), raising nothing again."""
+        self._prime_rules(resume)
+        if self.novelty is not None:
+            for blob in resume.recent_levels:  # rows logged before layout 6 have none: nothing to resume from
+                if blob is not None and len(blob) == GROUPS * np.dtype(LEVELS_DTYPE).itemsize:
+                    self.novelty.update_groups(np.frombuffer(blob, LEVELS_DTYPE))
+            self.state.in_novel_state = self.novelty.active
+
+    def _prime_rules(self, resume: Resume) -> None:
         n_classes = None if self.clf is None else len(self.clf.classes)
         for s, blob in zip(resume.recent_scores, resume.recent_classes, strict=True):
             self.rule.update(s)
@@ -506,7 +569,7 @@ class Monitor:
         path = str(Path(f).resolve())  # absolute: the report re-reads top patches
         self._start(path)
         self.log.file_time(self.run, path, t0, ft.duration_s, ft.source, ft.detail)
-        resume = self.log.resume_point(path, t0)
+        resume = self.log.resume_point(path, t0, self.resume_window)
         if resume is not None and self._complete(resume, audio_info(f)):
             self._prime(resume)
             self.state.resumed += resume.patches

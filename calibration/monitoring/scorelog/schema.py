@@ -13,9 +13,10 @@ from pathlib import Path
 from anomaly.errors import HumwatchWarning, StorageError
 from calibration.errors import SiteDamagedError, SiteError, SiteLockedError
 
-SCHEMA_VERSION = 5  # 2: source paths in their own table; 3: classifier outputs; 4: devices, sequence numbers, gaps;
-# 5: logged_utc, events, recordings
-READABLE_VERSIONS = (2, 3, 4, 5)
+SCHEMA_VERSION = 6  # 2: source paths in their own table; 3: classifier outputs; 4: devices, sequence numbers, gaps;
+# 5: logged_utc, events, recordings; 6: the novel-state tracker's input (levels)
+READABLE_VERSIONS = (2, 3, 4, 5, 6)
+LEVELS_DTYPE = "<f4"  # scores.levels: the novel-state tracker's group levels, float32 little-endian
 T_MAX = 9214646400.0  # 2262-01-01: times beyond cannot be dates in pandas; such rows are not read
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -45,7 +46,9 @@ CREATE TABLE IF NOT EXISTS scores (
     classes BLOB,                 -- fault-classifier probabilities, float16 little-endian, in runs.classes order
     device_id INTEGER REFERENCES devices(device_id),  -- the device that sent it over MQTT (NULL: local monitor)
     seq INTEGER,                  -- that device's sequence number (boot << 32 | counter), unique per device
-    logged_utc INTEGER            -- when the row was written (wall clock, whole seconds): what retention counts
+    logged_utc INTEGER,           -- when the row was written (wall clock, whole seconds): what retention counts
+    levels BLOB                   -- the novel-state tracker's input (calibration.states: group levels, float32
+                                  -- little-endian), so that a restarted monitor resumes it; NULL without states
 );
 CREATE TABLE IF NOT EXISTS devices (device_id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
 CREATE UNIQUE INDEX IF NOT EXISTS scores_device_seq ON scores(device_id, seq) WHERE seq IS NOT NULL;
@@ -98,6 +101,7 @@ _V3_COLUMNS = (("runs", "classifier_hash TEXT"), ("runs", "classes TEXT"), ("run
 _V4_COLUMNS = (("scores", "device_id INTEGER"), ("scores", "seq INTEGER"), ("alarms", "device_id INTEGER"),
                ("alarms", "seq INTEGER"))
 _V5_COLUMNS = (("scores", "logged_utc INTEGER"), ("alarms", "logged_utc INTEGER"))
+_V6_COLUMNS = (("scores", "levels BLOB"),)
 _FILL_RECORDINGS = """
 INSERT OR REPLACE INTO recordings (file_id, t0_utc, last_offset_s, patches)
 SELECT file_id, round(t_utc - offset_s, 3), max(offset_s), count(*) FROM scores
@@ -241,10 +245,12 @@ def _close_quietly(con: sqlite3.Connection) -> None:
 
 
 def _upgrade_script(version: int) -> str:
-    """SQL adding what layouts 3 to 5 added to a layout-``version`` log (run in one transaction)."""
-    columns = (_V3_COLUMNS if version < 3 else ()) + (_V4_COLUMNS if version < 4 else ()) + _V5_COLUMNS
-    return ("".join(f"ALTER TABLE {table} ADD COLUMN {column};" for table, column in columns) + _SCHEMA
-            + _FILL_RECORDINGS + f";UPDATE meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version';")
+    """SQL adding what layouts 3 to 6 added to a layout-``version`` log (run in one transaction)."""
+    added = {3: _V3_COLUMNS, 4: _V4_COLUMNS, 5: _V5_COLUMNS, 6: _V6_COLUMNS}
+    columns = [c for v, cols in added.items() if version < v for c in cols]
+    fill = _FILL_RECORDINGS + ";" if version < 5 else ""  # layout 5's recordings, from the rows logged before
+    return ("".join(f"ALTER TABLE {table} ADD COLUMN {column};" for table, column in columns) + _SCHEMA + fill
+            + f"UPDATE meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version';")
 
 
 def check_version(con: sqlite3.Connection, path: Path) -> int | None:

@@ -19,7 +19,7 @@ import numpy as np
 from anomaly.decision import over
 from anomaly.errors import StorageError, shown
 from calibration.errors import SiteError, SiteLockedError
-from calibration.monitoring.scorelog.schema import ScoreLogWarning, connect, db_error, iso_utc, path_key
+from calibration.monitoring.scorelog.schema import LEVELS_DTYPE, ScoreLogWarning, connect, db_error, iso_utc, path_key
 
 DEFAULT_RETENTION_DAYS = 56
 MAX_BUFFER_ROWS = 100_000  # scores held in memory while the log cannot be written (~26 h of 0.96 s patches)
@@ -35,13 +35,15 @@ class Run:
 
 @dataclass
 class Resume:
-    """Where a recording stops in the log: its last logged patch and the scores just before (oldest first), to
-    bring the alarm rule to the state it had."""
+    """Where a recording stops in the log: its last logged patch and, of the patches just before (oldest first),
+    the scores, class probabilities and novel-state levels (blobs as logged), to bring the alarm rules and the
+    novel-state tracker to the state they had."""
 
     last_offset_s: float
     patches: int
     recent_scores: list[float] = field(default_factory=list)
     recent_classes: list[bytes | None] = field(default_factory=list)
+    recent_levels: list[bytes | None] = field(default_factory=list)
 
 
 def writer_lock(path: Path) -> int:
@@ -121,9 +123,12 @@ class ScoreLog:
         return Run(run_id, float(threshold))
 
     def append(self, run: Run, t_utc: np.ndarray, scores: np.ndarray, bands: np.ndarray | None,
-               file: str | None, offsets: np.ndarray, class_probs: np.ndarray | None = None) -> None:
-        """Log patches: ``scores [n]``, ``bands [n, n_mels]`` or None, ``class_probs [n, n_classes]`` or None;
-        ``t_utc`` and ``offsets`` (seconds into ``file``) per patch. Never raises because the disk is full."""
+               file: str | None, offsets: np.ndarray, class_probs: np.ndarray | None = None,
+               levels: np.ndarray | None = None, commit: bool = True) -> None:
+        """Log patches: ``scores [n]``, ``bands [n, n_mels]`` or None, ``class_probs [n, n_classes]`` or None,
+        ``levels [n, k]`` (the novel-state tracker's input, stored as float32) or None; ``t_utc`` and ``offsets``
+        (seconds into ``file``) per patch. ``commit=False``: held until the next flush (e.g. with the alarm they
+        raise). Never raises because the disk is full."""
         if not len(scores):
             return
         exceeded = over(scores, run.threshold)
@@ -133,12 +138,14 @@ class ScoreLog:
         for i in range(len(scores)):
             b = None if bands is None else np.asarray(bands[i], "<f2").tobytes()
             c = None if class_probs is None else np.asarray(class_probs[i], "<f2").tobytes()
+            lv = None if levels is None else np.asarray(levels[i], LEVELS_DTYPE).tobytes()
             self._rows.append((float(t_utc[i]), float(scores[i]), int(exceeded[i]), b, run.run_id, key,
-                               float(offsets[i]), c, logged, t0))
+                               float(offsets[i]), c, logged, t0, lv))
         self.rows += len(scores)
         while len(self._rows) > self.max_buffer:
             self._drop_oldest()
-        self.maybe_commit()
+        if commit:
+            self.maybe_commit()
 
     def _drop_oldest(self) -> None:
         row = self._rows.popleft()
@@ -157,7 +164,8 @@ class ScoreLog:
         self.maybe_commit()
 
     def alarm(self, run: Run, t_utc: float, score: float, info: dict) -> None:
-        """Log an alarm (committed at once when the log can be written; else held, never dropped)."""
+        """Log an alarm (committed at once, in one transaction with the scores held, when the log can be written;
+        else held, never dropped)."""
         self._alarms.append((float(t_utc), run.run_id, float(score), json.dumps(info), int(time.time())))
         self.flush(force=True)
 
@@ -298,6 +306,9 @@ class ScoreLog:
             pass
 
     def _write(self) -> None:
+        """Write what is held: runs and file times, then the scores in chunks; alarms and events go into the
+        transaction of the last chunk, so that an alarm and the patches it was decided on (:meth:`append` with
+        ``commit=False``) are committed together or not at all."""
         con = self.con
         if self._runs:
             with con:
@@ -316,38 +327,43 @@ class ScoreLog:
                                  json.dumps({"patches": n, "from_utc": iso_utc(a), "to_utc": iso_utc(b),
                                              "why": "the log could not be written and the memory buffer was full"})))
             self._drop = None
-        if self._alarms or self._events:
-            with con:
-                con.executemany("INSERT INTO alarms (t_utc, run_id, score, info, logged_utc) VALUES (?,?,?,?,?)",
-                                self._alarms)
-                con.executemany("INSERT INTO events (t_utc, logged_utc, run_id, kind, info) VALUES (?,?,?,?,?)",
-                                self._events)
-            self._alarms.clear()
-            self._events.clear()
-        while self._rows:
+        while self._rows or self._alarms or self._events:
             chunk = [self._rows[i] for i in range(min(CHUNK_ROWS, len(self._rows)))]
-            progress: dict[tuple[int, float], list] = {}
-            rows = []
+            last = len(chunk) == len(self._rows)
             with con:
-                for r in chunk:
-                    key, fid = r[5], None
-                    if key is not None:
-                        fid = self._file_id(key)
-                        p = progress.setdefault((fid, r[9]), [r[6], 0])
-                        p[0], p[1] = max(p[0], r[6]), p[1] + 1
-                    rows.append((r[0], r[1], r[2], r[3], r[4], fid, r[6], r[7], r[8]))
-                con.executemany("INSERT INTO scores (t_utc, score, over, bands, run_id, file_id, offset_s, classes, "
-                                "logged_utc) VALUES (?,?,?,?,?,?,?,?,?)", rows)
-                con.executemany("INSERT INTO recordings (file_id, t0_utc, last_offset_s, patches) VALUES (?,?,?,?) "
-                                "ON CONFLICT (file_id, t0_utc) DO UPDATE SET last_offset_s = "
-                                "max(last_offset_s, excluded.last_offset_s), patches = patches + excluded.patches",
-                                [(f, t0, last, n) for (f, t0), (last, n) in progress.items()])
+                self._insert_rows(chunk)
+                if last:
+                    con.executemany("INSERT INTO alarms (t_utc, run_id, score, info, logged_utc) VALUES (?,?,?,?,?)",
+                                    self._alarms)
+                    con.executemany("INSERT INTO events (t_utc, logged_utc, run_id, kind, info) VALUES (?,?,?,?,?)",
+                                    self._events)
             for _ in chunk:
                 self._rows.popleft()
             self.written += len(chunk)
+            if last:
+                self._alarms.clear()
+                self._events.clear()
         if self._direct:
             con.commit()
             self._direct = False
+
+    def _insert_rows(self, chunk: list[tuple]) -> None:
+        """Insert held score rows and advance their recordings' progress (in the caller's transaction)."""
+        progress: dict[tuple[int, float], list] = {}
+        rows = []
+        for r in chunk:
+            key, fid = r[5], None
+            if key is not None:
+                fid = self._file_id(key)
+                p = progress.setdefault((fid, r[9]), [r[6], 0])
+                p[0], p[1] = max(p[0], r[6]), p[1] + 1
+            rows.append((r[0], r[1], r[2], r[3], r[4], fid, r[6], r[7], r[8], r[10]))
+        self.con.executemany("INSERT INTO scores (t_utc, score, over, bands, run_id, file_id, offset_s, classes, "
+                             "logged_utc, levels) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+        self.con.executemany("INSERT INTO recordings (file_id, t0_utc, last_offset_s, patches) VALUES (?,?,?,?) "
+                             "ON CONFLICT (file_id, t0_utc) DO UPDATE SET last_offset_s = "
+                             "max(last_offset_s, excluded.last_offset_s), patches = patches + excluded.patches",
+                             [(f, t0, last, n) for (f, t0), (last, n) in progress.items()])
 
     def _file_id(self, key: str | bytes) -> int:
         """The id of a source path (inserted when new; within the caller's transaction)."""
@@ -387,7 +403,7 @@ class ScoreLog:
     def resume_point(self, file: str, t0_utc: float, window: int = 60) -> Resume | None:
         """Where the recording ``file`` whose first sample is at ``t0_utc`` stops in the log (also counting what is
         held in memory), or None when none of it is logged. A file of the same path but another start time is
-        another recording."""
+        another recording. The :class:`Resume` carries the last ``window`` patches (at most)."""
         key = path_key(file)
         t0 = round(float(t0_utc), 3)
         held = [r for r in self._rows if r[5] == key and r[9] is not None and abs(r[9] - t0) < 0.5]
@@ -403,15 +419,21 @@ class ScoreLog:
         if best is None and not held:
             return None
         last = max(([best[0]] if best else []) + [r[6] for r in held])
-        recent: list[tuple[float, float, bytes | None]] = []
-        if row is not None:
-            hi = t0 + last + 1.0
-            recent = self.con.execute("SELECT t_utc, score, classes FROM scores WHERE t_utc BETWEEN ? AND ? AND "
-                                      "file_id = ? ORDER BY t_utc DESC LIMIT ?",
-                                      (hi - 2.0 * (window + 2), hi, row[0], window)).fetchall()
-        recent = sorted(set(recent) | {(r[0], r[1], r[7]) for r in held[-window:]})[-window:]
+        logged = [] if row is None else self._recent(row[0], t0 + last + 1.0, window)
+        # one row per (time, score): blobs are never compared
+        by_time = {(r[0], r[1]): r for r in logged + [(r[0], r[1], r[7], r[10]) for r in held[-window:]]}
+        recent = [by_time[k] for k in sorted(by_time)][-window:]
         return Resume(float(last), (best[1] if best else 0) + len(held), [r[1] for r in recent],
-                      [r[2] for r in recent])
+                      [r[2] for r in recent], [r[3] for r in recent])
+
+    def _recent(self, file_id: int, hi: float, window: int) -> list[tuple]:
+        """The last ``window`` logged patches of a file up to time ``hi``: (t_utc, score, classes, levels)."""
+        try:
+            return self.con.execute("SELECT t_utc, score, classes, levels FROM scores WHERE t_utc BETWEEN ? AND ? "
+                                    "AND file_id = ? ORDER BY t_utc DESC LIMIT ?",
+                                    (hi - 2.0 * (window + 2), hi, file_id, window)).fetchall()
+        except sqlite3.Error as e:
+            raise db_error(e, self.path, "reading") from None
 
     def close(self) -> None:
         """Write what is held and close. StorageError when some of it still cannot be written (what, and from
