@@ -32,6 +32,7 @@ HUMWATCH = Path(sys.executable).parent / "humwatch"
 ROOT = Path(__file__).resolve().parents[1]
 USERS = {"pump-3": "pw-3", "pump-4": "pw-4", "ghost": "pw-g"}
 THRESHOLD = 1.0
+DEADLINE = 120.0  # s: what a `humwatch ingest` process gets to start or catch up (a loaded machine is slow)
 
 
 def _store(root: Path) -> SiteStore:
@@ -66,6 +67,43 @@ def ingest_thread(b: Broker, store: SiteStore, client_id: str | None = None, **k
         th.join(10)
 
 
+@pytest.fixture
+def ingest_process(mq):
+    """``start(args, env=...)`` runs ``humwatch ingest ARGS`` against the broker in a process group of its own;
+    whatever is still running when the test ends (an assertion failed, the test killed and restarted it) is stopped:
+    SIGTERM, then SIGKILL for the group after 20 s."""
+    b, _ = mq
+    procs: list[subprocess.Popen] = []
+
+    def start(args: list[str], **kw) -> subprocess.Popen:
+        env = {**os.environ, **b.env("ingest"), "PYTHONPATH": str(ROOT)}
+        proc = subprocess.Popen([str(HUMWATCH), "ingest", "--broker", b.url, *map(str, args)], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, **kw)
+        procs.append(proc)
+        return proc
+
+    try:
+        yield start
+    finally:
+        for proc in procs:
+            _stop(proc)
+
+
+def _stop(proc: subprocess.Popen, grace: float = 20.0) -> str:
+    """Stop a process (SIGTERM; its group SIGKILLed after ``grace`` s) and return its output."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        out = proc.communicate(timeout=grace)[0]
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        out = proc.communicate()[0]
+    return (out or b"").decode(errors="replace")
+
+
 def _publisher(b: Broker, user: str, device: str, **kw) -> Publisher:
     p = Publisher(broker(b.url, env=b.env(user)), device, say=lambda m: None, **kw)
     p.wait_connected(10)
@@ -86,16 +124,17 @@ def _rows(store, site="pump-3"):
     return read_scores(p) if p.exists() else None
 
 
-def test_no_acknowledged_score_lost_or_duplicated_across_broker_restart_and_ingest_kill(mq, tmp_path):
+def test_no_acknowledged_score_lost_or_duplicated_across_broker_restart_and_ingest_kill(mq, ingest_process,
+                                                                                         tmp_path):
     """A device publishes 900 patches; during the stream the broker is stopped and restarted (the device buffers),
     and the ingest process is SIGKILLed and restarted (its unacknowledged messages come again)."""
     b, _ = mq
     store = _store(tmp_path / "sites")
-    env = {**os.environ, **b.env("ingest"), "PYTHONPATH": str(ROOT)}
-    cmd = [str(HUMWATCH), "ingest", "--broker", b.url, "--sites-dir", str(store.root), "--client-id", "ing-kill",
-           "--stats", str(tmp_path / "stats.json")]
-    ing = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    assert _wait(lambda: (tmp_path / "stats.json").exists() or ing.poll() is not None, 30), "ingest did not start"
+    args = ["--sites-dir", store.root, "--client-id", "ing-kill", "--stats", tmp_path / "stats.json"]
+    ing = ingest_process(args)
+    assert _wait(lambda: (tmp_path / "stats.json").exists() or ing.poll() is not None, DEADLINE), \
+        "ingest did not start"
+    assert ing.poll() is None, _stop(ing)
     pub = _publisher(b, "pump-3", "dev-a")
     t0 = time.time() - 1000
     n = 900
@@ -112,14 +151,12 @@ def test_no_acknowledged_score_lost_or_duplicated_across_broker_restart_and_inge
             os.kill(ing.pid, signal.SIGKILL)
             ing.wait()
         if i == 650:
-            ing = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+            ing = ingest_process(args)
         if i % 50 == 0:
             time.sleep(0.05)
-    assert pub.close(wait=30) == 0 and pub.acked == n and pub.dropped == 0
-    assert _wait(lambda: (df := _rows(store)) is not None and len(df) >= n, 30)
-    ing.send_signal(signal.SIGTERM)
-    out = ing.communicate(timeout=20)[0].decode()
+    assert pub.close(wait=DEADLINE) == 0 and pub.acked == n and pub.dropped == 0
+    assert _wait(lambda: (df := _rows(store)) is not None and len(df) >= n or ing.poll() is not None, DEADLINE)
+    out = _stop(ing, grace=DEADLINE)
     assert ing.returncode == 0, out
     df = _rows(store)
     assert len(df) == n and df["seq"].nunique() == n, "lost or duplicated scores"
@@ -310,7 +347,7 @@ def real_site(tmp_path_factory):
     return s, d
 
 
-def test_monitor_publish_reaches_the_central_log(mq, real_site, tmp_path):
+def test_monitor_publish_reaches_the_central_log(mq, ingest_process, real_site, tmp_path):
     """`humwatch monitor --publish` on a site; `humwatch ingest` into a central copy of the site store logs the same
     scores and the same alarms (the monitor applies the rule, the ingest logs its alarm messages)."""
     import shutil
@@ -319,23 +356,21 @@ def test_monitor_publish_reaches_the_central_log(mq, real_site, tmp_path):
     s, d = real_site
     central = SiteStore(tmp_path / "central")
     shutil.copytree(s.dir, central.root / s.name, ignore=shutil.ignore_patterns("scores.sqlite*", "alarms.jsonl"))
-    env = {**os.environ, **b.env("ingest"), "PYTHONPATH": str(ROOT)}
-    ing = subprocess.Popen([str(HUMWATCH), "ingest", "--broker", b.url, "--sites-dir", str(central.root),
-                            "--client-id", "ing-pub"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        r = subprocess.run([str(HUMWATCH), "monitor", "--site", s.name, "--from", str(d / "audio"), "--start-time",
-                            "2026-11-01T00:00:00Z", "--publish", b.url, "--device-id", "edge-1",
-                            "--sites-dir", str(s.dir.parent)], env={**os.environ, **b.env("pump-3"),
-                                                                  "PYTHONPATH": str(ROOT)},
-                           capture_output=True, text=True, timeout=300)
-        assert r.returncode == 0, r.stderr + r.stdout
-        assert "acknowledged" in r.stdout and "not acknowledged" not in r.stdout
-        local = read_scores(s.dir / "scores.sqlite")
-        assert _wait(lambda: (df := _rows(central)) is not None and len(df) == len(local), 30)
-    finally:
-        ing.send_signal(signal.SIGTERM)
-        ing.communicate(timeout=20)
-    df = _rows(central).sort_values("t_utc")
+    ing = ingest_process(["--sites-dir", central.root, "--client-id", "ing-pub"])
+    r = subprocess.run([str(HUMWATCH), "monitor", "--site", s.name, "--from", str(d / "audio"), "--start-time",
+                        "2026-11-01T00:00:00Z", "--publish", b.url, "--device-id", "edge-1",
+                        "--sites-dir", str(s.dir.parent)], env={**os.environ, **b.env("pump-3"),
+                                                              "PYTHONPATH": str(ROOT)},
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "acknowledged" in r.stdout and "not acknowledged" not in r.stdout
+    local = read_scores(s.dir / "scores.sqlite")
+    _wait(lambda: (df := _rows(central)) is not None and len(df) == len(local) or ing.poll() is not None, DEADLINE)
+    out = _stop(ing)
+    assert ing.returncode == 0, out
+    df = _rows(central)
+    assert df is not None and len(df) == len(local), out
+    df = df.sort_values("t_utc")
     assert np.allclose(df["score"].to_numpy(), local["score"].to_numpy(), rtol=1e-6)
     assert (df["over"].to_numpy() == local["over"].to_numpy()).all() and set(df["device"]) == {"edge-1"}
     assert df["threshold"].iloc[0] == pytest.approx(local["threshold"].iloc[0])  # from the monitor's birth message
