@@ -63,6 +63,13 @@ class ClassifierSource:
     inputs: dict = field(default_factory=dict)
 
     @property
+    def classes(self) -> tuple[str, ...]:
+        """The class names in the order of the device model's outputs: :class:`DeviceClassifier`'s logits, so the
+        order of ``hw_clf_class_names`` in ``humwatch_classifier.h``, of the manifest's classes and of the class
+        probabilities a device sends in its telemetry (its birth message's ``classes``)."""
+        return tuple(self.clf.classes)
+
+    @property
     def softmax(self) -> bool:
         return bool(self.clf.config.exclusive)
 
@@ -334,13 +341,13 @@ class ClassifierExport:
                       rule) -> None:
         """Write ``classifier_data.cc/.h``, ``humwatch_classifier.h`` and the C reference into ``out_dir``
         (``rule``: the site's alarm rule, which alarm classes follow as the monitor does)."""
-        clf, tflm = self.cs.clf, self.section["tflm"]
+        clf, classes, tflm = self.cs.clf, self.cs.classes, self.section["tflm"]
         cc, h = c_arrays.model_data_files(self.conv.int8_bytes, self.conv.ops, tflm.get("arena_bytes"),
                                           tflm.get("arena_bytes_recommended"), banner, c_arrays.CLASSIFIER_ARRAY)
         (out_dir / "classifier_data.cc").write_text(cc)
         (out_dir / "classifier_data.h").write_text(h)
         (out_dir / "humwatch_classifier.h").write_text(c_arrays.classifier_header(
-            params, clf.classes, self.thr_prob, self.thr_logit, [c in self.cs.alarm for c in clf.classes],
+            params, classes, self.thr_prob, self.thr_logit, [c in self.cs.alarm for c in classes],
             self.conv.input_quant, self.conv.output_quant,
             {"model_hash": self.cs.hash, "temperature": float(clf.temperature_), "softmax": self.cs.softmax,
              "precision_target": getattr(clf, "precision_target_", None), "backbone": self.cs.backbone,
@@ -366,7 +373,7 @@ def run(cs: ClassifierSource, params, sets: PatchSets, out_dir: Path, work: Path
         ae_tflm: the autoencoder's TFLM figures (for the combined arena).
     """
     clf = cs.clf
-    classes = list(clf.classes)
+    classes = list(cs.classes)
     T, M, C = params.patch_frames, params.n_mels, len(classes)
     module = DeviceClassifier(clf).eval()
     conv = pipeline.convert_model(module, "classifier", out_dir, work, T, M, sets.representative, (1, C),

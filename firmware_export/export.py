@@ -673,7 +673,7 @@ def write_stage(out_dir: Path, loaded: Loaded, conv: pipeline.Converted, tflm: d
         score=src.det.scorer, mask_frames=src.det.train_config.mask_frames))
     (out_dir / telemetry_c.HEADER).write_text(telemetry_c.telemetry_header(
         src.site, threshold["int8"], src.model_hash, src.calibration_id, banner=banner,
-        rule=rule_from_dict(threshold["device_rule"])))
+        classes=clf.cs.classes if clf else (), rule=rule_from_dict(threshold["device_rule"])))
     for name in (*REF_SOURCES, *telemetry_c.SOURCES):
         shutil.copyfile(REF_DIR / name, out_dir / name)
     names = list(OUTPUT_FILES)

@@ -17,10 +17,13 @@ def _c_string(s: str) -> str:
 
 
 def telemetry_header(site: str | None, threshold: float, model_hash: str, calibration_id: str | None,
-                     classes=(), banner: str = "", *, rule) -> str:
+                     banner: str = "", *, classes, rule) -> str:
     """The text of ``humwatch_telemetry.h``; ``threshold`` and ``rule`` (an :mod:`anomaly.decision` rule, the export's
-    ``device_rule``) are the device's, in the int8 model's score domain; ``rule`` is keyword-only and required, so
-    that no caller forgets it (the ingest judges a scores-only device by it).
+    ``device_rule``) are the device's, in the int8 model's score domain. ``classes`` are the exported fault
+    classifier's class names in the order of the probabilities the device sends
+    (:attr:`firmware_export.classifier.ClassifierSource.classes`), ``()`` without a classifier: the ingest logs a
+    device's class probabilities only when their count is its birth message's. Both are keyword-only and required,
+    so that no caller forgets them (the ingest judges a scores-only device by the rule).
 
     Raises:
         TelemetryError: a rule the ingest could not apply (an uncalibrated windowed mean).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -44,6 +45,21 @@ def build_c(include_dir: Path, sources, exe: Path) -> Path:
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     return exe
+
+
+def header_birth_payload(path: Path) -> bytes:
+    """The bytes a device publishes as its birth message: the ``HW_TELEMETRY_BIRTH`` string of a generated
+    ``humwatch_telemetry.h``."""
+    line = next(ln for ln in Path(path).read_text().splitlines() if ln.startswith("#define HW_TELEMETRY_BIRTH "))
+    return json.loads(line.split(" ", 2)[2]).encode()
+
+
+def header_birth(path: Path):
+    """The birth message of a generated ``humwatch_telemetry.h``, parsed
+    (:meth:`calibration.fleet.telemetry.Birth.from_json`)."""
+    from calibration.fleet.telemetry import Birth
+
+    return Birth.from_json(header_birth_payload(path))
 
 
 def valid_record(threshold: float = 1.0, **changes) -> dict:

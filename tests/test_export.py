@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import GCC, build_c, invoke
+from helpers import GCC, build_c, header_birth, invoke
 
 from anomaly.features import DEFAULT_PARAMS, FeatureParams, log_mel, patches
 from firmware_export.targets import TFLM_BUILTIN_OPS
@@ -146,6 +146,17 @@ def test_export_writes_every_artifact_and_a_consistent_manifest(exported):
     # every stage is timed (speed is measured in bench/export.py, not asserted: the machine is shared)
     t = m["timing_seconds"]
     assert {"c_model", "firmware", "total"} <= set(t) and t["total"] >= sum(v for k, v in t.items() if k != "total") - 1
+
+
+def test_telemetry_birth_of_an_export_without_a_classifier_names_no_classes(exported):
+    """The device sends no class probabilities, and its birth message (HW_TELEMETRY_BIRTH) announces none; its other
+    fields are the export's (the classifier export's birth: tests/test_export_classifier.py)."""
+    m = exported["manifest"]
+    assert not m["classifier"]["included"]
+    birth = header_birth(exported["out"] / "humwatch_telemetry.h")
+    assert birth.classes == ()
+    assert (birth.threshold, birth.runtime, birth.model_hash, birth.calibration) == (
+        m["threshold"]["int8"], "int8", m["source"]["model_hash"], m["source"]["calibration_id"])
 
 
 def test_the_network_as_plain_c_is_bit_exact_and_measured_on_the_target(exported):
@@ -568,11 +579,7 @@ def test_export_of_a_window_mean_site_mirrors_its_rule_in_c(site_root, tmp_path)
     header = (out / "humwatch_frontend.h").read_text()
     assert rule.c_defines("HW_ALARM") in header
     # the device's birth message carries the same rule, so the ingest judges its scores by it (docs/fleet.md)
-    from calibration.fleet.telemetry import Birth
-
-    line = next(ln for ln in (out / "humwatch_telemetry.h").read_text().splitlines()
-                if ln.startswith("#define HW_TELEMETRY_BIRTH "))
-    birth = Birth.from_json(json.loads(line.split(" ", 2)[2]).encode())
+    birth = header_birth(out / "humwatch_telemetry.h")
     assert (birth.threshold, birth.runtime, birth.rule) == (thr["int8"], "int8", rule) and rule != site_rule
     if GCC is None:
         pytest.skip("no gcc on this machine")

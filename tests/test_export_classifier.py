@@ -13,11 +13,12 @@ import json
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import GCC, assert_one_error_line, build_c, invoke
+from helpers import GCC, assert_one_error_line, build_c, header_birth, header_birth_payload, invoke
 
 from anomaly.features import DEFAULT_PARAMS
 from firmware_export.targets import TFLM_BUILTIN_OPS
@@ -248,6 +249,59 @@ def test_classifier_header_holds_names_thresholds_and_identity(exported):
     h = _defines((exported["out"] / "classifier_data.h").read_text())
     assert int(h["HW_CLASSIFIER_DATA_LEN"]) == c["model"]["sizes"]["tflite_int8"]
     assert int(h["HW_CLASSIFIER_TFLM_ARENA_BYTES"]) == c["tflm"]["arena_bytes_recommended"]
+
+
+def test_telemetry_birth_names_the_classifier_classes_in_the_order_of_its_outputs(exported):
+    """HW_TELEMETRY_BIRTH announces the classes whose probabilities the device sends, in the order it computes them
+    (hw_clf_class_names, the order of the int8 model's outputs): the ingest keeps a device's class bytes only when
+    their count is its birth message's, and names them by its classes."""
+    from anomaly.decision import rule_from_dict
+
+    out, m = exported["out"], exported["manifest"]
+    birth = header_birth(out / "humwatch_telemetry.h")
+    names = [s.strip('"') for s in _array((out / "humwatch_classifier.h").read_text(), "hw_clf_class_names")]
+    assert list(birth.classes) == names == m["classifier"]["source"]["classes"] == list(_clf()(exported["root"] /
+                                                                                              "clf").classes)
+    assert sorted(birth.classes) == sorted(CLASSES)
+    assert (birth.threshold, birth.runtime, birth.model_hash, birth.calibration, birth.rule) == (
+        m["threshold"]["int8"], "int8", m["source"]["model_hash"], m["source"]["calibration_id"],
+        rule_from_dict(m["threshold"]["device_rule"]))
+
+
+def test_ingest_logs_the_class_probabilities_of_a_device_born_from_the_exported_header(exported, tmp_path):
+    """A device publishing the exported HW_TELEMETRY_BIRTH and patches with its class bytes: the ingest logs each
+    class's probability under its name (a birth without classes, as exports wrote before, logs none of them)."""
+    import dataclasses
+
+    from ingest_driver import Driver, calibrated_store
+
+    from anomaly.decision import MOfN
+    from calibration.monitoring.scorelog import read_scores
+
+    payload = header_birth_payload(exported["out"] / "humwatch_telemetry.h")
+    birth = header_birth(exported["out"] / "humwatch_telemetry.h")
+    assert sorted(birth.classes) == sorted(CLASSES)
+    n, C = 12, len(birth.classes)
+    probs = np.random.default_rng(5).integers(0, 256, (n, C)) / 255  # exact in the message's bytes
+    scores = np.full(n, birth.threshold / 2)
+    store = calibrated_store(tmp_path / "sites", MOfN(3, 5), site="pump-c")
+    t0 = time.time() - 600
+    drv = Driver(store, site="pump-c")
+    try:
+        drv.birth("mcu-1", payload)
+        drv.patches("mcu-1", range(n), t0, scores, classes=probs, int8=True)
+        drv.birth("mcu-0", dataclasses.replace(birth, classes=()))
+        drv.patches("mcu-0", range(n), t0, scores, classes=probs, int8=True)
+        assert drv.ing.counts["logged"] == 2 * n, drv.said
+    finally:
+        drv.close()
+    df = read_scores(store.site("pump-c").dir / "scores.sqlite", classes=True)
+    assert [c for c in df.columns if c.startswith("p_")] == [f"p_{c}" for c in birth.classes]
+    cols = [f"p_{c}" for c in birth.classes]
+    new, old = df[df["device"] == "mcu-1"], df[df["device"] == "mcu-0"]
+    assert new["seq"].tolist() == list(range(n)) and len(old) == n
+    np.testing.assert_allclose(new[cols].to_numpy(), probs, atol=1e-3)  # logged as float16
+    assert old[cols].isna().all().all()
 
 
 @pytest.mark.skipif(GCC is None or GXX is None, reason="needs gcc with C++ support")

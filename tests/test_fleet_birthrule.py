@@ -7,18 +7,14 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from helpers import valid_record
+from ingest_driver import Driver, calibrated_store
 
 from anomaly.decision import MOfN, WindowMean
 from calibration.fleet import telemetry as tm
-from calibration.fleet.ingest import Ingest, IngestConfig
-from calibration.fleet.mqtt import broker
 from calibration.monitoring.scorelog import read_alarms, read_scores
-from calibration.store import SiteConfig, SiteStore
 
 THRESHOLD = 1.0
 # the site's float rule: log scores centred on 0 (score 1.0), 10 patches; an int8 export's own rule: its scores sit
@@ -28,40 +24,8 @@ DEVICE_RULE = WindowMean(80, 2).with_calibration(float(np.log(4.0)), 0.02, 2.0)
 DEVICE_THRESHOLD = 5.0
 
 
-def _store(root, rule) -> SiteStore:
-    store = SiteStore(root)
-    s = store.create(SiteConfig(name="pump-3", model_path="model", model_hash="m0"))
-    base = valid_record(THRESHOLD, model={**valid_record()["model"], "hash": "m0"})
-    s.add_calibration({**base, "threshold": {**base["threshold"], "alarm_m": getattr(rule, "m", 0),
-                                             "alarm_n": rule.n, "rule": rule.to_dict()}})
-    return store
-
-
-class Driver:
-    """An ingest fed messages directly, as its network thread would queue them."""
-
-    def __init__(self, store: SiteStore):
-        self.said: list[str] = []
-        self.ing = Ingest(IngestConfig(broker("mqtt://127.0.0.1:1", env={}), store), say=self.said.append)
-
-    def send(self, topic: str, payload: bytes) -> None:
-        self.ing._on_message(None, None, SimpleNamespace(topic=topic, payload=payload, mid=0, qos=0))
-
-    def birth(self, device: str, birth: tm.Birth) -> None:
-        self.send(tm.topic("pump-3", device, tm.BIRTH_SUFFIX), birth.to_json())
-
-    def patches(self, device: str, seqs, t0: float, scores, **kw) -> None:
-        for i in seqs:
-            self.send(tm.topic("pump-3", device, tm.KIND_PATCH),
-                      tm.patch("pump-3", i, t0 + i, float(scores[i]), False, **kw))
-        self.ing.flush()
-
-    def run_id(self, device: str) -> int:
-        return self.ing.sites["pump-3"].devices[device].run.run_id
-
-    def close(self) -> None:
-        for s in self.ing.sites.values():
-            s.log.close()
+def _store(root, rule):
+    return calibrated_store(root, rule, THRESHOLD)
 
 
 @pytest.fixture

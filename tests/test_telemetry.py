@@ -128,7 +128,7 @@ def test_a_birth_message_with_an_uncalibrated_rule_is_never_written():
     with pytest.raises(tm.TelemetryError, match="has no calibration"):
         tm.Birth(0.5, "int8", rule=WindowMean(120, 2))
     with pytest.raises(tm.TelemetryError, match="has no calibration"):
-        telemetry_header("pump-3", 0.5, "abc", None, rule=WindowMean(120, 2))
+        telemetry_header("pump-3", 0.5, "abc", None, classes=(), rule=WindowMean(120, 2))
 
 
 def test_broker_url_and_credentials(tmp_path):
@@ -185,8 +185,8 @@ def c_encoder(tmp_path_factory):
     if GCC is None:
         pytest.skip("no host gcc")
     d = tmp_path_factory.mktemp("telemetry_c")
-    (d / HEADER).write_text(telemetry_header("pump-3", 0.125, "abc123", "20260101T000000.000000Z", ["a", "b"],
-                                             banner="test", rule=INT8_RULE))
+    (d / HEADER).write_text(telemetry_header("pump-3", 0.125, "abc123", "20260101T000000.000000Z", banner="test",
+                                             classes=["a", "b"], rule=INT8_RULE))
     (d / "main.c").write_text(HARNESS)
     for name in SOURCES:
         (d / name).write_bytes((REF_DIR / name).read_bytes())
