@@ -1,14 +1,15 @@
 """False alarms, detection delays and the certificate on a simulated fleet (issue #14).
 
 Usage: python bench/false_alarms.py [--sites 24] [--hours 8] [--cal-minutes 30] [--workers 2] [--model DIR]
-                                    [--cache DIR] [--out JSON]
+                                    [--cache DIR] [--score VARIANT [--gaussian-model DIR]] [--out JSON]
 
 The fleet (bench/sim_fleet.py): 24 simulated sites (16 pumps, 4 compressors, 4 fans; factory / hvac-cycling / quiet
 backgrounds), each calibrated on the ``--cal-minutes`` right before monitoring and then monitored for ``--hours``
 of the same unit's normal operation; one persistent fault per simulator fault type at severity 0.3 per site. Per
 site the per-patch scores and band levels are cached (``--cache``, default bench/results/cache/fleet/<model hash>),
 so rules are replayed without simulating again; ``--model DIR`` rescored the fleet with any detector (default: the
-``mix`` autoencoders, trained once, see bench/sim_fleet.py).
+``mix`` autoencoders, trained once, see bench/sim_fleet.py). ``--score`` replays the rules on another score computed
+from the same network's cached band errors (bench/score_variants.py).
 
 Every site is calibrated by the product's own code on its scores in recording order: the windowed-mean rule
 (``calibration.threshold.calibrate_mean_rule``, the default rule) and, for reference, today's ``mean + 4σ`` with 3 of
@@ -91,6 +92,7 @@ def replay_site(args: tuple) -> dict:
     """Calibrate one cached site with the product's code and replay its monitoring and faults."""
     import numpy as np
     from scipy import stats
+    from score_variants import rescore
     from sim_fleet import PATCH_S, load_site
 
     from anomaly.decision import DEFAULT_K, DEFAULT_RULE, MOFN_RULE
@@ -99,8 +101,9 @@ def replay_site(args: tuple) -> dict:
     from calibration.threshold import calibrate_mean_rule, threshold_report
     from calibration.upcrossing import MeanTail, crossfit_z
 
-    path, cal_minutes, floor, target = args
+    path, cal_minutes, floor, target, variant, gauss_dir = args
     s = load_site(path)
+    s = rescore(s, variant, s.cal(cal_minutes), gauss_dir)
     cal = s.score[s.cal(cal_minutes)]
     mon = s.score[s.mon]
     days = mon.size * PATCH_S / 86400.0
@@ -146,6 +149,25 @@ def replay_site(args: tuple) -> dict:
             "novel_per_day": nov_on.size / days, "faults": faults}
 
 
+def summarise_faults(rows: list[dict]) -> dict:
+    """The share of fault events alarmed within HORIZON_S and their delays, over all and per fault type."""
+    import numpy as np
+
+    delays = [f["delay_s"] for r in rows for f in r["faults"]]
+    hit = [d for d in delays if d is not None]
+    per_fault = {}
+    for kind in dict.fromkeys(f["fault"] for r in rows for f in r["faults"]):
+        ds = [f["delay_s"] for r in rows for f in r["faults"] if f["fault"] == kind]
+        got = [d for d in ds if d is not None]
+        per_fault[kind] = {"alarmed": len(got), "events": len(ds),
+                           "median_delay_s": float(np.median(got)) if got else None,
+                           "worst_delay_s": float(max(got)) if got else None}
+    return {"alarmed": {"events": len(delays), "alarmed": len(hit), "share": len(hit) / len(delays),
+                        "median_delay_s": float(np.median(hit)) if hit else None,
+                        "worst_delay_s": float(max(hit)) if hit else None},
+            "per_fault": per_fault}
+
+
 def summarise(rows: list[dict]) -> dict:
     import numpy as np
     from scipy import stats
@@ -157,16 +179,8 @@ def summarise(rows: list[dict]) -> dict:
     lo = stats.chi2.ppf(0.05, 2 * obs) / 2 if obs else 0.0
     hi = stats.chi2.ppf(0.95, 2 * obs + 2) / 2
     delays = [f["delay_s"] for r in rows for f in r["faults"]]
-    hit = [d for d in delays if d is not None]
     old_delays = [f["mofn_delay_s"] for r in rows for f in r["faults"]]
     either = [f for r in rows for f in r["faults"] if f["delay_s"] is not None or f["novel_delay_s"] is not None]
-    per_fault = {}
-    for kind in dict.fromkeys(f["fault"] for r in rows for f in r["faults"]):
-        ds = [f["delay_s"] for r in rows for f in r["faults"] if f["fault"] == kind]
-        got = [d for d in ds if d is not None]
-        per_fault[kind] = {"alarmed": len(got), "events": len(ds),
-                           "median_delay_s": float(np.median(got)) if got else None,
-                           "worst_delay_s": float(max(got)) if got else None}
     curve = []
     for i, lim in enumerate(CURVE_LIMITS):
         o = sum(r["curve"][i]["observed"] for r in rows)
@@ -178,10 +192,7 @@ def summarise(rows: list[dict]) -> dict:
         "sites": len(rows), "site_days": days,
         "fa_per_site_day": {"mean": float(fa.mean()), "median": float(np.median(fa)), "worst": float(fa.max()),
                             "sites_with_alarms": int((fa > 0).sum())},
-        "alarmed": {"events": len(delays), "alarmed": len(hit), "share": len(hit) / len(delays),
-                    "median_delay_s": float(np.median(hit)) if hit else None,
-                    "worst_delay_s": float(max(hit)) if hit else None},
-        "per_fault": per_fault,
+        **summarise_faults(rows),
         "alarm_or_novel_share": len(either) / len(delays),
         "certificate": {"observed": obs, "promised": promised, "ratio": obs / promised if promised else None,
                         "ratio_ci90": [lo / promised, hi / promised] if promised else None,
@@ -239,6 +250,7 @@ def print_tables(rows: list[dict], tot: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from score_variants import VARIANTS
     from sim_fleet import site_list
 
     from anomaly.decision import MEAN_LIMIT_FLOOR, TARGET_PER_DAY
@@ -253,6 +265,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=None, help="per-patch score cache of this model (filled if empty)")
     ap.add_argument("--floor", type=float, default=MEAN_LIMIT_FLOOR, help="the limit's floor (calibration sds)")
     ap.add_argument("--target", type=float, default=TARGET_PER_DAY, help="false alarms per day the limit is set for")
+    ap.add_argument("--score", choices=VARIANTS, default="model", help="the patch score the rules see (default: the "
+                    "detector's own; others from its cached band errors, see bench/score_variants.py)")
+    ap.add_argument("--gaussian-model", type=Path, default=None, help="for --score gaussian: the same network with "
+                    "its error Gaussian (DIR or DIR/<machine>)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     if not 1 <= args.cal_minutes <= 60:
@@ -262,14 +278,18 @@ def main(argv: list[str] | None = None) -> int:
     cache = build(args, sites)
     paths = [cache / f"site_{s['name']}.npz" for s in sites]
     with ProcessPoolExecutor(max_workers=args.workers) as ex:
-        rows = list(ex.map(replay_site, [(p, args.cal_minutes, args.floor, args.target) for p in paths]))
+        rows = list(ex.map(replay_site, [(p, args.cal_minutes, args.floor, args.target, args.score,
+                                          args.gaussian_model) for p in paths]))
     tot = summarise(rows)
-    print(f"{len(rows)} sites x {rows[0]['hours']:g} h after a {args.cal_minutes:g}-min calibration; cache {cache}")
+    print(f"{len(rows)} sites x {rows[0]['hours']:g} h after a {args.cal_minutes:g}-min calibration; cache {cache}; "
+          f"score {args.score}")
     print_tables(rows, tot)
     default = (args.floor, args.target) == (MEAN_LIMIT_FLOOR, TARGET_PER_DAY)
-    tag = "" if default else f"_floor{args.floor:g}_t{args.target:g}"
+    tag = ("" if default else f"_floor{args.floor:g}_t{args.target:g}") + (
+        "" if args.score == "model" else f"_{args.score}")
     out = args.out or RESULTS / f"false_alarms_fleet_cal{args.cal_minutes:g}{tag}.json"
     write_json(out, {"benchmark": "false_alarms_fleet", "cache": str(cache), "model": rows[0]["model"],
+                     "score": args.score, "gaussian_model": str(args.gaussian_model or ""),
                      "calibration_minutes": args.cal_minutes, "floor": args.floor, "target_per_day": args.target,
                      "horizon_s": HORIZON_S, "sites": rows, "total": tot,
                      "seconds": round(time.time() - t0, 1), "cpu_count": os.cpu_count(),

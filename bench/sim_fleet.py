@@ -9,9 +9,10 @@ switched on at a random second of a monitoring chunk (:func:`fault_events`) and 
 next; the history before the onset is the cached normal operation, so a rule's state at the onset is the real one.
 
 Audio is rendered in 10-min chunks plus 240 samples, so every chunk gives exactly 625 patches on one continuous
-patch grid. The cache (``site_<name>.npz``) holds per patch the model's score and the band levels (mean log-mel per
-band over the patch), for the normal stream and each fault segment, so any rule can be replayed without simulating
-again; a detector is cached under its own model hash.
+patch grid. The cache (``site_<name>.npz``) holds per patch the model's score, the band levels (mean log-mel per
+band over the patch) and the band errors (``score_with_bands``), for the normal stream and each fault segment, so
+any rule or score variant (bench/score_variants.py) can be replayed without simulating again; a detector is cached
+under its own model hash. Training also keeps the same network with its error Gaussian under ``gaussian/<machine>``.
 
 Detectors (:func:`train`): the default is the ``mix`` recipe, one autoencoder per machine type trained (MSE score,
 12 epochs, seed 7) on 6 units × 2 min, two in each background: a site's model is trained on its machine's normal
@@ -85,6 +86,7 @@ def train(models: Path) -> dict[str, Path]:
             recs = [log_mel(simulate(SimConfig(machine, "none", 0.0, BGS[i % 3], seed=7000 + 100 * mi + i), 120.0), P)
                     for i in range(6)]
             det = fit_detector("ae", recs, P, train_config=TrainConfig(epochs=12, seed=7, score="gaussian", threads=1))
+            det.save(models / "gaussian" / machine)  # the same network with its error Gaussian (bench/score_variants)
             det.train_config = dataclasses.replace(det.train_config, score="mse")
             det.gauss_mean_ = det.gauss_prec_ = None
             det.save(d)
@@ -110,17 +112,19 @@ def _chunk_audio(cfg, t0: float, fault: dict | None) -> np.ndarray:
     return x.astype(np.float32)
 
 
-def _score_chunk(det, cfg, t0: float, fault: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _score_chunk(det, cfg, t0: float, fault: dict | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per patch: the score, the band levels and the band errors (float32; bench/score_variants rescores them)."""
     from anomaly.features import DEFAULT_PARAMS as P
     from anomaly.features import log_mel, patches
 
     X = np.asarray(patches(log_mel(_chunk_audio(cfg, t0, fault), P), P))
     assert X.shape[0] == CHUNK_PATCHES, X.shape
-    return np.asarray(det.score_samples(X), np.float64), X.mean(axis=1).astype(np.float32)
+    score, bands = det.score_with_bands(X)
+    return np.asarray(score, np.float64), X.mean(axis=1).astype(np.float32), np.asarray(bands, np.float32)
 
 
 def build_site(args: tuple) -> str:
-    """Simulate one site and cache its scores and band levels (skipped when cached)."""
+    """Simulate one site and cache its scores, band levels and band errors (skipped when cached)."""
     import torch
 
     from anomaly.detectors import load_detector
@@ -135,13 +139,15 @@ def build_site(args: tuple) -> str:
     cfg = SimConfig(site["machine"], "none", 0.0, site["background"], seed=site["seed"])
     n_chunks = int(round((CAL_S + hours * 3600) / CHUNK_S))
     parts = [_score_chunk(det, cfg, c * CHUNK_S) for c in range(n_chunks)]
-    data = {"score": np.concatenate([p[0] for p in parts]), "levels": np.concatenate([p[1] for p in parts])}
+    data = {"score": np.concatenate([p[0] for p in parts]), "levels": np.concatenate([p[1] for p in parts]),
+            "bands": np.concatenate([p[2] for p in parts])}
     evs = fault_events(site, hours)
     for i, ev in enumerate(evs):
         c0 = int(CAL_S / CHUNK_S + ev["chunk"])
         fp = [_score_chunk(det, cfg, c * CHUNK_S, ev) for c in (c0, c0 + 1)]
         data[f"fault{i}_score"] = np.concatenate([p[0] for p in fp])
         data[f"fault{i}_levels"] = np.concatenate([p[1] for p in fp])
+        data[f"fault{i}_bands"] = np.concatenate([p[2] for p in fp])
         data[f"fault{i}_start_patch"] = np.array(c0 * CHUNK_PATCHES)
     meta = dict(site, hours=hours, cal_s=CAL_S, patch_s=PATCH_S, chunk_patches=CHUNK_PATCHES, model=str(model_dir),
                 faults=evs, severity=SEVERITY, seconds=round(time.time() - t_start, 1))
@@ -160,6 +166,7 @@ class Fault:
     start_patch: int  # first patch of the faulty segment in the site's patch grid
     score: np.ndarray
     levels: np.ndarray
+    bands: np.ndarray | None = None  # the band errors (caches built before they were kept have none)
 
     @property
     def onset_patch(self) -> int:
@@ -173,6 +180,7 @@ class Site:
     score: np.ndarray  # all normal patches, calibration hour first
     levels: np.ndarray  # [n, 64]
     faults: list[Fault]
+    bands: np.ndarray | None = None  # [n, 64] band errors, when the cache has them
 
     def cal(self, minutes: float) -> slice:
         return slice(CAL_PATCHES - int(round(minutes * 60 / PATCH_S)), CAL_PATCHES)
@@ -182,8 +190,9 @@ class Site:
         return slice(CAL_PATCHES, self.score.size)
 
     def fault_stream(self, f: Fault, what: str = "score") -> tuple[np.ndarray, int]:
-        """Normal history + the faulty segment (scores or levels), and the stream's first patch in the site grid."""
-        normal, seg_src = (self.score, f.score) if what == "score" else (self.levels, f.levels)
+        """Normal history + the faulty segment (``what``: score, levels or bands), and the stream's first patch in the
+        site grid."""
+        normal, seg_src = getattr(self, what), getattr(f, what)
         a = max(0, f.start_patch - HISTORY)
         seg = normal[a: f.start_patch + seg_src.shape[0]].copy()
         seg[f.start_patch - a:] = seg_src
@@ -193,6 +202,8 @@ class Site:
 def load_site(path: Path) -> Site:
     d = np.load(path)
     meta = json.loads(str(d["meta"]))
+    has_bands = "bands" in d.files
     faults = [Fault(ev["fault"], ev["onset_s"], int(d[f"fault{i}_start_patch"]), d[f"fault{i}_score"],
-                    d[f"fault{i}_levels"]) for i, ev in enumerate(meta["faults"])]
-    return Site(meta["name"], meta, d["score"], d["levels"], faults)
+                    d[f"fault{i}_levels"], d[f"fault{i}_bands"] if has_bands else None)
+              for i, ev in enumerate(meta["faults"])]
+    return Site(meta["name"], meta, d["score"], d["levels"], faults, d["bands"] if has_bands else None)
