@@ -62,6 +62,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/int8_gaussian.py
 	$(BIN)/python bench/int8_gaussian.py --mask-frames 24
 	$(BIN)/python bench/false_alarms.py
+	$(BIN)/python bench/false_alarms.py --score gaussian --gaussian-model bench/results/cache/fleet/models-mix/gaussian --floor 3
+	$(BIN)/python bench/false_alarms.py --score site-gaussian --floor 3
+	$(BIN)/python bench/score_variants.py bands --floor 2.5
 	$(BIN)/python bench/firmware.py
 
 clean:

@@ -36,6 +36,14 @@ import anomaly  # noqa: E402,F401  (sets the OpenMP wait policy before torch loa
 
 HORIZON_S = 180.0  # a fault counts as alarmed when the alarm comes within this long of its onset
 CURVE_LIMITS = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0)  # fixed limits (calibration sds) for the certificate's reliability
+DEFAULT_MODELS = RESULTS / "cache" / "fleet" / "models-mix"  # the mix detectors (and gaussian/<machine>), trained once
+
+
+def default_cache() -> Path:
+    """The cache of the default detectors (after a plain ``python bench/false_alarms.py``)."""
+    from sim_fleet import MACHINES
+
+    return RESULTS / "cache" / "fleet" / _model_tag(DEFAULT_MODELS, MACHINES)
 
 
 def _model_tag(model: Path, machines) -> str:
@@ -55,7 +63,7 @@ def build(args, sites: list[dict]) -> Path:
         return args.cache
     model = args.model
     if model is None:
-        model = RESULTS / "cache" / "fleet" / "models-mix"
+        model = DEFAULT_MODELS
         print(f"training the mix detectors (once) into {model} ...", flush=True)
         train(model)
     cache = args.cache or RESULTS / "cache" / "fleet" / _model_tag(model, MACHINES)

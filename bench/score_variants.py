@@ -93,6 +93,9 @@ def model_gaussian(gauss_dir: Path, machine: str, cached_model: str):
     from anomaly.detectors import load_detector
 
     d = model_for(gauss_dir, machine)
+    if not (d / "model.json").is_file():
+        raise SystemExit(f"{d}: no detector there (bench/sim_fleet.py trains it beside the mix detectors as "
+                         "gaussian/<machine>; detectors trained before that need training again)")
     det = load_detector(d)
     if det.train_config.score != "gaussian":
         raise SystemExit(f"{d}: its score is {det.train_config.score!r}, not an error Gaussian")
@@ -231,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
                    "dcase2025_toycar/ToyCar_00")
     t.add_argument("--out", type=Path, default=RESULTS / "score_variants_toycar.json")
     b = sub.add_parser("bands", help="a windowed-mean rule per mel band on the simulated fleet's cached band errors")
-    b.add_argument("--cache", type=Path, required=True, help="a bench/false_alarms.py cache with band errors")
+    b.add_argument("--cache", type=Path, default=None, help="a bench/false_alarms.py cache with band errors "
+                   "(default: the default detectors' cache, after `python bench/false_alarms.py`)")
     b.add_argument("--cal-minutes", type=float, default=30.0)
     b.add_argument("--floor", type=float, default=None, help="each band rule's limit floor (default: the product's)")
     b.add_argument("--sites", type=int, default=24)
@@ -242,10 +246,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "toycar":
         res, out = toycar(args.model, args.data.resolve()), args.out
     else:
+        from false_alarms import default_cache
+
         from anomaly.decision import MEAN_LIMIT_FLOOR
 
         floor = MEAN_LIMIT_FLOOR if args.floor is None else args.floor
-        res = bands(args.cache, args.cal_minutes, floor, args.workers, args.sites)
+        res = bands(args.cache or default_cache(), args.cal_minutes, floor, args.workers, args.sites)
         out = args.out or RESULTS / f"score_variants_bands_floor{floor:g}.json"
     write_json(out, {**res, "seconds": round(time.time() - t0, 1), "cpu_count": os.cpu_count(),
                      "load_avg": os.getloadavg()})
