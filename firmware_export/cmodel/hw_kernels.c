@@ -162,12 +162,35 @@ static void group_pairs(int16_t *col, int n) {
 }
 #endif
 
+/* Requantise an output channel's accumulator with that channel's multiplier and shift (every convolution's store). */
+HWK_INLINE int8_t conv_requantise(const hwk_conv_params *p, int32_t acc, int oc) {
+    return requantise(acc, p->multiplier[oc], p->shift[oc], p->output_offset, p->act_min, p->act_max);
+}
+
+/* One output pixel from its gathered column: the dot products with the out_c weight rows of length len that follow
+ * each other from w (two channels at a time, the column loaded once for both), plus bias, requantised and stored.
+ * Returns the next output position. */
+HWK_INLINE int8_t *conv_pixel(const hwk_conv_params *p, const int16_t *col, const int8_t *w, int len, int8_t *out) {
+    const int32_t *bias = p->bias;
+    const int out_c = p->out_c;
+    int oc;
+    for (oc = 0; oc + 2 <= out_c; oc += 2) {
+        int32_t a0 = bias ? bias[oc] : 0, a1 = bias ? bias[oc + 1] : 0;
+        dot16x8_2(col, w + (long)oc * len, w + (long)(oc + 1) * len, len, &a0, &a1);
+        *out++ = conv_requantise(p, a0, oc);
+        *out++ = conv_requantise(p, a1, oc + 1);
+    }
+    for (; oc < out_c; oc++) {
+        const int32_t acc = dot16x8(col, w + (long)oc * len, len, bias ? bias[oc] : 0);
+        *out++ = conv_requantise(p, acc, oc);
+    }
+    return out;
+}
+
 void hwk_conv2d(const hwk_conv_params *p, const int8_t *in, int8_t *out, int16_t *col) {
-    const int taps = p->k_h * p->k_w * p->in_c, row = p->k_row, out_c = p->out_c, in_c = p->in_c;
-    const int8_t *weights = p->weights, *shift = p->shift;
-    const int32_t *bias = p->bias, *mult = p->multiplier;
-    const int32_t out_off = p->output_offset, lo = p->act_min, hi = p->act_max, in_off = p->input_offset;
-    int oy, ox, oc, i;
+    const int taps = p->k_h * p->k_w * p->in_c, row = p->k_row, in_c = p->in_c;
+    const int32_t in_off = p->input_offset;
+    int oy, ox, i;
     for (i = taps; i < row; i++) col[i] = 0; /* the padding of the weight rows */
     for (oy = 0; oy < p->out_h; oy++) {
         for (ox = 0; ox < p->out_w; ox++) {
@@ -190,16 +213,7 @@ void hwk_conv2d(const hwk_conv_params *p, const int8_t *in, int8_t *out, int16_t
 #if HWK_USE_DSP
             if (in_c & 3) group_pairs(col, row); /* taps were gathered in natural order: pair them up */
 #endif
-            for (oc = 0; oc + 2 <= out_c; oc += 2) {
-                int32_t a0 = bias ? bias[oc] : 0, a1 = bias ? bias[oc + 1] : 0;
-                dot16x8_2(col, weights + (long)oc * row, weights + (long)(oc + 1) * row, row, &a0, &a1);
-                *out++ = requantise(a0, mult[oc], shift[oc], out_off, lo, hi);
-                *out++ = requantise(a1, mult[oc + 1], shift[oc + 1], out_off, lo, hi);
-            }
-            for (; oc < out_c; oc++) {
-                const int32_t acc = dot16x8(col, weights + (long)oc * row, row, bias ? bias[oc] : 0);
-                *out++ = requantise(acc, mult[oc], shift[oc], out_off, lo, hi);
-            }
+            out = conv_pixel(p, col, p->weights, row, out);
         }
     }
 }
@@ -225,8 +239,7 @@ void hwk_depthwise_conv2d(const hwk_conv_params *p, const int8_t *in, int8_t *ou
                                    (int32_t)p->weights[(ky * p->k_w + kx) * out_c + oc];
                         }
                     }
-                    out[oc] = requantise(acc, p->multiplier[oc], p->shift[oc], p->output_offset, p->act_min,
-                                         p->act_max);
+                    out[oc] = conv_requantise(p, acc, oc);
                 }
             }
             out += out_c;
@@ -243,12 +256,10 @@ void hwk_depthwise_conv2d(const hwk_conv_params *p, const int8_t *in, int8_t *ou
  * gather zeros (they add nothing, as in the reference). */
 void hwk_transpose_conv2d(const hwk_conv_params *p, const int8_t *in, int8_t *out, int16_t *col) {
     const int sh = p->stride_h, sw = p->stride_w, in_c = p->in_c, out_c = p->out_c;
-    const int8_t *weights = p->weights, *shift = p->shift;
-    const int32_t *bias = p->bias, *mult = p->multiplier;
-    const int32_t out_off = p->output_offset, lo = p->act_min, hi = p->act_max, in_off = p->input_offset;
+    const int32_t in_off = p->input_offset;
     long phase_start[HWK_MAX_PHASES];
     int phase_len[HWK_MAX_PHASES];
-    int oy, ox, oc, py, px;
+    int oy, ox, py, px;
     long at = 0;
     for (py = 0; py < sh; py++) {
         for (px = 0; px < sw; px++) {
@@ -264,12 +275,12 @@ void hwk_transpose_conv2d(const hwk_conv_params *p, const int8_t *in, int8_t *ou
         py = ny % sh;
         for (ox = 0; ox < p->out_w; ox++) {
             const int nx = ox + p->pad_left, phase = py * sw + nx % sw, len = phase_len[phase];
-            const int8_t *w = weights + phase_start[phase];
+            const int8_t *w = p->weights + phase_start[phase];
             int16_t *dst = col;
             int ky, kx;
             px = nx % sw;
             if (out_c == 1) { /* one output channel: no column, dot products straight from the input */
-                int32_t acc = bias ? bias[0] : 0;
+                int32_t acc = p->bias ? p->bias[0] : 0;
                 for (ky = py; ky < p->k_h; ky += sh) {
                     const int iy = (ny - ky) / sh;
                     const int row_ok = ny >= ky && iy < p->in_h;
@@ -279,7 +290,7 @@ void hwk_transpose_conv2d(const hwk_conv_params *p, const int8_t *in, int8_t *ou
                             acc = dot8x8(in + ((long)iy * p->in_w + ix) * in_c, w, in_c, in_off, acc);
                     }
                 }
-                *out++ = requantise(acc, mult[0], shift[0], out_off, lo, hi);
+                *out++ = conv_requantise(p, acc, 0);
                 continue;
             }
             for (ky = py; ky < p->k_h; ky += sh) {
@@ -296,16 +307,7 @@ void hwk_transpose_conv2d(const hwk_conv_params *p, const int8_t *in, int8_t *ou
 #if HWK_USE_DSP
             if (in_c & 3) group_pairs(col, len);
 #endif
-            for (oc = 0; oc + 2 <= out_c; oc += 2) {
-                int32_t a0 = bias ? bias[oc] : 0, a1 = bias ? bias[oc + 1] : 0;
-                dot16x8_2(col, w + (long)oc * len, w + (long)(oc + 1) * len, len, &a0, &a1);
-                *out++ = requantise(a0, mult[oc], shift[oc], out_off, lo, hi);
-                *out++ = requantise(a1, mult[oc + 1], shift[oc + 1], out_off, lo, hi);
-            }
-            for (; oc < out_c; oc++) {
-                const int32_t acc = dot16x8(col, w + (long)oc * len, len, bias ? bias[oc] : 0);
-                *out++ = requantise(acc, mult[oc], shift[oc], out_off, lo, hi);
-            }
+            out = conv_pixel(p, col, w, len, out);
         }
     }
 }
