@@ -25,6 +25,7 @@ from anomaly.classify import load_classifier
 from anomaly.model import count_params
 from anomaly.modeldir import ModelDirError, classifier_hash, file_sha256, model_params, read_classifier_meta
 from anomaly.simulate import FAULTS
+from calibration.fleet.telemetry import MAX_CLASSES
 from firmware_export import c_arrays, onnx_export, parity, pipeline, tflite
 from firmware_export.data import evenly
 from firmware_export.errors import ExportError
@@ -85,7 +86,8 @@ def load_for_export(directory: str | Path, params, model_hash: str, origin: str,
     Raises:
         ExportError: not a classifier directory, a backbone that cannot be exported (YAMNet), other FeatureParams
             than the anomaly model's, a hash other than the site's ``classifier_hash``, alarm classes it does not
-            have. ModelError (from :func:`anomaly.classify.load_classifier`): corrupt files.
+            have, more classes than a telemetry message carries (``MAX_CLASSES``). ModelError (from
+            :func:`anomaly.classify.load_classifier`): corrupt files.
     """
     d = Path(directory)
     skip = " (or leave it out: --no-classifier)" if origin.startswith("site") else ""
@@ -104,6 +106,9 @@ def load_for_export(directory: str | Path, params, model_hash: str, origin: str,
     if unknown:
         raise ExportError(f"{origin}: classifier_alarm names {', '.join(map(repr, unknown))}, not classes of "
                           f"classifier {d} ({', '.join(clf.classes)})")
+    if len(clf.classes) > MAX_CLASSES:
+        raise ExportError(f"classifier {d} has {len(clf.classes)} classes; a device's telemetry carries at most "
+                          f"{MAX_CLASSES} class probabilities ({origin}){skip}")
     inputs = {"hash": h, "model_json_sha256": file_sha256(d / "model.json")}
     if (d / "weights.pt").is_file():
         inputs["weights_sha256"] = file_sha256(d / "weights.pt")

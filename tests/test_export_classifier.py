@@ -21,6 +21,7 @@ import pytest
 from helpers import GCC, assert_one_error_line, build_c, header_birth, header_birth_payload, invoke
 
 from anomaly.features import DEFAULT_PARAMS
+from firmware_export.errors import ExportError
 from firmware_export.targets import TFLM_BUILTIN_OPS
 
 GXX = shutil.which("g++")
@@ -580,3 +581,20 @@ def test_failing_classifier_gate_writes_nothing_ae_backbone_via_model_route(expo
     assert not any(m["classifier"]["thresholds"]["classes"][c]["alarm"] for c in CLASSES)  # no site: no alarm classes
     assert (out / "manifest.json").read_text() == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".fw.")]
+
+
+def test_classifier_with_more_classes_than_telemetry_carries_is_refused(clf_root, monkeypatch):
+    from anomaly.modeldir import model_hash
+    from calibration.fleet.telemetry import MAX_CLASSES
+    from firmware_export import classifier as clf_export
+
+    real = clf_export.load_classifier
+
+    def many_classes(d, params):
+        clf = real(d, params)
+        clf.classes = [f"fault-{i}" for i in range(MAX_CLASSES + 1)]
+        return clf
+
+    monkeypatch.setattr(clf_export, "load_classifier", many_classes)
+    with pytest.raises(ExportError, match=f"has {MAX_CLASSES + 1} classes.*at most {MAX_CLASSES} class"):
+        clf_export.load_for_export(clf_root / "clf", DEFAULT_PARAMS, model_hash(clf_root / "model"), "--classifier")

@@ -3,6 +3,7 @@ exported firmware (frontend_ref/hw_telemetry.c) byte for byte against the Python
 
 from __future__ import annotations
 
+import json
 import re
 import struct
 import subprocess
@@ -90,6 +91,16 @@ def test_birth_message():
     for bad in (b"{", b'{"v":1}', b'{"v":1,"threshold":"x"}', b'{"v":1,"threshold":1,"runtime":"fp16"}', b"[1]"):
         with pytest.raises(tm.TelemetryError):
             tm.Birth.from_json(bad)
+
+
+def test_birth_message_with_more_classes_than_a_patch_carries_is_refused():
+    names = tuple(f"c{i}" for i in range(tm.MAX_CLASSES + 1))
+    assert len(tm.Birth(0.25, classes=names[:-1]).classes) == tm.MAX_CLASSES
+    with pytest.raises(tm.TelemetryError, match=f"{tm.MAX_CLASSES + 1} classes, at most {tm.MAX_CLASSES}"):
+        tm.Birth(0.25, classes=names)
+    payload = json.dumps({"v": tm.VERSION, "threshold": 0.25, "classes": list(names)}).encode()
+    with pytest.raises(tm.TelemetryError, match="malformed.*at most"):
+        tm.Birth.from_json(payload)
 
 
 @pytest.mark.parametrize("rule", [INT8_RULE, WindowMean(60, 2).with_calibration(0.0, 1.0, 2.0), MOfN(3, 5)],

@@ -230,6 +230,9 @@ class Birth:
     rule: AlarmRule | None = None
 
     def __post_init__(self) -> None:
+        if len(self.classes) > MAX_CLASSES:
+            raise TelemetryError("malformed", f"birth message: {len(self.classes)} classes, at most {MAX_CLASSES} "
+                                              "(a patch message carries one probability per class)")
         if self.rule is not None:
             _applicable(self.rule, self.threshold)
 
