@@ -43,11 +43,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, write_json  # noqa: E402
 
+from anomaly.score import BAND_ERROR_EPS as EPS  # noqa: E402  (inside log(band error), as the product's scores)
+from anomaly.score import GaussianScore  # noqa: E402
+
 VARIANTS = ("model", "gaussian", "site-gaussian", "site-diag", "site-top4")
 SITE_FITTED = ("site-gaussian", "site-diag", "site-top4")
 CROSSFIT_BLOCKS = 5
 TOP_K = 4
-EPS = 1e-4  # inside log(band error), as anomaly.score.BAND_ERROR_EPS
 
 
 class BandZ:
@@ -66,8 +68,6 @@ class BandZ:
 
 def fit_site_score(variant: str, bands: np.ndarray):
     """A site-fitted score object (``of_bands``) for ``variant``, fitted on normal band errors."""
-    from anomaly.score import GaussianScore
-
     if variant == "site-gaussian":
         return GaussianScore.fit(bands)
     return BandZ(bands, variant)
