@@ -153,7 +153,7 @@ def toycar(model_dirs: list[Path], root: Path) -> dict:
         print(f"{d}: scoring {len(train)} training and {len(labelled)} test clips ...", flush=True)
         tr = np.concatenate(_patch_bands(det, train))
         test = _patch_bands(det, [f.path for f in labelled])
-        scorers = {"model (mse)": MSE.of_bands, **{v: fit_site_score(v, tr).of_bands for v in SITE_FITTED}}
+        scorers = {"mean error": MSE.of_bands, **{v: fit_site_score(v, tr).of_bands for v in SITE_FITTED}}
         if det.train_config.score == "gaussian":
             scorers["gaussian"] = det.scorer.of_bands
         clip = {name: [float(fn(b).mean()) for b in test] for name, fn in scorers.items()}
