@@ -165,7 +165,7 @@ def test_error_stays_one_line_when_piped(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# simulate (anomaly/simulate.py)
+# simulate (anomaly/simulate/)
 
 
 def test_simulate_writes_16k_mono_flac(in_tmp):
