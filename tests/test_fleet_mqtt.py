@@ -5,6 +5,7 @@ credential cannot write into another site; bad messages are counted, never fatal
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -119,6 +120,20 @@ def _wait(cond, timeout=20.0):
     return cond()
 
 
+def _ingest_connected(ing: subprocess.Popen, stats: Path) -> None:
+    """Wait until the ingest process has connected (and so subscribed): its ``--stats`` file counts a connect.
+    Messages published before its first subscription are not kept for it."""
+
+    def connected() -> bool:
+        try:
+            return json.loads(stats.read_text()).get("connects", 0) >= 1
+        except (FileNotFoundError, ValueError):
+            return False
+
+    assert _wait(lambda: connected() or ing.poll() is not None, DEADLINE), "ingest did not connect"
+    assert ing.poll() is None, _stop(ing)
+
+
 def _rows(store, site="pump-3"):
     p = store.site(site).dir / "scores.sqlite"
     return read_scores(p) if p.exists() else None
@@ -132,9 +147,7 @@ def test_no_acknowledged_score_lost_or_duplicated_across_broker_restart_and_inge
     store = _store(tmp_path / "sites")
     args = ["--sites-dir", store.root, "--client-id", "ing-kill", "--stats", tmp_path / "stats.json"]
     ing = ingest_process(args)
-    assert _wait(lambda: (tmp_path / "stats.json").exists() or ing.poll() is not None, DEADLINE), \
-        "ingest did not start"
-    assert ing.poll() is None, _stop(ing)
+    _ingest_connected(ing, tmp_path / "stats.json")
     pub = _publisher(b, "pump-3", "dev-a")
     t0 = time.time() - 1000
     n = 900
@@ -356,7 +369,8 @@ def test_monitor_publish_reaches_the_central_log(mq, ingest_process, real_site, 
     s, d = real_site
     central = SiteStore(tmp_path / "central")
     shutil.copytree(s.dir, central.root / s.name, ignore=shutil.ignore_patterns("scores.sqlite*", "alarms.jsonl"))
-    ing = ingest_process(["--sites-dir", central.root, "--client-id", "ing-pub"])
+    ing = ingest_process(["--sites-dir", central.root, "--client-id", "ing-pub", "--stats", tmp_path / "stats.json"])
+    _ingest_connected(ing, tmp_path / "stats.json")  # a patch published before it subscribed would never reach it
     r = subprocess.run([str(HUMWATCH), "monitor", "--site", s.name, "--from", str(d / "audio"), "--start-time",
                         "2026-11-01T00:00:00Z", "--publish", b.url, "--device-id", "edge-1",
                         "--sites-dir", str(s.dir.parent)], env={**os.environ, **b.env("pump-3"),
