@@ -105,6 +105,12 @@ def over(scores, threshold: float, inclusive: bool = False) -> np.ndarray:
     return s >= threshold if inclusive else s > threshold
 
 
+def rising_edges(active) -> np.ndarray:
+    """Indices where a boolean "in alarm" sequence switches on (an alarm, or an event, starts there)."""
+    a = np.asarray(active, bool)
+    return np.flatnonzero(a & ~np.r_[False, a[:-1]])
+
+
 # -- alarm rules -------------------------------------------------------------------------------------------------------
 class RuleState(Protocol):
     """A rule applied patch by patch (what a monitor holds)."""
@@ -160,8 +166,7 @@ class MOfN:
         if x.size == 0:
             return np.zeros(0, np.int64)
         count = np.convolve(x, np.ones(self.n, int))[: x.size]  # exceedances in the window ending at each patch
-        on = count >= self.m
-        return np.flatnonzero(on & ~np.r_[False, on[:-1]])
+        return rising_edges(count >= self.m)
 
     def onsets(self, scores, threshold: float, inclusive: bool = False) -> np.ndarray:
         """Indices of the patches where alarms start, for a whole sequence of scores in recording order."""
@@ -347,8 +352,7 @@ class WindowMean:
         return out
 
     def onsets_z(self, z) -> np.ndarray:
-        a = self.active_z(z)
-        return np.flatnonzero(a & ~np.r_[False, a[:-1]])
+        return rising_edges(self.active_z(z))
 
     def statistic(self, scores) -> np.ndarray:
         """The window mean of z per patch (NaN during the first n − 1 patches), in calibration sds."""

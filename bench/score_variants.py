@@ -173,7 +173,7 @@ def replay_bands(args: tuple) -> dict:
     from false_alarms import _delay
     from sim_fleet import PATCH_S, load_site
 
-    from anomaly.decision import DEFAULT_RULE, TARGET_PER_DAY
+    from anomaly.decision import DEFAULT_RULE, TARGET_PER_DAY, rising_edges
     from calibration.threshold import calibrate_mean_rule
 
     path, cal_minutes, floor = args
@@ -191,7 +191,7 @@ def replay_bands(args: tuple) -> dict:
         return a
 
     mon = active(s.bands[s.mon])
-    onsets = int(mon[0]) + int(np.sum(mon[1:] & ~mon[:-1]))
+    onsets = int(rising_edges(mon).size)
     days = mon.size * PATCH_S / 86400.0
     faults = []
     for f in s.faults:

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from anomaly.decision import rising_edges
+
 GROUPS = 8
 SMOOTH = 10  # patches
 MAX_STATES = 5
@@ -99,7 +101,7 @@ class StateModel:
         over = d > self.limit
         run = np.convolve(over.astype(int), np.ones(MIN_PATCHES, int))[: over.size]
         on = run >= MIN_PATCHES
-        return np.flatnonzero(on & ~np.r_[False, on[:-1]]), on
+        return rising_edges(on), on
 
     def tracker(self) -> NoveltyTracker:
         return NoveltyTracker(self)
