@@ -88,3 +88,20 @@ def valid_record(threshold: float = 1.0, **changes) -> dict:
     for key, value in changes.items():
         rec[key] = value
     return rec
+
+
+def small_model(directory: Path, *, background: str = "factory", seed: int = 300, recordings: int = 3,
+                seconds: float = 60.0, epochs: int = 2, samples_per_epoch: int = 512, fingerprint: bool = True) -> Path:
+    """A small autoencoder trained quickly on one thread: ``recordings`` simulated healthy pumps (unit seeds from
+    ``seed``) of ``seconds`` each in ``background``; saved (with an empty training-data fingerprint unless
+    ``fingerprint`` is False) as ``directory/model``, whose path is returned."""
+    from anomaly.detectors import fingerprint_files, fit_detector
+    from anomaly.features import DEFAULT_PARAMS, log_mel
+    from anomaly.simulate import SimConfig, simulate
+    from anomaly.train import TrainConfig
+
+    recs = [log_mel(simulate(SimConfig("pump", "none", 0, background, seed=seed + i), seconds), DEFAULT_PARAMS)
+            for i in range(recordings)]
+    det = fit_detector("ae", recs, train_config=TrainConfig(threads=1, epochs=epochs,
+                                                            samples_per_epoch=samples_per_epoch))
+    return det.save(Path(directory) / "model", extra={"training_data": fingerprint_files([])} if fingerprint else None)

@@ -10,13 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import invoke
+from helpers import invoke, small_model
 
-from anomaly.detectors import fingerprint_files, fit_detector
-from anomaly.features import DEFAULT_PARAMS, log_mel
 from anomaly.modeldir import model_hash
-from anomaly.simulate import SimConfig, simulate, write_audio
-from anomaly.train import TrainConfig
+from anomaly.simulate import SimConfig, write_audio
 from calibration.fleet import jobs
 from calibration.fleet.report import fleet_summaries, write_parquet
 from calibration.store import SiteConfig, SiteStore
@@ -37,10 +34,7 @@ def fleet(tmp_path_factory):
     source directory does not exist (its job fails)."""
     torch.set_num_threads(1)
     d = tmp_path_factory.mktemp("fleet")
-    recs = [log_mel(simulate(SimConfig("pump", "none", 0, "factory", seed=400 + i), 40.0), DEFAULT_PARAMS)
-            for i in range(2)]
-    det = fit_detector("ae", recs, train_config=TrainConfig(threads=1, epochs=1, samples_per_epoch=256))
-    model = det.save(d / "model", extra={"training_data": fingerprint_files([])})
+    model = small_model(d, seed=400, recordings=2, seconds=40.0, epochs=1, samples_per_epoch=256)
     store = SiteStore(d / "sites")
     for i, name in enumerate("abcd"):
         src = d / "audio" / name

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import valid_record
+from helpers import small_model, valid_record
 from mosquitto import MISSING, Broker
 
 from calibration.fleet import telemetry as tm
@@ -337,19 +337,13 @@ def real_site(tmp_path_factory):
     """A calibrated site with a small trained model (as tests/test_monitor.py makes one)."""
     import torch
 
-    from anomaly.detectors import fingerprint_files, fit_detector
-    from anomaly.features import DEFAULT_PARAMS, log_mel
     from anomaly.modeldir import model_hash
-    from anomaly.simulate import SimConfig, simulate, write_audio
-    from anomaly.train import TrainConfig
+    from anomaly.simulate import SimConfig, write_audio
     from calibration.calibrate import CalibrationRequest, calibrate
 
     torch.set_num_threads(1)
     d = tmp_path_factory.mktemp("pubsite")
-    recs = [log_mel(simulate(SimConfig("pump", "none", 0, "factory", seed=300 + i), 40.0), DEFAULT_PARAMS)
-            for i in range(2)]
-    det = fit_detector("ae", recs, train_config=TrainConfig(threads=1, epochs=1, samples_per_epoch=256))
-    model = det.save(d / "model", extra={"training_data": fingerprint_files([])})
+    model = small_model(d, recordings=2, seconds=40.0, epochs=1, samples_per_epoch=256)
     store = SiteStore(d / "sites")
     s = store.create(SiteConfig(name="pump-3", model_path=str(model), model_hash=model_hash(model)))
     calibrate(s, CalibrationRequest(files=[write_audio(d / "cal.flac", SimConfig("pump", "none", 0, "factory",

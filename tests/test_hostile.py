@@ -27,13 +27,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from helpers import WIDE
+from helpers import WIDE, small_model
 from legacy_scorelog import legacy_log
 from typer.testing import CliRunner
 
 from anomaly.atomic import atomic_dir, clean_leftovers
 from anomaly.audio import file_patches
-from anomaly.detectors import fingerprint_files, fit_detector, load_detector
+from anomaly.detectors import load_detector
 from anomaly.errors import (
     EXIT_BUSY,
     EXIT_DAMAGED,
@@ -43,10 +43,9 @@ from anomaly.errors import (
     EXIT_PARTIAL,
     EXIT_USAGE,
 )
-from anomaly.features import DEFAULT_PARAMS, log_mel
+from anomaly.features import DEFAULT_PARAMS
 from anomaly.modeldir import file_sha256, model_hash
-from anomaly.simulate import SimConfig, simulate, write_audio
-from anomaly.train import TrainConfig
+from anomaly.simulate import SimConfig, write_audio
 from calibration.calibrate import CalibrationRequest, calibrate
 from calibration.monitoring.monitor import Monitor, MonitorConfig
 from calibration.monitoring.scorelog import SCHEMA_VERSION, ScoreLog, read_alarms, read_events, read_scores
@@ -65,10 +64,7 @@ T0 = 1.75e9  # 2025-06-15: monitoring times in the past (future ones are refused
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     d = tmp_path_factory.mktemp("hostile")
-    recs = [log_mel(simulate(SimConfig("pump", "none", 0, "factory", seed=600 + i), 30.0), DEFAULT_PARAMS)
-            for i in range(2)]
-    det = fit_detector("ae", recs, train_config=TrainConfig(threads=1, epochs=1, samples_per_epoch=128))
-    model = det.save(d / "model", extra={"training_data": fingerprint_files([])})
+    model = small_model(d, seed=600, recordings=2, seconds=30.0, epochs=1, samples_per_epoch=128)
     store = SiteStore(d / "sites")
     site = store.create(SiteConfig(name="pump-3", model_path=str(model), model_hash=model_hash(model),
                                    machine="pump"))

@@ -16,14 +16,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from helpers import small_model
 from legacy_scorelog import legacy_log
 
 from anomaly.audio import find_audio
-from anomaly.detectors import fingerprint_files, fit_detector
-from anomaly.features import DEFAULT_PARAMS, log_mel
 from anomaly.modeldir import model_hash
 from anomaly.simulate import SimConfig, simulate, write_audio
-from anomaly.train import TrainConfig
 from calibration.calibrate import CalibrationRequest, calibrate
 from calibration.errors import SiteError
 from calibration.monitoring.monitor import Monitor, MonitorConfig, MonitorWarning
@@ -39,10 +37,7 @@ def site(tmp_path_factory):
     prev = torch.get_num_threads()
     torch.set_num_threads(1)
     d = tmp_path_factory.mktemp("mon")
-    recs = [log_mel(simulate(SimConfig("pump", "none", 0, "factory", seed=200 + i), 60.0), DEFAULT_PARAMS)
-            for i in range(3)]
-    det = fit_detector("ae", recs, train_config=TrainConfig(threads=1, epochs=2, samples_per_epoch=512))
-    model = det.save(d / "model", extra={"training_data": fingerprint_files([])})
+    model = small_model(d, seed=200)
     store = SiteStore(d / "sites")
     s = store.create(SiteConfig(name="pump-1", model_path=str(model), model_hash=model_hash(model), machine="pump"))
     cal = write_audio(d / "cal.flac", SimConfig("pump", "none", 0, "factory", seed=210), 6.0)

@@ -9,17 +9,15 @@ import sqlite3
 import numpy as np
 import pytest
 import torch
-from helpers import assert_one_error_line, invoke
+from helpers import assert_one_error_line, invoke, small_model
 from legacy_scorelog import legacy_log
 
 from anomaly.audio import file_log_mel, find_audio
 from anomaly.classify import ClassifyConfig, FaultClassifier
 from anomaly.dataset import load_dataset, write_sim_dataset
-from anomaly.detectors import fit_detector
-from anomaly.features import DEFAULT_PARAMS, log_mel
+from anomaly.features import DEFAULT_PARAMS
 from anomaly.modeldir import model_hash
-from anomaly.simulate import SimConfig, simulate, write_audio
-from anomaly.train import TrainConfig
+from anomaly.simulate import SimConfig, write_audio
 from calibration.calibrate import CalibrationRequest, calibrate, site_classifier
 from calibration.errors import SiteError
 from calibration.monitoring.monitor import Monitor, MonitorConfig
@@ -36,10 +34,7 @@ def world(tmp_path_factory):
     prev = torch.get_num_threads()
     torch.set_num_threads(1)
     d = tmp_path_factory.mktemp("monclf")
-    recs = [log_mel(simulate(SimConfig("pump", "none", 0, "factory", seed=300 + i), 60.0), DEFAULT_PARAMS)
-            for i in range(3)]
-    det = fit_detector("ae", recs, train_config=TrainConfig(threads=1, epochs=2, samples_per_epoch=512))
-    model = det.save(d / "model")
+    model = small_model(d, fingerprint=False)
     classes = ("normal", "cavitation", "bearing-outer", "electrical-arc")
     ds = load_dataset(write_sim_dataset(d / "clips", 10, seed=5, severity_range=(0.6, 1.0), classes=classes))
     clf = FaultClassifier(ds.classes, DEFAULT_PARAMS, ClassifyConfig(epochs=15, steps_per_epoch=30, threads=1))

@@ -15,15 +15,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from helpers import small_model
 
 from anomaly.atomic import FAILPOINT_ENV
 from anomaly.audio import file_patches
 from anomaly.decision import DEFAULT_RULE
-from anomaly.detectors import fingerprint_files, fit_detector
-from anomaly.features import DEFAULT_PARAMS, log_mel
+from anomaly.features import DEFAULT_PARAMS
 from anomaly.modeldir import model_hash
 from anomaly.simulate import SimConfig, simulate, write_audio
-from anomaly.train import TrainConfig
 from calibration.calibrate import CalibrationRequest, calibrate, calibration_rule, recalibrate
 from calibration.errors import ShiftRefused
 from calibration.monitoring.monitor import Monitor, MonitorConfig
@@ -89,10 +88,7 @@ def model(tmp_path_factory):
     prev = torch.get_num_threads()
     torch.set_num_threads(1)
     d = tmp_path_factory.mktemp("states")
-    recs = [log_mel(simulate(SimConfig("pump", "none", 0, "quiet", seed=300 + i), 60.0), DEFAULT_PARAMS)
-            for i in range(3)]
-    det = fit_detector("ae", recs, train_config=TrainConfig(threads=1, epochs=2, samples_per_epoch=512))
-    yield det.save(d / "model", extra={"training_data": fingerprint_files([])}), d
+    yield small_model(d, background="quiet"), d
     torch.set_num_threads(prev)
 
 
