@@ -153,11 +153,12 @@ def toycar(model_dirs: list[Path], root: Path) -> dict:
         print(f"{d}: scoring {len(train)} training and {len(labelled)} test clips ...", flush=True)
         tr = np.concatenate(_patch_bands(det, train))
         test = _patch_bands(det, [f.path for f in labelled])
-        scorers = {"mean error": MSE.of_bands, **{v: fit_site_score(v, tr).of_bands for v in SITE_FITTED}}
+        fitted = {v: fit_site_score(v, tr) for v in SITE_FITTED}
+        scorers = {"mean error": MSE.of_bands, **{v: f.of_bands for v, f in fitted.items()}}
         if det.train_config.score == "gaussian":
             scorers["gaussian"] = det.scorer.of_bands
         clip = {name: [float(fn(b).mean()) for b in test] for name, fn in scorers.items()}
-        band = BandZ(tr, "site-diag")
+        band = fitted["site-diag"]  # its per-band mean and sd of the log error
         clip["per-band max z"] = [float(((np.log(b + EPS) - band.mu) / band.sd).mean(axis=0).max()) for b in test]
         for name, scores in clip.items():
             auc, pa = auc_pauc(y, scores)
